@@ -1,0 +1,12 @@
+"""pycaffe: Caffe rebuilt in Python on PyTorch. `import caffe` works as BVLC's pycaffe."""
+from .proto import caffe_pb2
+from .common import set_mode_cpu, set_mode_gpu, set_device, set_random_seed
+from .errors import CaffeError
+from .layer import Layer, layer_type_list, register_layer
+from .net import Net
+from . import layers as _layers  # noqa: F401  (registers the built-in layer catalog)
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+__version__ = "0.1.0"

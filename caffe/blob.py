@@ -1,0 +1,222 @@
+"""Blob: Caffe's N-D array with a value (data) and a gradient (diff).
+
+Inside the framework `data` and `diff` are torch tensors on the net's device.
+pycaffe code sees a blob through `PyBlob`, whose `data` and `diff` are NumPy arrays
+sharing memory with those tensors. When the tensors live on a GPU the NumPy arrays
+are a host mirror kept in step the way Caffe's SyncedMemory does it: touching the
+mirror marks the host copy as the newest, touching the tensor marks the device copy.
+"""
+import numpy as np
+import torch
+
+from .errors import CaffeError
+
+# Caffe refuses blobs whose element count does not fit an int; we also bound the
+# allocation a model file may ask for, so a hostile file cannot exhaust memory.
+MAX_BLOB_COUNT = 2 ** 31 - 1
+
+_AT_DEVICE, _AT_HOST, _SYNCED = 0, 1, 2
+
+
+class _Mem:
+    """One flat buffer (data or diff) with capacity, shape view and host mirror."""
+
+    __slots__ = ("buf", "view", "host", "head")
+
+    def __init__(self, dtype, device):
+        self.buf = torch.zeros(0, dtype=dtype, device=device)
+        self.view = self.buf
+        self.host = None
+        self.head = _SYNCED
+
+    def reshape(self, shape, count):
+        if count > self.buf.numel():
+            # Like Caffe, growing discards the old values; shrinking keeps them.
+            self.buf = torch.zeros(count, dtype=self.buf.dtype, device=self.buf.device)
+        self.view = self.buf[:count].view(shape)
+        self.host, self.head = None, _SYNCED
+
+    def tensor(self):
+        if self.head == _AT_HOST:
+            self.view.copy_(torch.from_numpy(self.host))
+        self.head = _AT_DEVICE
+        return self.view
+
+    def numpy(self):
+        if self.view.device.type == "cpu":
+            return self.view.numpy()
+        if self.host is None or self.head == _AT_DEVICE:
+            self.host = self.view.cpu().numpy()
+        self.head = _AT_HOST
+        return self.host
+
+
+class Blob:
+    """An N-D array of `dtype` on `device` with data and diff of equal shape."""
+
+    def __init__(self, shape=(), dtype=torch.float32, device="cpu"):
+        self._data = _Mem(dtype, device)
+        self._diff = _Mem(dtype, device)
+        self._shape = None
+        self.reshape(shape)
+
+    # -- shape -------------------------------------------------------------
+    def reshape(self, *shape):
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
+        shape = tuple(int(d) for d in shape)
+        if shape == self._shape:
+            return
+        count = 1
+        for d in shape:
+            if d < 0:
+                raise CaffeError(f"blob dimension must be non-negative, got shape {shape}")
+            count *= d
+        if count > MAX_BLOB_COUNT:
+            raise CaffeError(f"blob shape {shape} has {count} elements, more than the "
+                             f"limit {MAX_BLOB_COUNT} (caffe.blob.MAX_BLOB_COUNT)")
+        self._shape, self._count = shape, count
+        self._data.reshape(shape, count)
+        self._diff.reshape(shape, count)
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def count(self, start=0, end=None):
+        n = 1
+        for d in self._shape[start:end]:
+            n *= d
+        return n
+
+    def canonical_axis_index(self, axis):
+        n = len(self._shape)
+        if not -n <= axis < max(n, 1):
+            raise CaffeError(f"axis {axis} out of range for {n}-D blob of shape {self._shape}")
+        return axis + n if axis < 0 else axis
+
+    def shape_at(self, axis):
+        return self._shape[self.canonical_axis_index(axis)]
+
+    def legacy_shape(self, index):
+        """Caffe's num/channels/height/width view: missing leading axes count as 1."""
+        n = len(self._shape)
+        if index >= n or index < -n:
+            return 1
+        return self._shape[index]
+
+    num = property(lambda self: self.legacy_shape(0))
+    channels = property(lambda self: self.legacy_shape(1))
+    height = property(lambda self: self.legacy_shape(2))
+    width = property(lambda self: self.legacy_shape(3))
+
+    @property
+    def shape_string(self):
+        return " ".join(str(d) for d in self._shape) + f" ({self._count})"
+
+    # -- values --------------------------------------------------------------
+    @property
+    def data(self):
+        return self._data.tensor()
+
+    @property
+    def diff(self):
+        return self._diff.tensor()
+
+    @property
+    def dtype(self):
+        return self._data.buf.dtype
+
+    @property
+    def device(self):
+        return self._data.buf.device
+
+    def data_numpy(self):
+        return self._data.numpy()
+
+    def diff_numpy(self):
+        return self._diff.numpy()
+
+    def share_data(self, other):
+        """Point this blob's data at other's storage (Caffe's ShareData; counts must match)."""
+        if other._count != self._count:
+            raise CaffeError(f"cannot share data of {other.shape} with {self.shape}")
+        self._data = _shared(other._data, self._shape)
+
+    def share_diff(self, other):
+        if other._count != self._count:
+            raise CaffeError(f"cannot share diff of {other.shape} with {self.shape}")
+        self._diff = _shared(other._diff, self._shape)
+
+    def to(self, dtype=None, device=None):
+        """Move (or cast) the storage in place, keeping values."""
+        for mem in (self._data, self._diff):
+            mem.tensor()
+            mem.buf = mem.buf.to(dtype=dtype or mem.buf.dtype, device=device or mem.buf.device)
+            mem.view = mem.buf[:self._count].view(self._shape)
+            mem.host, mem.head = None, _SYNCED
+        return self
+
+    def asum_data(self):
+        return float(self.data.abs().sum())
+
+    def asum_diff(self):
+        return float(self.diff.abs().sum())
+
+    def __repr__(self):
+        return f"Blob({self._shape}, {self.dtype}, {self.device})"
+
+
+def _shared(mem, shape):
+    # A second _Mem over the same flat buffer, so that two blobs of equal count but
+    # different shapes (ParamSpec share_mode PERMISSIVE) see the same values.
+    if tuple(mem.view.shape) == shape:
+        return mem
+    view = _Mem.__new__(_Mem)
+    view.buf, view.host, view.head = mem.buf, None, _SYNCED
+    mem.tensor()
+    view.view = mem.buf[:mem.view.numel()].view(shape)
+    return view
+
+
+class PyBlob:
+    """pycaffe's face of a Blob: NumPy `data`/`diff` that share memory with it."""
+
+    __slots__ = ("_blob",)
+
+    def __init__(self, blob):
+        self._blob = blob
+
+    @property
+    def data(self):
+        return self._blob.data_numpy()
+
+    @property
+    def diff(self):
+        return self._blob.diff_numpy()
+
+    @property
+    def shape(self):
+        return self._blob.shape
+
+    @property
+    def count(self):
+        return self._blob.count()
+
+    num = property(lambda self: self._blob.num)
+    channels = property(lambda self: self._blob.channels)
+    height = property(lambda self: self._blob.height)
+    width = property(lambda self: self._blob.width)
+
+    def reshape(self, *shape):
+        self._blob.reshape(*shape)
+
+    def __repr__(self):
+        return f"<Blob {self._blob.shape_string}>"

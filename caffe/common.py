@@ -1,0 +1,45 @@
+"""Process-wide settings, as Caffe's `Caffe` singleton: mode, device and random seed."""
+import random
+
+import numpy as np
+import torch
+
+from .errors import CaffeError
+
+CPU, GPU = 0, 1
+_state = {"mode": CPU, "device_id": 0}
+
+
+def set_mode_cpu():
+    _state["mode"] = CPU
+
+
+def set_mode_gpu():
+    if not torch.cuda.is_available():
+        raise CaffeError("set_mode_gpu: no CUDA device is available to PyTorch on this machine")
+    _state["mode"] = GPU
+
+
+def set_device(device_id):
+    if torch.cuda.is_available() and not 0 <= device_id < torch.cuda.device_count():
+        raise CaffeError(f"set_device: no GPU {device_id}; this machine has "
+                         f"{torch.cuda.device_count()}")
+    _state["device_id"] = int(device_id)
+
+
+def mode():
+    return _state["mode"]
+
+
+def device():
+    """The torch device new nets and solvers are built on."""
+    if _state["mode"] == GPU:
+        return torch.device("cuda", _state["device_id"])
+    return torch.device("cpu")
+
+
+def set_random_seed(seed):
+    """Seed every generator a layer, filler or data layer may draw from."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)

@@ -1,0 +1,25 @@
+"""The project's own error types: every reader of outside data raises one of these."""
+
+
+class CaffeError(Exception):
+    """Base class of every error pycaffe raises on bad input."""
+
+
+class ProtoError(CaffeError):
+    """A prototxt or binary protobuf file that cannot be parsed."""
+
+
+class UpgradeError(CaffeError):
+    """An old-format (V0/V1) definition that cannot be upgraded."""
+
+
+class LayerSetupError(CaffeError):
+    """A layer whose parameters or inputs are inconsistent."""
+
+
+class NetError(CaffeError):
+    """A net whose structure is wrong (dangling bottoms, bad sharing, ...)."""
+
+
+class WeightsError(CaffeError):
+    """Learned weights that do not fit the net they are copied into."""

@@ -1,0 +1,217 @@
+"""Layer: Caffe's unit of computation, and the registry of layer types.
+
+Every layer follows Caffe's contract:
+  setup(bottom, top)      read settings from self.param, check them, create learned blobs
+  reshape(bottom, top)    size the tops (and buffers) from the bottoms
+  forward(bottom, top)    compute top data from bottom data
+  backward(top, propagate_down, bottom)
+                          write bottom diffs where propagate_down says so, and
+                          accumulate (+=) learned-blob diffs where self.param_propagate_down says so
+`bottom` and `top` are lists of caffe.blob.Blob whose .data and .diff are torch tensors.
+"""
+import difflib
+
+import torch
+
+from .blob import Blob
+from .errors import LayerSetupError
+from .filler import fill
+from .proto import caffe_pb2
+
+LAYER_REGISTRY = {}
+
+
+def register_layer(cls):
+    """Class decorator: make `cls` creatable by its Caffe type string."""
+    if not cls.type:
+        raise TypeError(f"{cls.__name__} has no Caffe type string")
+    LAYER_REGISTRY[cls.type] = cls
+    return cls
+
+
+def layer_type_list():
+    return sorted(LAYER_REGISTRY)
+
+
+def create_layer(param, dtype=torch.float32, device="cpu"):
+    """Instantiate the registered layer named by `param.type` (a LayerParameter)."""
+    from . import layers  # noqa: F401  (registers the built-in catalog)
+    cls = LAYER_REGISTRY.get(param.type)
+    if cls is None:
+        close = difflib.get_close_matches(param.type, LAYER_REGISTRY, n=3, cutoff=0.5)
+        close += [t for t in LAYER_REGISTRY if t.lower() == param.type.lower() and t not in close]
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint}")
+    return cls(param, dtype=dtype, device=device)
+
+
+class Layer:
+    """Base class of every layer; subclasses set `type` and override the contract."""
+
+    type = ""
+    # Caffe's blob-count contract; -1 means "no constraint".
+    exact_num_bottom_blobs = -1
+    min_bottom_blobs = -1
+    max_bottom_blobs = -1
+    exact_num_top_blobs = -1
+    min_top_blobs = -1
+    max_top_blobs = -1
+    equal_num_bottom_top_blobs = False
+    auto_top_blobs = False
+
+    def __init__(self, param, dtype=torch.float32, device="cpu"):
+        self.param = param
+        self.phase = param.phase
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.blobs = [blob_from_proto(b, dtype, device) for b in param.blobs]
+        self.param_propagate_down = []
+        self.loss_weights = []
+
+    @property
+    def name(self):
+        return self.param.name
+
+    # -- the contract --------------------------------------------------------
+    def setup(self, bottom, top):
+        """One-time set-up: read and check parameters, create learned blobs."""
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__}.reshape")
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, top, propagate_down, bottom):
+        """Layers without a gradient leave the bottom diffs alone."""
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    # -- driven by the Net ----------------------------------------------------
+    def layer_setup(self, bottom, top):
+        """Caffe's Layer::SetUp: check counts, set up, reshape, set loss weights."""
+        self.check_blob_counts(bottom, top)
+        self.setup(bottom, top)
+        if len(self.param_propagate_down) < len(self.blobs):
+            self.param_propagate_down = [True] * len(self.blobs)
+        self.reshape(bottom, top)
+        self.set_loss_weights(top)
+
+    def check_blob_counts(self, bottom, top):
+        def check(what, n, exact, lo, hi):
+            if exact >= 0 and n != exact:
+                self.fail(f"takes exactly {exact} {what} blob(s), got {n}")
+            if lo >= 0 and n < lo:
+                self.fail(f"takes at least {lo} {what} blob(s), got {n}")
+            if hi >= 0 and n > hi:
+                self.fail(f"takes at most {hi} {what} blob(s), got {n}")
+        check("bottom", len(bottom), self.exact_num_bottom_blobs, self.min_bottom_blobs,
+              self.max_bottom_blobs)
+        check("top", len(top), self.exact_num_top_blobs, self.min_top_blobs, self.max_top_blobs)
+        if self.equal_num_bottom_top_blobs and len(bottom) != len(top):
+            self.fail(f"needs as many tops as bottoms, got {len(bottom)} and {len(top)}")
+
+    def set_loss_weights(self, top):
+        """A non-zero loss_weight makes a top part of the objective; its diff holds the weight."""
+        weights = list(self.param.loss_weight)
+        if weights and len(weights) != len(top):
+            self.fail(f"loss_weight must be given for every top or none "
+                      f"({len(weights)} weights, {len(top)} tops)")
+        self.loss_weights = weights + [0.0] * (len(top) - len(weights))
+        for blob, w in zip(top, self.loss_weights):
+            if w:
+                blob.diff.fill_(w)
+
+    def loss(self, top_index):
+        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+
+    # -- helpers for subclasses -----------------------------------------------
+    def new_blob(self, shape, filler=None):
+        """A learned blob in the layer's dtype and device, filled by a FillerParameter."""
+        blob = Blob(shape, self.dtype, self.device)
+        if filler is not None:
+            fill(blob.data, filler)
+        return blob
+
+    def fail(self, message):
+        raise LayerSetupError(f"layer '{self.name}' ({self.type}): {message}")
+
+    def to_proto(self, write_diff=False):
+        """The layer's LayerParameter with its learned blobs (Caffe's Layer::ToProto)."""
+        out = caffe_pb2.LayerParameter()
+        out.CopyFrom(self.param)
+        del out.blobs[:]
+        for blob in self.blobs:
+            blob_to_proto(blob, out.blobs.add(), write_diff)
+        return out
+
+    def __repr__(self):
+        return f"<{type(self).__name__} '{self.name}'>"
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape; may run in place."""
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+
+# -- BlobProto conversion ------------------------------------------------------
+def proto_shape(proto):
+    """The shape a BlobProto declares, from `shape` or the legacy 4-D fields."""
+    if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
+            or proto.HasField("width"):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return tuple(proto.shape.dim)
+
+
+def shape_matches_proto(blob, proto):
+    """Caffe's Blob::ShapeEquals: legacy dims compare against the legacy 4-D view."""
+    if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
+            or proto.HasField("width"):
+        return blob.num_axes <= 4 and (blob.legacy_shape(-4), blob.legacy_shape(-3),
+                                       blob.legacy_shape(-2), blob.legacy_shape(-1)) == \
+            (proto.num, proto.channels, proto.height, proto.width)
+    return tuple(proto.shape.dim) == blob.shape
+
+
+def proto_values(proto, count, what="data"):
+    """The values of a BlobProto as a float64 or float32 tensor of `count` elements."""
+    import numpy as np
+    doubles = getattr(proto, "double_" + what)
+    values = doubles if len(doubles) else getattr(proto, what)
+    if len(values) != count:
+        raise LayerSetupError(f"blob declares {count} elements but holds {len(values)} {what} values")
+    # upb's repeated fields expose a buffer, so this is a copy, not a Python loop.
+    return torch.from_numpy(np.array(values, dtype=np.float64 if len(doubles) else np.float32))
+
+
+def blob_from_proto(proto, dtype=torch.float32, device="cpu"):
+    blob = Blob(proto_shape(proto), dtype, device)
+    copy_proto_into(proto, blob)
+    return blob
+
+
+def copy_proto_into(proto, blob):
+    """Blob::FromProto with reshape=false; the caller has checked the shape."""
+    count = blob.count()
+    blob.data.copy_(proto_values(proto, count).view(blob.shape))
+    if len(proto.diff) or len(proto.double_diff):
+        blob.diff.copy_(proto_values(proto, count, "diff").view(blob.shape))
+
+
+def blob_to_proto(blob, proto, write_diff=False):
+    """Blob::ToProto: shape plus float (or double, for float64 blobs) values."""
+    proto.Clear()
+    proto.shape.dim.extend(blob.shape)
+    double = blob.dtype == torch.float64
+    data = blob.data.detach().cpu().numpy().ravel()
+    (proto.double_data if double else proto.data).extend(data.tolist())
+    if write_diff:
+        diff = blob.diff.detach().cpu().numpy().ravel()
+        (proto.double_diff if double else proto.diff).extend(diff.tolist())
+    return proto

@@ -1,0 +1,465 @@
+"""Net: the DAG of layers described by a NetParameter, built as Caffe's Net::Init does."""
+import logging
+from collections import defaultdict
+
+import torch
+
+from . import formats
+from .blob import Blob
+from .errors import NetError, WeightsError
+from .layer import copy_proto_into, create_layer, proto_shape, shape_matches_proto
+from .proto import caffe_pb2
+from .pycaffe import PycaffeNet
+
+log = logging.getLogger("caffe")
+
+
+# -- filtering and splits: pure NetParameter -> NetParameter ---------------------
+def state_meets_rule(state, rule, layer_name=""):
+    """NetStateRule semantics: every condition the rule sets must hold."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    return not any(s in stages for s in rule.not_stage)
+
+
+def filter_net(param):
+    """Keep the layers whose include/exclude rules admit param.state (Net::FilterNet)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for layer in param.layer:
+        if len(layer.include) and len(layer.exclude):
+            raise NetError(f"layer '{layer.name}': specify either include rules or exclude "
+                           f"rules, not both")
+        if len(layer.include):
+            keep = any(state_meets_rule(param.state, r, layer.name) for r in layer.include)
+        else:
+            keep = not any(state_meets_rule(param.state, r, layer.name) for r in layer.exclude)
+        if keep:
+            out.layer.add().CopyFrom(layer)
+    return out
+
+
+def split_layer_name(layer, blob, index):
+    return f"{layer}_{blob}_{index}_split"
+
+
+def split_blob_name(layer, blob, index, k):
+    return f"{blob}_{layer}_{index}_split_{k}"
+
+
+def insert_splits(param):
+    """Give every blob used more than once (as a bottom or a loss) its own Split layer."""
+    last_top = {}                       # blob name -> (layer index, top index)
+    source_of = {}                      # (layer index, bottom index) -> (layer, top)
+    uses = defaultdict(int)             # (layer, top) -> number of consumers
+    loss_weight = {}
+    for i, layer in enumerate(param.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in last_top:
+                raise NetError(f"layer '{layer.name}' ({layer.type}): unknown bottom blob "
+                               f"'{name}' (bottom index {j}): no earlier layer produces it")
+            source_of[i, j] = last_top[name]
+            uses[last_top[name]] += 1
+        for j, name in enumerate(layer.top):
+            last_top[name] = (i, j)
+        for j, w in enumerate(layer.loss_weight):
+            if w:
+                loss_weight[i, j] = w
+                uses[i, j] += 1
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    next_split = defaultdict(int)
+    for i, layer in enumerate(param.layer):
+        new = out.layer.add()
+        new.CopyFrom(layer)
+        for j, name in enumerate(layer.bottom):
+            src = source_of[i, j]
+            if uses[src] > 1:
+                src_layer = param.layer[src[0]].name
+                new.bottom[j] = split_blob_name(src_layer, name, src[1], next_split[src])
+                next_split[src] += 1
+        for j, name in enumerate(layer.top):
+            n = uses[i, j]
+            if n <= 1:
+                continue
+            split = out.layer.add()
+            split.name = split_layer_name(layer.name, name, j)
+            split.type = "Split"
+            split.bottom.append(name)
+            split.top.extend(split_blob_name(layer.name, name, j, k) for k in range(n))
+            w = loss_weight.get((i, j), 0.0)
+            if w:
+                # The loss now flows through the split's first output.
+                del new.loss_weight[:]
+                split.loss_weight.extend([w] + [0.0] * (n - 1))
+                next_split[i, j] += 1
+    return out
+
+
+def _is_path(x):
+    return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
+
+
+class Net(PycaffeNet):
+    """A net built from a NetParameter (or prototxt path) in a phase, as Caffe's Net.
+
+    pycaffe's forms all work: Net(model, phase), Net(model, weights, phase),
+    Net(model, phase=TEST, weights=w, level=0, stages=[...]).
+    """
+
+    def __init__(self, param, *args, phase=None, level=0, stages=(), weights=None,
+                 dtype=torch.float32, device=None):
+        from . import common
+        if args and _is_path(args[0]):
+            weights, args = args[0], args[1:]
+        if args:
+            phase = args[0]
+        if len(args) > 1:
+            raise TypeError("Net(model, [weights,] phase): too many positional arguments")
+        if _is_path(param):
+            param = formats.read_net_param(param)
+        param_copy = caffe_pb2.NetParameter()
+        param_copy.CopyFrom(param)
+        if phase is not None:
+            param_copy.state.phase = phase
+        if level:
+            param_copy.state.level = level
+        if stages:
+            param_copy.state.stage.extend(stages or ())
+        self.dtype = dtype
+        self.device = torch.device(device if device is not None else common.device())
+        self._init(param_copy)
+        if weights:
+            self.copy_from(weights)
+
+    # -- construction -----------------------------------------------------------
+    def _init(self, in_param):
+        self.phase = in_param.state.phase
+        param = insert_splits(filter_net(in_param))
+        self.name = param.name
+        self.param = param
+        self._layers, self._layer_names = [], []
+        self._blobs, self._blob_names, self.blob_index = [], [], {}
+        self.bottom_ids, self.top_ids = [], []
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_need_backward, self.layer_need_backward = [], []
+        self.blob_need_backward = []
+        self._blob_loss_weights = []
+        self.input_ids = []
+        self._params, self.param_owners, self.param_layer_indices = [], [], []
+        self.param_display_names, self.param_names_index = [], {}
+        self.param_id_vecs = []
+        self.learnable_params, self.learnable_param_ids = [], []
+        self.params_lr, self.params_weight_decay = [], []
+        self.has_params_lr, self.has_params_decay = [], []
+        available = {}
+        for layer_id, lp in enumerate(param.layer):
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError(f"layer '{lp.name}': propagate_down must be given for every "
+                               f"bottom or none ({len(lp.propagate_down)} vs {len(lp.bottom)})")
+            layer = create_layer(lp, self.dtype, self.device)
+            self._layers.append(layer)
+            self._layer_names.append(lp.name)
+            need_backward = False
+            bottoms, bottom_ids, bottom_nb = [], [], []
+            for j, name in enumerate(lp.bottom):
+                if name not in self.blob_index:
+                    raise NetError(f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{name}' "
+                                   f"(bottom index {j})")
+                bid = self.blob_index[name]
+                available.pop(name, None)
+                nb = self.blob_need_backward[bid]
+                if len(lp.propagate_down):
+                    nb = lp.propagate_down[j]
+                bottoms.append(self._blobs[bid])
+                bottom_ids.append(bid)
+                bottom_nb.append(nb)
+                need_backward |= self.blob_need_backward[bid]
+            tops, top_ids = [], []
+            names = list(lp.top)
+            if layer.auto_top_blobs:
+                needed = max(layer.min_top_blobs, layer.exact_num_top_blobs)
+                names += ["(automatic)"] * max(0, needed - len(names))
+            for j, name in enumerate(names):
+                if j < len(lp.bottom) and lp.bottom[j] == name:
+                    bid = self.blob_index[name]          # in place
+                elif name in self.blob_index and name != "(automatic)":
+                    raise NetError(f"layer '{lp.name}': top blob '{name}' produced by multiple "
+                                   f"sources")
+                else:
+                    bid = len(self._blobs)
+                    self._blobs.append(Blob((), self.dtype, self.device))
+                    self._blob_names.append(name)
+                    self.blob_need_backward.append(False)
+                    self._blob_loss_weights.append(0.0)
+                    self.blob_index[name] = bid
+                    if lp.type == "Input":
+                        self.input_ids.append(bid)
+                available[name] = bid
+                tops.append(self._blobs[bid])
+                top_ids.append(bid)
+            self.bottom_vecs.append(bottoms)
+            self.bottom_ids.append(bottom_ids)
+            self.bottom_need_backward.append(bottom_nb)
+            self.top_vecs.append(tops)
+            self.top_ids.append(top_ids)
+            layer.layer_setup(bottoms, tops)
+            for j, bid in enumerate(top_ids):
+                self._blob_loss_weights[bid] = layer.loss(j)
+                if layer.loss(j):
+                    log.info("Top shape of %s: %s, with loss weight %g", lp.name,
+                             self._blobs[bid].shape, layer.loss(j))
+            if len(lp.param) > len(layer.blobs):
+                raise NetError(f"layer '{lp.name}': {len(lp.param)} param specs given but the "
+                               f"layer has {len(layer.blobs)} learned blobs")
+            for pid in range(len(layer.blobs)):
+                spec = lp.param[pid] if pid < len(lp.param) else caffe_pb2.ParamSpec()
+                learn = spec.lr_mult != 0
+                need_backward |= learn
+                layer.param_propagate_down[pid] = learn
+            self.param_id_vecs.append([])
+            for pid in range(len(layer.blobs)):
+                self._append_param(layer_id, pid)
+            self.layer_need_backward.append(need_backward)
+            if need_backward:
+                for bid in top_ids:
+                    self.blob_need_backward[bid] = True
+        self._prune_backward(param.force_backward)
+        self.output_ids = list(available.values())
+        self.layer_index = {n: i for i, n in enumerate(self._layer_names)}
+        self._share_weights()
+        log.info("Network initialization done.")
+
+    def _append_param(self, layer_id, pid):
+        lp = self.param.layer[layer_id]
+        layer = self._layers[layer_id]
+        spec = lp.param[pid] if pid < len(lp.param) else caffe_pb2.ParamSpec()
+        name = spec.name
+        net_pid = len(self._params)
+        self._params.append(layer.blobs[pid])
+        self.param_id_vecs[layer_id].append(net_pid)
+        self.param_layer_indices.append((layer_id, pid))
+        self.param_display_names.append(name or str(pid))
+        if not name or name not in self.param_names_index:
+            self.param_owners.append(-1)
+            if name:
+                self.param_names_index[name] = net_pid
+            self.learnable_param_ids.append(len(self.learnable_params))
+            self.learnable_params.append(layer.blobs[pid])
+            self.has_params_lr.append(spec.HasField("lr_mult"))
+            self.has_params_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            return
+        owner_pid = self.param_names_index[name]
+        self.param_owners.append(owner_pid)
+        owner_layer, owner_index = self.param_layer_indices[owner_pid]
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d", name,
+                 self._layer_names[owner_layer], owner_index)
+        this, owner = layer.blobs[pid], self._layers[owner_layer].blobs[owner_index]
+        permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+        if permissive and this.count() != owner.count():
+            raise NetError(f"cannot share param '{name}' owned by layer "
+                           f"'{self._layer_names[owner_layer]}' with layer '{lp.name}': count "
+                           f"mismatch, owner {owner.shape} vs {this.shape}")
+        if not permissive and this.shape != owner.shape:
+            raise NetError(f"cannot share param '{name}' owned by layer "
+                           f"'{self._layer_names[owner_layer]}' with layer '{lp.name}': shape "
+                           f"mismatch, owner {owner.shape} vs {this.shape} (set share_mode: "
+                           f"PERMISSIVE to share equal counts)")
+        lid = self.learnable_param_ids[owner_pid]
+        self.learnable_param_ids.append(lid)
+        for has, values, field in ((self.has_params_lr, self.params_lr, "lr_mult"),
+                                   (self.has_params_decay, self.params_weight_decay,
+                                    "decay_mult")):
+            if spec.HasField(field):
+                if has[lid] and values[lid] != getattr(spec, field):
+                    raise NetError(f"shared param '{name}' has mismatched {field}")
+                has[lid], values[lid] = True, getattr(spec, field)
+
+    def _prune_backward(self, force_backward):
+        """Skip backward where no loss depends on a layer (Net::Init's second pass)."""
+        under_loss, skip_backprop = set(), set()
+        for i in reversed(range(len(self._layers))):
+            contributes, skip = False, True
+            for j, bid in enumerate(self.top_ids[i]):
+                name = self._blob_names[bid]
+                if self._layers[i].loss(j) or name in under_loss:
+                    contributes = True
+                    if name not in skip_backprop:
+                        skip = False
+                if contributes and not skip:
+                    break
+            if self.layer_need_backward[i] and skip:
+                self.layer_need_backward[i] = False
+                self.bottom_need_backward[i] = [False] * len(self.bottom_ids[i])
+            if not contributes:
+                self.layer_need_backward[i] = False
+            for j, bid in enumerate(self.bottom_ids[i]):
+                name = self._blob_names[bid]
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[i][j] = False
+                if not self.bottom_need_backward[i][j]:
+                    skip_backprop.add(name)
+        if force_backward:
+            for i, layer in enumerate(self._layers):
+                self.layer_need_backward[i] = True
+                for j, bid in enumerate(self.bottom_ids[i]):
+                    nb = self.bottom_need_backward[i][j] or layer.allow_force_backward(j)
+                    self.bottom_need_backward[i][j] = nb
+                    self.blob_need_backward[bid] = self.blob_need_backward[bid] or nb
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _share_weights(self):
+        for pid, owner in enumerate(self.param_owners):
+            if owner >= 0:
+                self._params[pid].share_data(self._params[owner])
+                self._params[pid].share_diff(self._params[owner])
+
+    # -- running ----------------------------------------------------------------
+    def forward_from_to(self, start, end):
+        """Run layers start..end inclusive; return the weighted loss as a 0-d tensor."""
+        loss = torch.zeros((), dtype=self.dtype, device=self.device)
+        for i in range(start, end + 1):
+            layer, bottom, top = self._layers[i], self.bottom_vecs[i], self.top_vecs[i]
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for j, w in enumerate(layer.loss_weights):
+                if w:
+                    loss = loss + w * top[j].data.sum()
+        return loss
+
+    def backward_from_to(self, start, end):
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                self._layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
+                                        self.bottom_vecs[i])
+
+    def forward_prefilled(self):
+        return self.forward_from_to(0, len(self._layers) - 1)
+
+    def backward_all(self):
+        self.backward_from_to(len(self._layers) - 1, 0)
+
+    def forward_backward(self):
+        loss = self.forward_prefilled()
+        self.backward_all()
+        return loss
+
+    def reshape_all(self):
+        for layer, bottom, top in zip(self._layers, self.bottom_vecs, self.top_vecs):
+            layer.reshape(bottom, top)
+            for blob, w in zip(top, layer.loss_weights):
+                if w:
+                    blob.diff.fill_(w)
+
+    def clear_param_diffs(self):
+        for blob in self.learnable_params:
+            blob.diff.zero_()
+
+    # -- weights ------------------------------------------------------------------
+    def copy_trained_layers_from(self, net_param, source="weights"):
+        """Copy learned blobs by layer name; unknown source layers are skipped (Caffe)."""
+        for src in net_param.layer:
+            i = self.layer_index.get(src.name)
+            if i is None:
+                log.info("Ignoring source layer %s", src.name)
+                continue
+            target = self._layers[i].blobs
+            if len(target) != len(src.blobs):
+                raise WeightsError(f"{source}: layer '{src.name}': incompatible number of "
+                                   f"blobs, source has {len(src.blobs)}, target {len(target)}")
+            for j, (blob, proto) in enumerate(zip(target, src.blobs)):
+                if not shape_matches_proto(blob, proto):
+                    raise WeightsError(
+                        f"{source}: layer '{src.name}': cannot copy param {j}, shape "
+                        f"{proto_shape(proto)} vs {blob.shape} in the net. To learn this "
+                        f"layer's parameters from scratch rather than copying them, rename "
+                        f"the layer.")
+                copy_proto_into(proto, blob)
+
+    def copy_trained_layers_from_hdf5(self, groups, source="weights"):
+        for name, datasets in groups.items():
+            i = self.layer_index.get(name)
+            if i is None:
+                log.info("Ignoring source layer %s", name)
+                continue
+            target = self._layers[i].blobs
+            for j, blob in enumerate(target):
+                owner = self.param_owners[self.param_id_vecs[i][j]]
+                if j not in datasets:
+                    if owner >= 0:
+                        continue          # shared params are saved once, by their owner
+                    raise WeightsError(f"{source}: layer '{name}': incompatible number of "
+                                       f"blobs, param {j} missing")
+                value = datasets[j]
+                if tuple(value.shape) != blob.shape:
+                    raise WeightsError(
+                        f"{source}: layer '{name}': cannot copy param {j}, shape "
+                        f"{tuple(value.shape)} vs {blob.shape} in the net")
+                blob.data.copy_(torch.from_numpy(value))
+            if len(datasets) > len(target):
+                raise WeightsError(f"{source}: layer '{name}': incompatible number of blobs, "
+                                   f"source has {len(datasets)}, target {len(target)}")
+
+    def copy_from(self, path):
+        """Load weights from a .caffemodel (binary, any version) or .caffemodel.h5."""
+        path = str(path)
+        if path.endswith(".h5"):
+            self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
+        else:
+            self.copy_trained_layers_from(formats.read_caffemodel(path), path)
+
+    def share_trained_layers_with(self, other):
+        """Use other's learned blobs (same storage) for the layers both nets have."""
+        for i, layer in enumerate(other._layers):
+            j = self.layer_index.get(other._layer_names[i])
+            if j is None:
+                continue
+            target = self._layers[j].blobs
+            if len(target) != len(layer.blobs):
+                raise WeightsError(f"layer '{other._layer_names[i]}': incompatible number of "
+                                   f"blobs for sharing")
+            for k, (mine, theirs) in enumerate(zip(target, layer.blobs)):
+                if mine.shape != theirs.shape:
+                    raise WeightsError(f"layer '{other._layer_names[i]}': cannot share param "
+                                       f"{k}, shape {theirs.shape} vs {mine.shape}")
+                mine.share_data(theirs)
+
+    def to_proto(self, write_diff=False):
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer in self._layers:
+            out.layer.add().CopyFrom(layer.to_proto(write_diff))
+        return out
+
+    def save(self, path, write_diff=False):
+        path = str(path)
+        if path.endswith(".h5"):
+            formats.write_hdf5_weights(path, self._hdf5_groups(write_diff))
+        else:
+            formats.write_caffemodel(path, self.to_proto(write_diff))
+
+    def _hdf5_groups(self, write_diff):
+        data, diff = {}, {}
+        for i, layer in enumerate(self._layers):
+            data[self._layer_names[i]], diff[self._layer_names[i]] = {}, {}
+            for j, blob in enumerate(layer.blobs):
+                if self.param_owners[self.param_id_vecs[i][j]] < 0:
+                    data[self._layer_names[i]][j] = blob.data.cpu().numpy()
+                if write_diff:
+                    diff[self._layer_names[i]][j] = blob.diff.cpu().numpy()
+        return {"data": data, **({"diff": diff} if write_diff else {})}
