@@ -1,7 +1,8 @@
 """The built-in layer catalog, grouped by family as Caffe's headers once were."""
 import importlib
 
-_FAMILIES = ("common", "neuron", "vision", "loss", "recurrent", "data", "python_layer")
+_FAMILIES = ("common", "affine", "neuron", "normalization", "vision", "pooling", "loss",
+             "recurrent", "data", "python_layer")
 
 for _family in _FAMILIES:
     try:

@@ -1,0 +1,309 @@
+"""Caffe's key-value databases (LMDB, LevelDB) and the Datum records stored in them.
+
+Layout as BVLC writes it: an LMDB is a folder holding data.mdb and lock.mdb, a LevelDB a folder
+of LevelDB files; keys are byte strings read back in byte order; each value is a serialized
+caffe.Datum holding either raw uint8 pixels (`data`, C x H x W), floats (`float_data`) or an
+encoded image file (`encoded: true`, PNG/JPEG bytes in `data`).
+
+    with open_db("train_lmdb", "lmdb") as db:
+        for key, value in db:
+            image, label = datum_to_array(parse_datum(value, key)), ...
+
+Readers of one database share one handle per process (LMDB refuses a second environment on the
+same path; LevelDB locks its folder), so a train and a test net may read the same source.
+"""
+import logging
+import os
+import threading
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from ..errors import CaffeError
+from ..proto import caffe_pb2
+
+log = logging.getLogger("caffe")
+
+LMDB_INITIAL_MAP_SIZE = 1 << 26     # grown by doubling, as Caffe's LMDB writer does
+COMMIT_EVERY = 1000                 # Caffe's tools commit every 1000 records
+
+
+class DataError(CaffeError):
+    """A database, record, image or list file that cannot be read as Caffe data."""
+
+
+def backend_name(backend):
+    """'lmdb' or 'leveldb' from a name (any case) or DataParameter.DB enum value."""
+    if isinstance(backend, str):
+        name = backend.lower()
+    else:
+        name = {caffe_pb2.DataParameter.LMDB: "lmdb",
+                caffe_pb2.DataParameter.LEVELDB: "leveldb"}.get(backend, str(backend))
+    if name not in ("lmdb", "leveldb"):
+        raise DataError(f"unknown database backend '{backend}' (use lmdb or leveldb)")
+    return name
+
+
+def open_db(path, backend="lmdb", mode="r"):
+    """Open a database: mode 'r' (read), 'new' (create; it must not exist) or 'w' (create or add)."""
+    if mode not in ("r", "new", "w"):
+        raise DataError(f"open_db: mode must be 'r', 'new' or 'w', not '{mode}'")
+    cls = {"lmdb": LMDB, "leveldb": LevelDB}[backend_name(backend)]
+    return cls(os.fspath(path), mode)
+
+
+class _Shared:
+    """One read handle per (backend, real path), reference-counted across readers."""
+
+    lock = threading.Lock()
+    handles = {}
+
+    @classmethod
+    def acquire(cls, key, opener):
+        with cls.lock:
+            entry = cls.handles.get(key)
+            if entry is None:
+                entry = cls.handles[key] = [opener(), 0]
+            entry[1] += 1
+            return entry[0]
+
+    @classmethod
+    def release(cls, key, closer):
+        with cls.lock:
+            entry = cls.handles.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del cls.handles[key]
+                closer(entry[0])
+
+
+class _DB:
+    """Shared behaviour: iteration in key order, buffered writes, context manager."""
+
+    backend = ""
+
+    def __init__(self, path, mode):
+        self.path, self.mode = path, mode
+        self._pending = []
+        self._closed = False
+        if mode == "r":
+            if not os.path.exists(path):
+                raise DataError(f"{self.backend} database '{path}' does not exist")
+            if not os.path.isdir(path):
+                raise DataError(f"{self.backend} database '{path}' is not a folder")
+            self._key = (self.backend, os.path.realpath(path))
+            self._handle = _Shared.acquire(self._key, self._open_read)
+        else:
+            if mode == "new" and os.path.exists(path):
+                raise DataError(f"cannot create {self.backend} database '{path}': it already exists")
+            self._handle = self._open_write()
+
+    def __iter__(self):
+        return self.cursor()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def put(self, key, value):
+        """Queue one record; records are written at commit() (and every COMMIT_EVERY puts)."""
+        if self.mode == "r":
+            raise DataError(f"{self.backend} database '{self.path}' is open read-only")
+        self._pending.append((_bytes(key), bytes(value)))
+        if len(self._pending) >= COMMIT_EVERY:
+            self.commit()
+
+    def commit(self):
+        if self._pending:
+            self._write(self._pending)
+            self._pending = []
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self.mode == "r":
+            _Shared.release(self._key, self._close_handle)
+        else:
+            self.commit()
+            self._close_handle(self._handle)
+
+    def __repr__(self):
+        return f"<{self.backend} database '{self.path}' ({self.mode})>"
+
+
+class LMDB(_DB):
+    backend = "lmdb"
+
+    def _open_read(self):
+        import lmdb
+        try:
+            # No lock file: reading must not write into (possibly read-only) shared folders.
+            return lmdb.open(self.path, readonly=True, lock=False, readahead=False)
+        except lmdb.Error as e:
+            raise DataError(f"lmdb database '{self.path}' cannot be opened: {e}") from None
+
+    def _open_write(self):
+        import lmdb
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            return lmdb.open(self.path, map_size=LMDB_INITIAL_MAP_SIZE, meminit=False)
+        except (OSError, lmdb.Error) as e:
+            raise DataError(f"lmdb database '{self.path}' cannot be created: {e}") from None
+
+    @staticmethod
+    def _close_handle(env):
+        env.close()
+
+    def _write(self, records):
+        import lmdb
+        while True:
+            try:
+                with self._handle.begin(write=True) as txn:
+                    for key, value in records:
+                        txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                size = self._handle.info()["map_size"] * 2
+                log.info("Doubling LMDB map size to %d MB", size >> 20)
+                self._handle.set_mapsize(size)
+
+    def cursor(self):
+        """(key, value) pairs in key order, from one read transaction."""
+        txn = self._handle.begin(buffers=False)
+        try:
+            yield from txn.cursor()
+        finally:
+            txn.abort()
+
+    def __len__(self):
+        return self._handle.stat()["entries"]
+
+    def get(self, key):
+        with self._handle.begin() as txn:
+            return txn.get(_bytes(key))
+
+
+class LevelDB(_DB):
+    backend = "leveldb"
+
+    def _open_read(self):
+        return self._plyvel_open(create_if_missing=False)
+
+    def _open_write(self):
+        # Caffe's options: 64 KB blocks, a 256 MB write buffer.
+        return self._plyvel_open(create_if_missing=True, error_if_exists=self.mode == "new",
+                                 block_size=65536, write_buffer_size=268435456)
+
+    def _plyvel_open(self, **options):
+        import plyvel
+        try:
+            return plyvel.DB(self.path, max_open_files=100, **options)
+        except (plyvel.Error, OSError) as e:
+            detail = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) \
+                else str(e)
+            raise DataError(f"leveldb database '{self.path}' cannot be opened: {detail}") from None
+
+    @staticmethod
+    def _close_handle(db):
+        db.close()
+
+    def _write(self, records):
+        with self._handle.write_batch() as batch:
+            for key, value in records:
+                batch.put(key, value)
+
+    def cursor(self):
+        it = self._handle.iterator()
+        try:
+            yield from it
+        finally:
+            it.close()
+
+    def __len__(self):
+        return sum(1 for _ in self._handle.iterator(include_value=False))
+
+    def get(self, key):
+        return self._handle.get(_bytes(key))
+
+
+def _bytes(key):
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def _name(key):
+    return key.decode(errors="replace") if isinstance(key, (bytes, bytearray)) else str(key)
+
+
+# -- Datum ------------------------------------------------------------------------------
+def parse_datum(value, key="?"):
+    """A Datum from a record value; DataError when the value is not one."""
+    datum = caffe_pb2.Datum()
+    try:
+        datum.ParseFromString(value)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise DataError(f"record '{_name(key)}' is not a Datum: {e}") from None
+    if not datum.data and not len(datum.float_data):
+        raise DataError(f"record '{_name(key)}' is not a Datum: it holds no pixel data")
+    return datum
+
+
+def datum_to_array(datum, key="?", color=None):
+    """The Datum's image as a C x H x W array: uint8 for raw or encoded pixels, float32 for floats.
+
+    Encoded images are decoded as Caffe's DecodeDatumToCVMat: color None keeps their own
+    channel count, True forces 3 channels (BGR), False forces grey.
+    """
+    if datum.encoded:
+        from .image import decode_image, hwc_to_chw
+        return hwc_to_chw(decode_image(datum.data, color, f"record '{_name(key)}'"))
+    shape = (datum.channels, datum.height, datum.width)
+    if min(shape) <= 0:
+        raise DataError(f"record '{_name(key)}': Datum has invalid size {shape[0]}x{shape[1]}x"
+                        f"{shape[2]} (channels x height x width)")
+    size = shape[0] * shape[1] * shape[2]
+    if datum.data:
+        values = np.frombuffer(datum.data, dtype=np.uint8)
+        what = "bytes of data"
+    else:
+        values = np.asarray(datum.float_data, dtype=np.float32)
+        what = "float_data values"
+    if values.size != size:
+        raise DataError(f"record '{_name(key)}': Datum says {shape[0]}x{shape[1]}x{shape[2]} "
+                        f"= {size} values but holds {values.size} {what}")
+    return values.reshape(shape)
+
+
+def array_to_datum(arr, label=None):
+    """A Datum from a C x H x W array: uint8 arrays go to `data`, others to `float_data`."""
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        raise DataError(f"a Datum holds a 3-D (channels, height, width) array, got shape {arr.shape}")
+    datum = caffe_pb2.Datum()
+    datum.channels, datum.height, datum.width = arr.shape
+    if arr.dtype == np.uint8:
+        datum.data = arr.tobytes()
+    else:
+        datum.float_data.extend(arr.astype(np.float32).ravel().tolist())
+    if label is not None:
+        datum.label = int(label)
+    return datum
+
+
+def image_to_datum(img, label, encoded=None):
+    """Caffe's CVMatToDatum (HxWxC uint8 image) or, with encoded bytes, an encoded Datum."""
+    datum = caffe_pb2.Datum()
+    if encoded is not None:
+        datum.data = encoded
+        datum.label = int(label)
+        datum.encoded = True
+        return datum
+    datum.channels, datum.height, datum.width = img.shape[2], img.shape[0], img.shape[1]
+    datum.data = np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes()
+    datum.label = int(label)
+    datum.encoded = False      # Caffe sets it explicitly, so it is part of the record's bytes
+    return datum

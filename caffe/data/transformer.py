@@ -1,0 +1,129 @@
+"""DataTransformer: Caffe's preprocessing of each image, in Caffe's order of operations.
+
+For every C x H x W image:   out = (crop(mirror(x)) - crop(mirror(mean))) * scale
+  1. crop to crop_size x crop_size: a random offset in TRAIN, the centre in TEST;
+  2. mirror (flip left-right) with probability 1/2 when `mirror` is set (any phase);
+  3. subtract the mean: mean_file (a full-size H x W mean image, cropped and flipped with the
+     image, so each pixel loses the mean of its own source position) or mean_value (one value,
+     or one per channel);
+  4. multiply by scale.
+Random draws per image, in this order: mirror (if `mirror`), then the crop's row offset and
+column offset (if cropping in TRAIN), each from the transformer's own generator: it is seeded once
+from torch's global generator, so caffe.set_random_seed makes data layers reproducible even
+though they run in a background thread (Caffe seeds its prefetch thread the same way).
+"""
+import numpy as np
+import torch
+
+from .. import formats
+from ..layer import proto_shape
+from ..proto import caffe_pb2
+from .db import DataError
+
+
+def draw_seed():
+    """A seed for a data layer's own generator, drawn from torch's global generator."""
+    return int(torch.randint(0, 2 ** 62, ()).item())
+
+
+def load_mean(path):
+    """A mean .binaryproto as a C x H x W float32 array (Caffe's 1 x C x H x W BlobProto)."""
+    blob = formats.read_binaryproto(path)
+    shape = proto_shape(blob)
+    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float32)
+    if len(shape) == 4:
+        shape = shape[1:] if shape[0] == 1 else None
+    if shape is None or len(shape) != 3 or values.size != np.prod(shape):
+        raise DataError(f"{path}: a mean file holds one 1 x C x H x W image, got shape "
+                        f"{proto_shape(blob)} with {values.size} values")
+    return values.reshape(shape)
+
+
+class DataTransformer:
+    """Crop, mirror, mean subtraction and scale for a TransformationParameter."""
+
+    def __init__(self, param, phase=caffe_pb2.TRAIN, seed=None, dtype=np.float32):
+        if param.HasField("mean_file") and len(param.mean_value):
+            raise DataError("specify either mean_file or mean_value, not both")
+        if param.force_color and param.force_gray:
+            raise DataError("specify either force_color or force_gray, not both")
+        self.param, self.phase, self.dtype = param, phase, np.dtype(dtype)
+        self.mean = load_mean(param.mean_file) if param.HasField("mean_file") else None
+        self.mean_values = np.asarray(param.mean_value, dtype=self.dtype)
+        self.random_crop = bool(param.crop_size) and phase == caffe_pb2.TRAIN
+        self.needs_rand = param.mirror or self.random_crop
+        if seed is None:
+            seed = draw_seed() if self.needs_rand else 0
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def color(self):
+        """How to decode encoded images: True (force colour), False (force grey), None (native)."""
+        if self.param.force_color:
+            return True
+        return False if self.param.force_gray else None
+
+    def output_shape(self, shape, name="image"):
+        """The C x h x w shape a C x H x W input takes; DataError when it cannot be transformed."""
+        c, height, width = shape
+        crop = self.param.crop_size
+        if crop and (height < crop or width < crop):
+            raise DataError(f"{name} is {height}x{width}, smaller than crop_size {crop}")
+        if self.mean is not None and tuple(self.mean.shape) != (c, height, width):
+            m = self.mean.shape
+            raise DataError(
+                f"{name} is {c}x{height}x{width} (channels x height x width) but the mean_file "
+                f"is {m[0]}x{m[1]}x{m[2]}; the mean must have the full image size (it is "
+                f"cropped along with the image)")
+        if len(self.mean_values) not in (0, 1, c):
+            raise DataError(f"give 1 mean_value or one per channel ({c}), not "
+                            f"{len(self.mean_values)}")
+        return (c, crop, crop) if crop else (c, height, width)
+
+    def __call__(self, images, names=None):
+        """Transform N images (an N x C x H x W array or a list of C x H x W arrays)."""
+        n = len(images)
+        if n == 0:
+            raise DataError("there is no image to transform")
+        names = names or [f"image {i}" for i in range(n)]
+        c, h, w = out_shape = self.output_shape(images[0].shape, names[0])
+        out = np.empty((n, c, h, w), dtype=self.dtype)
+        crop = self.param.crop_size
+        if isinstance(images, np.ndarray) and not self.needs_rand:
+            # Every image takes the same window: one vectorised copy.
+            height, width = images.shape[2:]
+            top, left = ((height - crop) // 2, (width - crop) // 2) if crop else (0, 0)
+            out[...] = images[:, :, top:top + h, left:left + w]
+            if self.mean is not None:
+                out -= self.mean[:, top:top + h, left:left + w]
+        else:
+            for i, img in enumerate(images):
+                if img.shape != images[0].shape and self.output_shape(img.shape, names[i]) \
+                        != out_shape:
+                    raise DataError(f"{names[i]} is {img.shape[1]}x{img.shape[2]} but "
+                                    f"{names[0]} in the same batch is {images[0].shape[1]}x"
+                                    f"{images[0].shape[2]}; without crop_size a batch needs "
+                                    f"equal sizes")
+                self._one(img, out[i])
+        if len(self.mean_values):
+            out -= self.mean_values.reshape(-1, 1, 1)
+        if self.param.scale != 1:
+            out *= self.dtype.type(self.param.scale)
+        return out
+
+    def _one(self, img, out):
+        """Crop and mirror one image into out (mean and scale are applied batch-wide)."""
+        crop, height, width = self.param.crop_size, img.shape[1], img.shape[2]
+        mirror = bool(self.param.mirror and self.rng.integers(2))
+        top = left = 0
+        if crop and self.random_crop:
+            top = int(self.rng.integers(height - crop + 1))
+            left = int(self.rng.integers(width - crop + 1))
+        elif crop:
+            top, left = (height - crop) // 2, (width - crop) // 2
+        h, w = out.shape[1:]
+        cols = slice(left + w - 1, left - 1 if left else None, -1) if mirror \
+            else slice(left, left + w)
+        out[...] = img[:, top:top + h, cols]
+        if self.mean is not None:
+            out -= self.mean[:, top:top + h, cols]

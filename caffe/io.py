@@ -1,0 +1,326 @@
+"""pycaffe's caffe.io: proto <-> array conversions, image loading and input preprocessing.
+
+Images are NumPy arrays H x W x K with values in [0, 1] (RGB order) as pycaffe gives them;
+a net wants K x H x W, often BGR in [0, 255] minus a mean: `Transformer` does that mapping.
+Resizing runs on torch (no scikit-image or SciPy needed).
+"""
+import io as _pyio
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CaffeError
+from .proto import caffe_pb2
+
+
+class ShapeError(CaffeError, ValueError):
+    """An array whose shape does not fit what it is used for (pycaffe raised ValueError)."""
+
+
+# -- proto / datum / ndarray conversion --------------------------------------------
+def _has_legacy_shape(blob):
+    return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+
+
+def blobproto_to_array(blob, return_diff=False):
+    """A BlobProto's data (or diff) as an ndarray in the shape the proto declares."""
+    what = "diff" if return_diff else "data"
+    doubles = getattr(blob, "double_" + what)
+    values = np.array(doubles if len(doubles) else getattr(blob, what), dtype=np.float64)
+    if _has_legacy_shape(blob):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = tuple(blob.shape.dim)
+    if int(np.prod(shape)) != values.size:
+        raise ShapeError(f"BlobProto declares shape {shape} ({int(np.prod(shape))} values) but "
+                         f"holds {values.size} {what} values")
+    return values.reshape(shape)
+
+
+def array_to_blobproto(arr, diff=None):
+    """An ndarray (any number of axes) as a BlobProto; `diff`, if given, must match its shape."""
+    arr = np.asarray(arr)
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend(arr.shape)
+    blob.data.extend(arr.astype(np.float64).ravel().tolist())
+    if diff is not None:
+        diff = np.asarray(diff)
+        if diff.shape != arr.shape:
+            raise ShapeError(f"diff shape {diff.shape} differs from data shape {arr.shape}")
+        blob.diff.extend(diff.astype(np.float64).ravel().tolist())
+    return blob
+
+
+def arraylist_to_blobprotovector_str(arraylist):
+    """A list of ndarrays as a serialized BlobProtoVector."""
+    vec = caffe_pb2.BlobProtoVector()
+    vec.blobs.extend([array_to_blobproto(arr) for arr in arraylist])
+    return vec.SerializeToString()
+
+
+# pycaffe's historical (misspelt) name, still used by old scripts.
+arraylist_to_blobprotovecor_str = arraylist_to_blobprotovector_str
+
+
+def blobprotovector_str_to_arraylist(data):
+    """A serialized BlobProtoVector as a list of ndarrays."""
+    from .formats import parse_binary
+    vec = parse_binary(data, caffe_pb2.BlobProtoVector())
+    return [blobproto_to_array(blob) for blob in vec.blobs]
+
+
+def array_to_datum(arr, label=None):
+    """A K x H x W array as a Datum: uint8 arrays as raw bytes, others as float_data."""
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        raise ShapeError(f"array_to_datum needs a 3-D (channels, height, width) array, "
+                         f"got shape {arr.shape}")
+    datum = caffe_pb2.Datum()
+    datum.channels, datum.height, datum.width = arr.shape
+    if arr.dtype == np.uint8:
+        datum.data = arr.tobytes()
+    else:
+        datum.float_data.extend(arr.astype(np.float64).ravel().tolist())
+    if label is not None:
+        datum.label = label
+    return datum
+
+
+def datum_to_array(datum):
+    """A Datum's values as a K x H x W array (uint8 for byte data); the label is datum.label.
+
+    An encoded Datum (PNG/JPEG bytes) is decoded; colour comes out BGR, as Caffe's data
+    layers see it.
+    """
+    if datum.encoded:
+        return _decode_datum(datum)
+    shape = (datum.channels, datum.height, datum.width)
+    if len(datum.data):
+        values = np.frombuffer(datum.data, dtype=np.uint8)
+    else:
+        values = np.array(datum.float_data, dtype=np.float64)
+    if values.size != int(np.prod(shape)):
+        raise ShapeError(f"Datum declares shape {shape} but holds {values.size} values")
+    return values.reshape(shape).copy()
+
+
+def _decode_datum(datum):
+    from PIL import Image
+    with Image.open(_pyio.BytesIO(datum.data)) as img:
+        img.load()
+        arr = np.asarray(img.convert("L") if img.mode in ("1", "L", "LA", "I;16") else
+                         img.convert("RGB"))
+    if arr.ndim == 2:
+        return arr[np.newaxis].copy()
+    return arr[:, :, ::-1].transpose(2, 0, 1).copy()
+
+
+# -- pre-processing ------------------------------------------------------------------
+class Transformer:
+    """Maps H x W x K images in [0, 1] to net inputs K x H x W, and back.
+
+    inputs: {input blob name: blob shape}, e.g. {'data': net.blobs['data'].data.shape}.
+    preprocess applies, in order: resize to the blob's H x W, transpose, channel swap,
+    raw scale, mean subtraction, input scale.
+    """
+
+    def __init__(self, inputs):
+        self.inputs = {name: tuple(int(d) for d in shape) for name, shape in inputs.items()}
+        self.transpose = {}
+        self.channel_swap = {}
+        self.raw_scale = {}
+        self.mean = {}
+        self.input_scale = {}
+
+    def _check_input(self, in_):
+        if in_ not in self.inputs:
+            raise CaffeError(f"'{in_}' is not one of the net inputs: {list(self.inputs)}")
+
+    def preprocess(self, in_, data):
+        """(H' x W' x K) image -> (K x H x W) float32 net input for blob `in_`."""
+        self._check_input(in_)
+        caffe_in = np.array(data, dtype=np.float32)   # a copy: the caller's array stays intact
+        in_dims = self.inputs[in_][2:]
+        if caffe_in.shape[:2] != in_dims:
+            caffe_in = resize_image(caffe_in, in_dims)
+        transpose = self.transpose.get(in_)
+        if transpose is not None:
+            caffe_in = caffe_in.transpose(transpose)
+        channel_swap = self.channel_swap.get(in_)
+        if channel_swap is not None:
+            caffe_in = caffe_in[list(channel_swap), :, :]
+        if self.raw_scale.get(in_) is not None:
+            caffe_in = caffe_in * self.raw_scale[in_]
+        if self.mean.get(in_) is not None:
+            caffe_in = caffe_in - self.mean[in_]
+        if self.input_scale.get(in_) is not None:
+            caffe_in = caffe_in * self.input_scale[in_]
+        return np.ascontiguousarray(caffe_in, dtype=np.float32)
+
+    def deprocess(self, in_, data):
+        """Invert preprocess (except the resize): K x H x W net input -> H x W x K image."""
+        self._check_input(in_)
+        decaf_in = np.array(data, dtype=np.float32)
+        while decaf_in.ndim > 3 and decaf_in.shape[0] == 1:   # a batch of one
+            decaf_in = decaf_in[0]
+        if self.input_scale.get(in_) is not None:
+            decaf_in = decaf_in / self.input_scale[in_]
+        if self.mean.get(in_) is not None:
+            decaf_in = decaf_in + self.mean[in_]
+        if self.raw_scale.get(in_) is not None:
+            decaf_in = decaf_in / self.raw_scale[in_]
+        channel_swap = self.channel_swap.get(in_)
+        if channel_swap is not None:
+            decaf_in = decaf_in[np.argsort(channel_swap), :, :]
+        transpose = self.transpose.get(in_)
+        if transpose is not None:
+            decaf_in = decaf_in.transpose(np.argsort(transpose))
+        return decaf_in
+
+    def set_transpose(self, in_, order):
+        """Axis order taking an input image to the blob's, e.g. (2, 0, 1) for HWK -> KHW."""
+        self._check_input(in_)
+        if len(order) != len(self.inputs[in_]) - 1:
+            raise ShapeError(f"transpose order {tuple(order)} for input '{in_}' must have "
+                             f"{len(self.inputs[in_]) - 1} axes (the blob is "
+                             f"{self.inputs[in_]} with the batch axis)")
+        self.transpose[in_] = tuple(order)
+
+    def set_channel_swap(self, in_, order):
+        """Channel order applied after transpose, e.g. (2, 1, 0) maps RGB to BGR."""
+        self._check_input(in_)
+        channels = self.inputs[in_][1]
+        if len(order) != channels:
+            raise ShapeError(f"channel swap {tuple(order)} for input '{in_}' must list "
+                             f"{channels} channels")
+        self.channel_swap[in_] = tuple(order)
+
+    def set_raw_scale(self, in_, scale):
+        """Multiply raw inputs by `scale` first (255 for models trained on [0, 255])."""
+        self._check_input(in_)
+        self.raw_scale[in_] = scale
+
+    def set_mean(self, in_, mean):
+        """Subtract `mean`: per channel (K,) or per pixel (K, H, W) matching the blob."""
+        self._check_input(in_)
+        mean = np.asarray(mean)
+        k, hw = self.inputs[in_][1], self.inputs[in_][2:]
+        if mean.ndim == 1 and mean.shape[0] == k:
+            mean = mean[:, np.newaxis, np.newaxis]
+        elif mean.ndim == 2 and k == 1 and mean.shape == hw:
+            mean = mean[np.newaxis]
+        elif not (mean.ndim == 3 and mean.shape == (k,) + hw):
+            raise ShapeError(
+                f"mean for input '{in_}' has shape {mean.shape}; it must be per-channel "
+                f"({k},) or per-pixel {(k,) + hw} to fit the input blob {self.inputs[in_]}. "
+                f"Average a larger mean image per channel (mean.mean(1).mean(1)) or crop it.")
+        self.mean[in_] = mean
+
+    def set_input_scale(self, in_, scale):
+        """Multiply by `scale` last, after the mean is subtracted."""
+        self._check_input(in_)
+        self.input_scale[in_] = scale
+
+
+# -- image I/O -------------------------------------------------------------------------
+# Pillow modes and the value that maps to 1.0 (as skimage.img_as_float scales integers).
+_INTEGER_MODES = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0,
+                  "I;16N": 65535.0, "I": 2147483647.0}
+
+
+def load_image(filename, color=True):
+    """An image file as float32 H x W x 3 (RGB) or, for a grey file with color=False,
+    H x W x 1, with values in [0, 1]. Alpha is dropped; grey is tiled when color=True."""
+    from PIL import Image
+    with Image.open(filename) as img:
+        img.load()
+        mode = img.mode
+        if mode == "1":
+            arr = np.asarray(img, dtype=np.float32)
+        elif mode in _INTEGER_MODES or mode == "F":
+            arr = np.asarray(img).astype(np.float32) / _INTEGER_MODES.get(mode, 1.0)
+        elif mode == "LA":
+            arr = np.asarray(img.getchannel("L"), dtype=np.float32) / 255.0
+        else:
+            arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[:, :, np.newaxis]
+        if color:
+            arr = np.tile(arr, (1, 1, 3))
+    return arr
+
+
+_MODES = {0: "nearest", 1: "linear", 2: "cubic", 3: "cubic"}
+
+
+def resize_image(im, new_dims, interp_order=1):
+    """Resize an H x W x K image to new_dims (height, width); interp_order 0 nearest,
+    1 bilinear (default), 3 bicubic. Returns float32.
+
+    Sampling follows what pycaffe used: 1- and 3-channel images as skimage's resize (pixel
+    centres aligned, edges clamped), other channel counts as scipy's zoom (corners aligned).
+    """
+    im = np.asarray(im)
+    squeeze = im.ndim == 2
+    if squeeze:
+        im = im[:, :, np.newaxis]
+    if im.ndim != 3:
+        raise ShapeError(f"resize_image needs an H x W x K image, got shape {im.shape}")
+    if interp_order not in _MODES:
+        raise ValueError(f"interp_order must be one of {sorted(_MODES)}, got {interp_order}")
+    h, w = (int(round(float(d))) for d in new_dims[:2])
+    if h <= 0 or w <= 0:
+        raise ShapeError(f"resize_image to {tuple(new_dims)}: dimensions must be positive")
+    lo, hi = (float(im.min()), float(im.max())) if im.size else (0.0, 0.0)
+    if im.shape[-1] in (1, 3) and hi <= lo:
+        out = np.full((h, w, im.shape[-1]), lo, dtype=np.float32)   # constant image
+    else:
+        out = _interpolate(im, (h, w), interp_order, align_corners=im.shape[-1] not in (1, 3))
+        if interp_order > 1:
+            out = np.clip(out, lo, hi)   # cubic overshoot, clipped as skimage does
+    out = out.astype(np.float32)
+    return out[:, :, 0] if squeeze else out
+
+
+def _interpolate(im, size, order, align_corners):
+    x = torch.from_numpy(np.ascontiguousarray(im, dtype=np.float64)).permute(2, 0, 1)[None]
+    if order == 0:
+        if align_corners:
+            # scipy's zoom, order 0: nearest source pixel on a corner-aligned grid.
+            rows = _aligned_nearest(im.shape[0], size[0])
+            cols = _aligned_nearest(im.shape[1], size[1])
+            return np.ascontiguousarray(im[rows][:, cols], dtype=np.float64)
+        y = F.interpolate(x, size=size, mode="nearest-exact")
+    else:
+        mode = "bilinear" if order == 1 else "bicubic"
+        y = F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+def _aligned_nearest(n_in, n_out):
+    if n_out == 1:
+        return np.zeros(1, dtype=np.int64)
+    return np.round(np.arange(n_out) * ((n_in - 1) / (n_out - 1))).astype(np.int64)
+
+
+def oversample(images, crop_dims):
+    """Ten crops per image: four corners and centre, then the same five mirrored.
+
+    images: iterable of H x W x K arrays of one shape; crop_dims: (height, width).
+    Returns a (10 * N) x h x w x K float32 array.
+    """
+    images = np.asarray([np.asarray(im) for im in images], dtype=np.float32)
+    if images.ndim != 4:
+        raise ShapeError(f"oversample needs H x W x K images of one shape, got an array of "
+                         f"shape {images.shape}")
+    ch, cw = (int(d) for d in crop_dims[:2])
+    h, w = images.shape[1:3]
+    if ch > h or cw > w:
+        raise ShapeError(f"crop {ch}x{cw} is larger than the images ({h}x{w})")
+    # The centre crop starts at floor(centre - crop / 2), as pycaffe's truncation gives.
+    starts = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw),
+              (int(h / 2.0 - ch / 2.0), int(w / 2.0 - cw / 2.0))]
+    crops = np.stack([images[:, y:y + ch, x:x + cw] for y, x in starts], axis=1)
+    crops = np.concatenate([crops, crops[:, :, :, ::-1]], axis=1)
+    return np.ascontiguousarray(crops.reshape((-1, ch, cw, images.shape[-1])))

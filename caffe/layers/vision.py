@@ -1,0 +1,387 @@
+"""Vision layers: convolution, deconvolution, im2col, LRN and spatial pyramid pooling.
+
+Pooling lives in pooling.py (imported here, so this family registers it too).
+Convolutions with 1 to 3 spatial axes run on torch's convolution kernels; other ranks
+(0 or more than 3 spatial axes, which Caffe also accepts) fall back to Caffe's own
+im2col + matrix product formulation.
+"""
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..layer import Layer, register_layer
+from ..proto import caffe_pb2
+from .pooling import AVE, FLT_MIN, MAX, STOCHASTIC, Pool2d, PoolingLayer, check_4d  # noqa: F401
+
+__all__ = ["ConvolutionLayer", "DeconvolutionLayer", "Im2colLayer", "LRNLayer", "SPPLayer",
+           "PoolingLayer", "im2col", "col2im"]
+
+
+# -- geometry -----------------------------------------------------------------------------
+def conv_geometry(layer, p, num_spatial):
+    """(kernel, stride, pad, dilation), one entry per spatial axis, by Caffe's rules: each
+    repeated field given once or once per axis, or (2-D only) as the _h/_w pair."""
+    def axes(name, values, pair, default):
+        if pair and (p.HasField(pair + "_h") or p.HasField(pair + "_w")):
+            if num_spatial != 2:
+                layer.fail(f"{pair}_h & {pair}_w can only be used for 2-D convolution")
+            if len(values):
+                layer.fail(f"give either {name} or {pair}_h/{pair}_w, not both")
+            got = (getattr(p, pair + "_h"), getattr(p, pair + "_w"))
+        else:
+            allowed = (1, num_spatial) if default is None else (0, 1, num_spatial)
+            if len(values) not in allowed:
+                layer.fail(f"{name} must be given once or once per spatial axis "
+                           f"({len(values)} values for {num_spatial} spatial axes)")
+            got = tuple(values[i if len(values) > 1 else 0] if len(values) else default
+                        for i in range(num_spatial))
+        if default != 0 and any(v <= 0 for v in got):
+            layer.fail(f"{name} must be positive, got {got}")
+        return got
+    return (axes("kernel_size", p.kernel_size, "kernel", None),
+            axes("stride", p.stride, "stride", 1),
+            axes("pad", p.pad, "pad", 0),
+            axes("dilation", p.dilation, "", 1))
+
+
+def _windows(kernel, stride, dilation, out):
+    """For each kernel offset, the slices of the padded input it meets (im2col's rows)."""
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        yield (Ellipsis,) + tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                                  for o, d, s, n in zip(offset, dilation, stride, out))
+
+
+def im2col(x, kernel, stride, pad, dilation, out):
+    """(N, C, *S) -> Caffe's column buffer (N, C * prod(kernel), *out)."""
+    if len(kernel) == 2:
+        return F.unfold(x, kernel, dilation, pad, stride).view(x.shape[0], -1, *out)
+    xp = F.pad(x, [q for p in reversed(pad) for q in (p, p)])
+    cols = torch.stack([xp[w] for w in _windows(kernel, stride, dilation, out)], 2)
+    return cols.view(x.shape[0], -1, *out)
+
+
+def col2im(col, shape, kernel, stride, pad, dilation, out):
+    """Transpose of im2col: sum each column entry back onto its input, (N, C, *S)."""
+    n, c, spatial = shape[0], shape[1], tuple(shape[2:])
+    if len(kernel) == 2:
+        return F.fold(col.reshape(n, col.shape[1], -1), spatial, kernel, dilation, pad, stride)
+    xp = col.new_zeros((n, c) + tuple(s + 2 * p for s, p in zip(spatial, pad)))
+    col = col.reshape(n, c, -1, *out)
+    for j, w in enumerate(_windows(kernel, stride, dilation, out)):
+        xp[w] += col[:, :, j]
+    return xp[(Ellipsis,) + tuple(slice(p, p + s) for p, s in zip(pad, spatial))]
+
+
+# -- convolution ----------------------------------------------------------------------------
+class _ConvolutionBase(Layer):
+    """Shared by Convolution and Deconvolution; every bottom/top pair uses the same weights."""
+
+    min_bottom_blobs = 1
+    min_top_blobs = 1
+    equal_num_bottom_top_blobs = True
+    transposed = False
+
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        self.axis = bottom[0].canonical_axis_index(p.axis)
+        num_spatial = bottom[0].num_axes - self.axis - 1
+        self.geometry = conv_geometry(self, p, num_spatial)
+        self.channels, self.group, self.num_output = bottom[0].shape[self.axis], p.group, \
+            p.num_output
+        if p.num_output <= 0:
+            self.fail("num_output must be positive")
+        if p.group <= 0 or self.channels % p.group or p.num_output % p.group:
+            self.fail(f"group {p.group} must divide both the input channels ({self.channels}) "
+                      f"and num_output ({p.num_output})")
+        out_ch, in_ch = (self.channels, p.num_output) if self.transposed else \
+            (p.num_output, self.channels)
+        shapes = [(out_ch, in_ch // p.group) + self.geometry[0]]
+        fillers = [p.weight_filler]
+        if p.bias_term:
+            shapes.append((p.num_output,))
+            fillers.append(p.bias_filler)
+        self.bias_term = p.bias_term
+        if not self.blobs:
+            self.blobs = [self.new_blob(s, f) for s, f in zip(shapes, fillers)]
+        elif len(self.blobs) != len(shapes):
+            self.fail(f"expected {len(shapes)} learned blobs, got {len(self.blobs)}")
+        for i, (blob, shape) in enumerate(zip(self.blobs, shapes)):
+            if blob.shape != shape:
+                self.fail(f"learned blob {i} has shape {blob.shape}, expected {shape}")
+        # torch's kernels take 1 to 3 spatial axes; 0 axes is a 1-D convolution over length 1.
+        self.native = 0 <= num_spatial <= 3
+        self.torch_geometry = self.geometry if num_spatial else ((1,), (1,), (0,), (1,))
+
+    def output_spatial(self, spatial):
+        kernel, stride, pad, dilation = self.geometry
+        extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        if self.transposed:
+            return tuple(s * (n - 1) + e - 2 * p for n, e, s, p in
+                         zip(spatial, extents, stride, pad))
+        if any(n + 2 * p < e for n, e, p in zip(spatial, extents, pad)):
+            self.fail(f"kernel extent {extents} exceeds the padded input {spatial}")
+        return tuple((n + 2 * p - e) // s + 1 for n, e, s, p in zip(spatial, extents, stride, pad))
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != self.axis + 1 + len(self.geometry[0]):
+            self.fail(f"bottom must keep {self.axis + 1 + len(self.geometry[0])} axes, "
+                      f"got {b.shape}")
+        if b.shape[self.axis] != self.channels:
+            self.fail(f"bottom has {b.shape[self.axis]} channels, the weights expect "
+                      f"{self.channels}")
+        if any(other.shape != b.shape for other in bottom[1:]):
+            self.fail("all bottoms must have the same shape")
+        spatial = b.shape[self.axis + 1:]
+        out = self.output_spatial(spatial)
+        if min(out, default=1) < 1:
+            self.fail(f"output size {out} is not positive for input {spatial}")
+        for t in top:
+            t.reshape(b.shape[:self.axis] + (self.num_output,) + out)
+        num = b.count(0, self.axis)
+        one = () if spatial else (1,)
+        self.in_view = (num, self.channels) + spatial + one
+        self.out_view = (num, self.num_output) + out + one
+        self.spatial, self.out = spatial, out
+
+    def weight(self):
+        w = self.blobs[0].data
+        return w if self.geometry[0] else w.view(w.shape + (1,))
+
+    def forward(self, bottom, top):
+        w, bias = self.weight(), self.blobs[1].data if self.bias_term else None
+        stride, pad, dilation = self.torch_geometry[1:]
+        for b, t in zip(bottom, top):
+            x, y = b.data.view(self.in_view), t.data.view(self.out_view)
+            if self.native:
+                y[...] = torch.ops.aten.convolution(x, w, bias, stride, pad, dilation,
+                                                    self.transposed, [0] * len(pad), self.group)
+            else:
+                y[...] = self._gemm_forward(x, w)
+                if bias is not None:
+                    y += bias.view((-1,) + (1,) * len(self.out))
+
+    def backward(self, top, propagate_down, bottom):
+        w, ppd = self.weight(), self.param_propagate_down
+        stride, pad, dilation = self.torch_geometry[1:]
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            mask = [bool(propagate_down[i]), bool(ppd[0]), self.bias_term and bool(ppd[1])]
+            if not any(mask):
+                continue
+            x, dy = b.data.view(self.in_view), t.diff.view(self.out_view)
+            if self.native:
+                dx, dw, db = torch.ops.aten.convolution_backward(
+                    dy, x, w, [self.num_output] if mask[2] else None, stride, pad, dilation,
+                    self.transposed, [0] * len(pad), self.group, mask)
+            else:
+                dx, dw = self._gemm_backward(x, w, dy, mask)
+                db = dy.sum([0] + list(range(2, dy.dim()))) if mask[2] else None
+            if mask[0]:
+                b.diff.view(self.in_view)[...] = dx
+            if mask[1]:
+                self.blobs[0].diff.view(w.shape).add_(dw)
+            if mask[2]:
+                self.blobs[1].diff.add_(db)
+
+    # Caffe's formulation: the im2col side is the bottom (convolution) or the top
+    # (deconvolution); weights are (G, conv_out / G, conv_in / G * prod(kernel)).
+    def _cols(self, x):
+        out = self.spatial if self.transposed else self.out
+        col = im2col(x, *self.geometry, out)
+        return col.view(col.shape[0], self.group, col.shape[1] // self.group, -1)
+
+    def _uncols(self, col, channels):
+        shape, out = (self.out, self.spatial) if self.transposed else (self.spatial, self.out)
+        return col2im(col.reshape(col.shape[0], -1, *out), (col.shape[0], channels) + shape,
+                      *self.geometry, out)
+
+    def _gemm(self, a):   # (N, C, *S) -> (N, G, C / G, prod(S))
+        return a.reshape(a.shape[0], self.group, a.shape[1] // self.group, -1)
+
+    def _gemm_forward(self, x, w):
+        wg = w.reshape(self.group, w.shape[0] // self.group, -1)
+        if self.transposed:
+            return self._uncols(wg.transpose(1, 2) @ self._gemm(x), self.num_output)
+        return (wg @ self._cols(x)).reshape(self.out_view)
+
+    def _gemm_backward(self, x, w, dy, mask):
+        wg = w.reshape(self.group, w.shape[0] // self.group, -1)
+        inp, outp = (dy, x) if self.transposed else (x, dy)
+        col, outp = self._cols(inp), self._gemm(outp)
+        dw = torch.einsum("ngol,ngkl->gok", outp, col).reshape(w.shape) if mask[1] else None
+        if not mask[0]:
+            return None, dw
+        if self.transposed:
+            return (wg @ col).reshape(x.shape), dw
+        return self._uncols(wg.transpose(1, 2) @ outp, self.channels), dw
+
+
+@register_layer
+class ConvolutionLayer(_ConvolutionBase):
+    """y = W * x + b (cross-correlation, grouped); W is (num_output, C / group, *kernel)."""
+
+    type = "Convolution"
+
+
+@register_layer
+class DeconvolutionLayer(_ConvolutionBase):
+    """y = W^T * x + b, the transpose of convolution; W is (C, num_output / group, *kernel)."""
+
+    type = "Deconvolution"
+    transposed = True
+
+
+@register_layer
+class Im2colLayer(Layer):
+    """top = Caffe's column buffer (N, C * prod(kernel), *out), rows ordered (c, offset)."""
+
+    type = "Im2col"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        self.axis = bottom[0].canonical_axis_index(p.axis)
+        num_spatial = bottom[0].num_axes - self.axis - 1
+        if num_spatial < 1:
+            self.fail(f"needs at least one spatial axis after axis {self.axis}")
+        self.geometry = conv_geometry(self, p, num_spatial)
+
+    def reshape(self, bottom, top):
+        kernel, stride, pad, dilation = self.geometry
+        b = bottom[0]
+        self.spatial = b.shape[self.axis + 1:]
+        if len(self.spatial) != len(kernel):
+            self.fail(f"bottom must keep {self.axis + 1 + len(kernel)} axes, got {b.shape}")
+        extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        if any(n + 2 * p < e for n, e, p in zip(self.spatial, extents, pad)):
+            self.fail(f"kernel extent {extents} exceeds the padded input {self.spatial}")
+        self.out = tuple((n + 2 * p - e) // s + 1
+                         for n, e, s, p in zip(self.spatial, extents, stride, pad))
+        self.channels, self.num = b.shape[self.axis], b.count(0, self.axis)
+        top[0].reshape(b.shape[:self.axis] + (self.channels * math.prod(kernel),) + self.out)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.view((self.num, self.channels) + self.spatial)
+        top[0].data.view((self.num, -1) + self.out)[...] = im2col(x, *self.geometry, self.out)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            shape = (self.num, self.channels) + self.spatial
+            bottom[0].diff.view(shape)[...] = col2im(
+                top[0].diff.view((self.num, -1) + self.out), shape, *self.geometry, self.out)
+
+
+# -- normalization --------------------------------------------------------------------------
+@register_layer
+class LRNLayer(Layer):
+    """y = x * scale^-beta; ACROSS_CHANNELS scale = k + alpha/n sum x^2 over n channels,
+    WITHIN_CHANNEL scale = 1 + alpha/n^2 sum x^2 over an n x n window (Caffe ignores k)."""
+
+    type = "LRN"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.param.lrn_param
+        if p.local_size % 2 != 1:
+            self.fail(f"local_size must be odd, got {p.local_size}")
+        self.size, self.beta = p.local_size, p.beta
+        self.across = p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS
+        self.k, self.coef = (p.k, p.alpha / p.local_size) if self.across else \
+            (1.0, p.alpha / p.local_size ** 2)
+
+    def reshape(self, bottom, top):
+        check_4d(self, bottom[0])
+        top[0].reshape_like(bottom[0])
+
+    def window_sum(self, t):
+        """Zero-padded sum of t over each element's neighbourhood (symmetric, so self-adjoint)."""
+        n, half = self.size, (self.size - 1) // 2
+        if not self.across:
+            return F.avg_pool2d(t, n, 1, half, divisor_override=1)
+        s = t.shape
+        return F.avg_pool2d(t.reshape(s[0], 1, s[1], -1), (n, 1), 1, (half, 0),
+                            divisor_override=1).view(s)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        self.scale = self.window_sum(x * x).mul_(self.coef).add_(self.k)
+        top[0].data[...] = x * self.scale.pow(-self.beta)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, y, dy = bottom[0].data, top[0].data, top[0].diff
+        inner = self.window_sum(dy * y / self.scale)
+        bottom[0].diff[...] = dy * self.scale.pow(-self.beta) - \
+            (2 * self.coef * self.beta) * x * inner
+
+
+# -- spatial pyramid pooling ------------------------------------------------------------------
+@register_layer
+class SPPLayer(Layer):
+    """y = concat over levels l of flatten(pool_l(x)), pool_l tiling x into 2^l x 2^l bins
+    (a single level keeps its (N, C, 1, 1) shape, as Caffe)."""
+
+    type = "SPP"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.param.spp_param
+        if p.pyramid_height < 1:
+            self.fail("pyramid_height must be at least 1")
+        self.levels, self.size = [], None
+
+    def make_levels(self, h, w):
+        p, levels = self.param.spp_param, []
+        for level in range(p.pyramid_height):
+            bins = 2 ** level
+            kernel = (-(-h // bins), -(-w // bins))
+            pad = ((kernel[0] * bins - h + 1) // 2, (kernel[1] * bins - w + 1) // 2)
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1] or (any(pad) and p.pool == STOCHASTIC):
+                self.fail(f"level {level} needs pad {pad} with kernel {kernel}: the input "
+                          f"{h}x{w} is too small for {p.pyramid_height} levels")
+            levels.append(Pool2d(p.pool, kernel, kernel, pad, (h, w)))
+        return levels
+
+    def reshape(self, bottom, top):
+        check_4d(self, bottom[0])
+        n, c, h, w = bottom[0].shape
+        if h < 1 or w < 1:
+            self.fail(f"input {h}x{w} is empty")
+        if self.size != (h, w):
+            self.levels, self.size = self.make_levels(h, w), (h, w)
+        if len(self.levels) == 1:
+            top[0].reshape((n, c) + self.levels[0].out)
+        else:
+            top[0].reshape(n, sum(c * math.prod(pool.out) for pool in self.levels))
+
+    def forward(self, bottom, top):
+        # Caffe's inner pooling layers are built with a default (TRAIN) phase, so
+        # STOCHASTIC always samples.
+        x, want, n = bottom[0].data, self.phase == caffe_pb2.TRAIN, bottom[0].shape[0]
+        start = 0
+        for pool in self.levels:
+            y = pool.forward(x, want, True).reshape(n, -1)
+            top[0].data.view(n, -1)[:, start:start + y.shape[1]] = y
+            start += y.shape[1]
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, dx, n = bottom[0].data, bottom[0].diff, bottom[0].shape[0]
+        dy_all, start, part = top[0].diff.view(n, -1), 0, None
+        for i, pool in enumerate(self.levels):
+            shape = pool.out_shape(x)
+            dy = dy_all[:, start:start + math.prod(shape[1:])].reshape(shape)
+            start += math.prod(shape[1:])
+            if i == 0:
+                pool.backward(dy, x, dx)
+            else:
+                part = torch.empty_like(dx) if part is None else part
+                pool.backward(dy, x, part)
+                dx += part
