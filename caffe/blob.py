@@ -19,34 +19,48 @@ _AT_DEVICE, _AT_HOST, _SYNCED = 0, 1, 2
 
 
 class _Mem:
-    """One flat buffer (data or diff) with capacity, shape view and host mirror."""
+    """One flat buffer (data or diff) with capacity, shape view and host mirror.
 
-    __slots__ = ("buf", "view", "host", "head")
+    Like Caffe's SyncedMemory the buffer is allocated (zeroed) on first use, so the
+    diffs of a net that only runs forward never cost memory.
+    """
+
+    __slots__ = ("buf", "view", "host", "head", "shape", "count", "dtype", "device")
 
     def __init__(self, dtype, device):
-        self.buf = torch.zeros(0, dtype=dtype, device=device)
-        self.view = self.buf
-        self.host = None
+        self.buf = self.view = self.host = None
         self.head = _SYNCED
+        self.shape, self.count = (), 1
+        self.dtype, self.device = dtype, torch.device(device)
 
     def reshape(self, shape, count):
-        if count > self.buf.numel():
+        self.shape, self.count = shape, count
+        if self.buf is not None and count <= self.buf.numel():
+            self.view = self.buf[:count].view(shape)
+        else:
             # Like Caffe, growing discards the old values; shrinking keeps them.
-            self.buf = torch.zeros(count, dtype=self.buf.dtype, device=self.buf.device)
-        self.view = self.buf[:count].view(shape)
+            self.buf = self.view = None
         self.host, self.head = None, _SYNCED
 
-    def tensor(self):
-        if self.head == _AT_HOST:
-            self.view.copy_(torch.from_numpy(self.host))
-        self.head = _AT_DEVICE
+    def _materialize(self):
+        if self.buf is None:
+            self.buf = torch.zeros(self.count, dtype=self.dtype, device=self.device)
+        self.view = self.buf[:self.count].view(self.shape)
         return self.view
 
+    def tensor(self):
+        view = self.view if self.view is not None else self._materialize()
+        if self.head == _AT_HOST:
+            view.copy_(torch.from_numpy(self.host))
+        self.head = _AT_DEVICE
+        return view
+
     def numpy(self):
-        if self.view.device.type == "cpu":
-            return self.view.numpy()
+        view = self.view if self.view is not None else self._materialize()
+        if self.device.type == "cpu":
+            return view.numpy()
         if self.host is None or self.head == _AT_DEVICE:
-            self.host = self.view.cpu().numpy()
+            self.host = view.cpu().numpy()
         self.head = _AT_HOST
         return self.host
 
@@ -132,11 +146,11 @@ class Blob:
 
     @property
     def dtype(self):
-        return self._data.buf.dtype
+        return self._data.dtype
 
     @property
     def device(self):
-        return self._data.buf.device
+        return self._data.device
 
     def data_numpy(self):
         return self._data.numpy()
@@ -159,7 +173,9 @@ class Blob:
         """Move (or cast) the storage in place, keeping values."""
         for mem in (self._data, self._diff):
             mem.tensor()
-            mem.buf = mem.buf.to(dtype=dtype or mem.buf.dtype, device=device or mem.buf.device)
+            mem.dtype = dtype or mem.dtype
+            mem.device = torch.device(device or mem.device)
+            mem.buf = mem.buf.to(dtype=mem.dtype, device=mem.device)
             mem.view = mem.buf[:self._count].view(self._shape)
             mem.host, mem.head = None, _SYNCED
         return self
@@ -177,12 +193,12 @@ class Blob:
 def _shared(mem, shape):
     # A second _Mem over the same flat buffer, so that two blobs of equal count but
     # different shapes (ParamSpec share_mode PERMISSIVE) see the same values.
-    if tuple(mem.view.shape) == shape:
+    if mem.shape == shape:
         return mem
-    view = _Mem.__new__(_Mem)
-    view.buf, view.host, view.head = mem.buf, None, _SYNCED
     mem.tensor()
-    view.view = mem.buf[:mem.view.numel()].view(shape)
+    view = _Mem(mem.dtype, mem.device)
+    view.buf, view.shape, view.count = mem.buf, shape, mem.count
+    view.view = mem.buf[:mem.count].view(shape)
     return view
 
 

@@ -12,6 +12,7 @@ Every layer follows Caffe's contract:
 import difflib
 
 import torch
+from google.protobuf.internal.encoder import _VarintBytes
 
 from .blob import Blob
 from .errors import LayerSetupError
@@ -130,16 +131,17 @@ class Layer:
     def new_blob(self, shape, filler=None):
         """A learned blob in the layer's dtype and device, filled by a FillerParameter."""
         blob = Blob(shape, self.dtype, self.device)
-        if filler is not None:
+        # A new blob is zero already: skip the (costly, for big nets) constant-0 fill.
+        if filler is not None and not (filler.type == "constant" and filler.value == 0):
             fill(blob.data, filler)
         return blob
 
     def fail(self, message):
         raise LayerSetupError(f"layer '{self.name}' ({self.type}): {message}")
 
-    def to_proto(self, write_diff=False):
+    def to_proto(self, write_diff=False, out=None):
         """The layer's LayerParameter with its learned blobs (Caffe's Layer::ToProto)."""
-        out = caffe_pb2.LayerParameter()
+        out = caffe_pb2.LayerParameter() if out is None else out
         out.CopyFrom(self.param)
         del out.blobs[:]
         for blob in self.blobs:
@@ -204,14 +206,22 @@ def copy_proto_into(proto, blob):
         blob.diff.copy_(proto_values(proto, count, "diff").view(blob.shape))
 
 
+def _packed(field_number, array):
+    # Appending a packed repeated field through its wire form lets upb copy the bytes
+    # in one go; extending the field from Python would visit every element.
+    payload = array.tobytes()
+    return _VarintBytes(field_number << 3 | 2) + _VarintBytes(len(payload)) + payload
+
+
 def blob_to_proto(blob, proto, write_diff=False):
     """Blob::ToProto: shape plus float (or double, for float64 blobs) values."""
     proto.Clear()
     proto.shape.dim.extend(blob.shape)
     double = blob.dtype == torch.float64
-    data = blob.data.detach().cpu().numpy().ravel()
-    (proto.double_data if double else proto.data).extend(data.tolist())
-    if write_diff:
-        diff = blob.diff.detach().cpu().numpy().ravel()
-        (proto.double_diff if double else proto.diff).extend(diff.tolist())
+    dtype = "<f8" if double else "<f4"
+    data_field, diff_field = ("double_data", "double_diff") if double else ("data", "diff")
+    fields = [(data_field, blob.data)] + ([(diff_field, blob.diff)] if write_diff else [])
+    for name, tensor in fields:
+        number = proto.DESCRIPTOR.fields_by_name[name].number
+        proto.MergeFromString(_packed(number, tensor.detach().cpu().numpy().astype(dtype).ravel()))
     return proto

@@ -443,7 +443,7 @@ class Net(PycaffeNet):
         out = caffe_pb2.NetParameter()
         out.name = self.name
         for layer in self._layers:
-            out.layer.add().CopyFrom(layer.to_proto(write_diff))
+            layer.to_proto(write_diff, out=out.layer.add())
         return out
 
     def save(self, path, write_diff=False):

@@ -143,3 +143,27 @@ def resize_linear(img, height, width):
     # 16x16->high-16 products; it differs from exact rounding by one level now and then.
     out = (((b0 * (r0 >> 4)) >> 16) + ((b1 * (r1 >> 4)) >> 16) + 2) >> 2
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def read_image_list(source):
+    """The `path label` lines of an image list (ImageData, convert_imageset).
+
+    As in Caffe the label follows the last space, so paths may contain spaces. Blank lines are
+    skipped; a line without an integer label is an error naming the file and line.
+    """
+    try:
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read image list '{source}': {getattr(e, 'strerror', None) or e}") \
+            from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{source} line {number}: '{line.strip()}' is not 'path label' "
+                            f"(a path, a space and an integer label)")
+        lines.append((parts[0], int(parts[1])))
+    return lines

@@ -50,18 +50,13 @@ class DataTransformer:
         self.param, self.phase, self.dtype = param, phase, np.dtype(dtype)
         self.mean = load_mean(param.mean_file) if param.HasField("mean_file") else None
         self.mean_values = np.asarray(param.mean_value, dtype=self.dtype)
+        # How to decode encoded images: force colour (True), force grey (False) or native.
+        self.color = True if param.force_color else (False if param.force_gray else None)
         self.random_crop = bool(param.crop_size) and phase == caffe_pb2.TRAIN
         self.needs_rand = param.mirror or self.random_crop
         if seed is None:
             seed = draw_seed() if self.needs_rand else 0
         self.rng = np.random.default_rng(seed)
-
-    @property
-    def color(self):
-        """How to decode encoded images: True (force colour), False (force grey), None (native)."""
-        if self.param.force_color:
-            return True
-        return False if self.param.force_gray else None
 
     def output_shape(self, shape, name="image"):
         """The C x h x w shape a C x H x W input takes; DataError when it cannot be transformed."""

@@ -9,7 +9,7 @@ from .common import canonical_axis
 
 @register_layer
 class InnerProductLayer(Layer):
-    """y = x W^T + b, x flattened from `axis` on to K inputs; W is (N, K), or (K, N) if transpose."""
+    """y = x W^T + b, x flattened from `axis` on to K inputs; W is (N, K), (K, N) if transpose."""
 
     type = "InnerProduct"
     exact_num_bottom_blobs = 1
@@ -121,7 +121,7 @@ class EmbedLayer(Layer):
 
 
 def learned_shape(layer, bottom, axis, num_axes, what):
-    """The shape of a learned scale or bias: bottom's axes [axis, axis + num_axes), -1 = to the end."""
+    """A learned scale's or bias's shape: bottom's axes [axis, axis + num_axes), -1 to the end."""
     axis = canonical_axis(layer, bottom, axis)
     if num_axes < -1:
         layer.fail(f"{what} num_axes must be non-negative, or -1 for all axes from axis on; "

@@ -87,7 +87,7 @@ def _bottom_label(layer, i):
 
 @register_layer
 class ConcatLayer(Layer):
-    """top = [bottom_0, bottom_1, ...] joined along axis; each bottom's diff is its slice of top's."""
+    """top = [bottom_0, bottom_1, ...] joined along axis; each bottom's diff is its slice."""
 
     type = "Concat"
     min_bottom_blobs = 1
@@ -122,7 +122,7 @@ class ConcatLayer(Layer):
 
 @register_layer
 class SliceLayer(Layer):
-    """top_i = bottom[p_(i-1):p_i] along axis (equal pieces without slice_point); concat backward."""
+    """top_i = bottom[p_(i-1):p_i] along axis (equal pieces without slice_point)."""
 
     type = "Slice"
     exact_num_bottom_blobs = 1
@@ -244,8 +244,9 @@ class EltwiseLayer(Layer):
 class _ReshapeBase(Layer):
     """Shared by Flatten and Reshape: the top holds the bottom's values in a new shape.
 
-    Caffe shares the storage; here the values are copied, which costs one pass over the
-    blob but keeps the two blobs' shapes independent (see the report to the lead)."""
+    Caffe shares the storage. Blob.share_data hands an equal-shaped blob the very same
+    buffer object, so a later reshape of either blob would re-view the other; a copy costs
+    one pass over the blob and keeps the two shapes independent."""
 
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
@@ -488,7 +489,8 @@ class BatchReindexLayer(Layer):
         bad = (idx < 0) | (idx >= num)
         if bad.any():
             raise CaffeError(f"layer '{self.name}' (BatchReindex): index "
-                             f"{float(idx[bad][0]):g} is outside [0, {num}), the items of bottom 0")
+                             f"{float(idx[bad][0]):g} is outside [0, {num}), the items of "
+                             f"bottom 0")
         self.index = idx.long()  # truncates as Caffe's static_cast<int>
         torch.index_select(bottom[0].data, 0, self.index, out=top[0].data)
 

@@ -26,7 +26,11 @@ class SoftmaxLayer(_OneToOne):
         super().reshape(bottom, top)
 
     def forward(self, bottom, top):
-        torch.softmax(bottom[0].data, self.axis, out=top[0].data)
+        # Caffe's steps (subtract the max, exp, normalise); torch.softmax on small CPU tensors
+        # enters a parallel region per call that stalls for milliseconds on a busy machine.
+        x = bottom[0].data
+        e = torch.exp(x - x.amax(self.axis, keepdim=True))
+        top[0].data[...] = e / e.sum(self.axis, keepdim=True)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

@@ -58,8 +58,8 @@ class Pool2d:
 
     def _sum_backward(self, g, like):
         """Transpose of _sum on the explicitly padded input, cropped back to `like`'s shape."""
-        shape = like.shape[:2] + tuple(n + a + b for n, a, b in
-                                        zip(self.size, self.padding[2::2], self.padding[3::2]))
+        (h, w), (left, right, top, bottom) = self.size, self.padding
+        shape = like.shape[:2] + (h + top + bottom, w + left + right)
         gp = torch.ops.aten.avg_pool2d_backward(g, like.new_empty(shape), self.kernel,
                                                 self.stride, (0, 0), False, True, 1)
         return F.pad(gp, [-q for q in self.padding])

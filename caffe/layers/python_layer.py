@@ -58,6 +58,8 @@ def _import_module(name, layer_name):
     added = [d for d in path if d not in sys.path]
     sys.path.extend(added)
     try:
+        if name not in sys.modules:
+            importlib.invalidate_caches()     # a module written since the last import
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name is not None and e.name != name and not name.startswith(e.name + "."):

@@ -211,9 +211,9 @@ class RecurrentLayer(Layer):
             blob.data.copy_(state.data)
 
     def backward(self, top, propagate_down, bottom):
+        # Only the output sequence's diff enters: the final state's (LSTM's c_T) is
+        # never written, so the recurrence is truncated at the batch boundary.
         self.output.diff.copy_(top[0].diff)
-        for blob in self.recur_outputs:
-            blob.diff.zero_()           # nothing flows back from the next batch
         if self.param.recurrent_param.debug_info:
             self._backward_debug()
         else:

@@ -625,7 +625,7 @@ def _read_state_hdf5(path):
 
 def _find_learned_net(learned_net, state_path):
     """Caffe opens learned_net relative to the current directory; we also try the state's own."""
-    if os.path.exists(learned_net) or os.path.isabs(learned_net):
+    if os.path.exists(learned_net):
         return learned_net
     beside = os.path.join(os.path.dirname(os.path.abspath(state_path)),
                           os.path.basename(learned_net))

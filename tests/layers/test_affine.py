@@ -124,8 +124,8 @@ def test_scale_learned(device, param):
 @pytest.mark.parametrize("param,shape", [("axis: 0", (2, 3)), ("", (3,)), ("axis: 1", (3, 2)),
                                          ("axis: 2", ()), ("bias_term: true", (3,))])
 def test_scale_two_bottoms(device, param, shape):
-    layer = make_layer(f'type: "Scale" scale_param {{ {param} bias_filler {{ type: "gaussian" }} }}',
-                       device=device)
+    layer = make_layer(f'type: "Scale" scale_param {{ {param} '
+                       f'bias_filler {{ type: "gaussian" }} }}', device=device)
     check_gradient(layer, [rand((2, 3, 2), device), rand(shape, device, seed=1)])
 
 
@@ -135,7 +135,8 @@ def test_scale_default_filler_is_one():
     assert layer.blobs[0].shape == (3,) and (layer.blobs[0].data == 1).all()
 
 
-@pytest.mark.parametrize("param", ["", "axis: 0 num_axes: -1", "num_axes: 0", "axis: 1 num_axes: 2"])
+@pytest.mark.parametrize("param", ["", "axis: 0 num_axes: -1", "num_axes: 0",
+                                   "axis: 1 num_axes: 2"])
 def test_bias_learned(device, param):
     layer = make_layer(f'type: "Bias" bias_param {{ {param} filler {{ type: "gaussian" }} }}',
                        device=device)

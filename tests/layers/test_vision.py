@@ -14,6 +14,18 @@ from caffe.layers.vision import col2im, im2col
 from caffe.proto import caffe_pb2
 from caffe.testing import check_gradient, make_layer, random_blob
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Gradient checks run thousands of tiny kernels: worker threads only add wake-up latency
+    # (seconds per test on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FILLERS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
 
 
@@ -48,7 +60,7 @@ CONV = [
     ("Deconvolution", "num_output: 2 kernel_size: 2 dilation: 2 bias_term: false", (1, 2, 3, 2)),
     ("Deconvolution", "num_output: 2 kernel_size: 2 stride: 2", (1, 2, 2, 2, 2)),
     ("Deconvolution", "num_output: 2 kernel_size: 2 stride: 2 pad: 1 group: 2",
-     (1, 2, 2, 2, 1, 2)),
+     (1, 2, 2, 2, 2, 2)),
 ]
 
 
@@ -76,16 +88,18 @@ def test_convolution_matches_torch(device, kind):
 def test_gemm_path_matches_torch_path(device, kind):
     """Caffe's im2col + gemm formulation (used beyond 3 spatial axes) against torch's kernels."""
     body = "num_output: 4 kernel_h: 3 kernel_w: 2 stride: 2 pad: 1 dilation: 2 group: 2"
+    layer = make_layer(conv(kind, body), device=device)
+    x = random_blob((2, 2, 6, 5), device=device)
+    top = setup(layer, [x])
     results = []
     for native in (True, False):
-        layer = make_layer(conv(kind, body), device=device)
-        x = random_blob((2, 2, 6, 5), device=device)
-        top = setup(layer, [x])
         layer.native = native
         layer.forward([x], top)
         top[0].diff.copy_(torch.linspace(-1, 1, top[0].count(), dtype=x.dtype).view(top[0].shape))
+        for blob in layer.blobs:
+            blob.diff.zero_()
         layer.backward(top, [True], [x])
-        results.append([top[0].data.clone(), x.diff.clone()] + [b.diff.clone() for b in layer.blobs])
+        results.append([t.clone() for t in [top[0].data, x.diff] + [b.diff for b in layer.blobs]])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
 
@@ -120,14 +134,16 @@ def test_im2col_matches_unfold_and_is_adjoint_to_col2im(device):
                 for n, (k, s, p, d) in zip(x.shape[2:], zip(*geometry)))
     col = im2col(x, *geometry, out)
     assert col.shape == (1, 2 * 12) + out
-    # The 2-D slice with kernel depth 1 (offset 0 of axis 0) matches torch's unfold per depth.
+    # <im2col(x), y> = <x, col2im(y)>: col2im is the transpose, as Caffe's backward needs.
     y = torch.rand(col.shape, generator=g, dtype=torch.float64).to(device)
     lhs = (col * y).sum()
     rhs = (x * col2im(y, x.shape, *geometry, out)).sum()
     torch.testing.assert_close(lhs, rhs)
-    x2 = x[:, :, 0]
-    col2 = im2col(x2, (3, 2), (1, 1), (0, 1), (2, 1), (2, 5))
-    torch.testing.assert_close(col2, F.unfold(x2, (3, 2), (2, 1), (0, 1), 1).view(1, 12, 2, 5))
+    # The generic N-D path, on a 2-D problem embedded in 3-D, is torch's unfold.
+    x2 = x[:, :, :1]
+    col2 = im2col(x2, (1, 3, 2), (1, 1, 1), (0, 0, 1), (1, 2, 1), (1, 2, 4))
+    expected = F.unfold(x2[:, :, 0], (3, 2), (2, 1), (0, 1), 1).view(1, 12, 1, 2, 4)
+    torch.testing.assert_close(col2, expected)
 
 
 IM2COL = [
@@ -178,6 +194,7 @@ def caffe_pool(x, method, k, s, p, ceil=True):
 
     def backward(dy):
         dx = np.zeros_like(x)
+        sizes[sizes == 0] = np.nan   # only windows that hold no input have no size
         for a in range(n):
             for b in range(c):
                 for (i, j), (h0, h1, w0, w1) in windows.items():
@@ -250,7 +267,7 @@ POOL = [
     ("pool: MAX kernel_size: 2 stride: 2 pad: 1", (2, 1, 5, 5)),
     ("pool: MAX kernel_size: 3 stride: 2 pad: 2", (1, 2, 5, 7)),
     ("pool: MAX kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2", (1, 2, 4, 7)),
-    ("pool: MAX kernel_size: 1 stride: 3", (1, 2, 5, 5)),
+    ("pool: MAX kernel_h: 3 kernel_w: 2 stride: 2 pad_h: 2 pad_w: 1", (1, 2, 5, 4)),
     ("pool: MAX global_pooling: true", (2, 2, 3, 4)),
     ("pool: MAX kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (1, 2, 7, 6)),
     ("pool: AVE kernel_size: 3 stride: 2", (1, 2, 7, 6)),

@@ -1,0 +1,167 @@
+"""Draw a NetParameter as a graph, as pycaffe's caffe.draw does (pydot + graphviz).
+
+Layers are boxes (record nodes) labelled with their name, type and, for convolution and
+pooling, kernel/stride/pad; blobs are grey octagons; in-place layers are green. Colours:
+Convolution/Deconvolution red, Pooling orange, InnerProduct purple, others blue. Edges
+out of a layer carry its output size (num_output, or the batch size of a Data layer).
+Rendering to an image needs graphviz's `dot` program; `.dot`/`.gv` files need only pydot.
+"""
+import shutil
+
+from . import formats
+from .errors import CaffeError
+from .proto import caffe_pb2
+
+LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
+NEURON_LAYER_STYLE = {"shape": "record", "fillcolor": "#90EE90", "style": "filled"}
+BLOB_STYLE = {"shape": "octagon", "fillcolor": "#E0E0E0", "style": "filled"}
+RANKDIRS = ("LR", "TB", "BT", "RL")
+_SOURCE_FORMATS = ("dot", "gv")
+
+
+class DrawError(CaffeError):
+    """The graph cannot be built or rendered."""
+
+
+def _pydot():
+    try:
+        import pydot
+    except ImportError:
+        raise DrawError("drawing nets needs the pydot package (pip install pydot)") from None
+    return pydot
+
+
+def _quote(text):
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _record_text(text):
+    # Record labels give {}|<> a meaning of their own; a layer name must not.
+    for ch in "\\{}|<>\"":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def get_pooling_types_dict():
+    """{pool enum value: its name}, e.g. {0: 'MAX', 1: 'AVE', 2: 'STOCHASTIC'}."""
+    desc = caffe_pb2.PoolingParameter.PoolMethod.DESCRIPTOR
+    return {v.number: name for name, v in desc.values_by_name.items()}
+
+
+def get_edge_label(layer):
+    """The label of the edges out of a layer: its output size where it has one."""
+    if layer.type == "Data":
+        return "Batch " + str(layer.data_param.batch_size)
+    if layer.type in ("Convolution", "Deconvolution"):
+        return str(layer.convolution_param.num_output)
+    if layer.type == "InnerProduct":
+        return str(layer.inner_product_param.num_output)
+    return '""'
+
+
+def get_layer_label(layer, rankdir, display_lrm=False):
+    """A layer's node label: name, (type), spatial settings and optionally lr_mults, one
+    per line for horizontal layouts and space-separated for vertical ones."""
+    separator = " " if rankdir in ("TB", "BT") else r"\n"
+    parts = [_record_text(layer.name)]
+    if layer.type == "Pooling":
+        parts.append("(%s %s)" % (layer.type,
+                                  get_pooling_types_dict()[layer.pooling_param.pool]))
+    else:
+        parts.append("(%s)" % _record_text(layer.type))
+    if layer.type in ("Convolution", "Deconvolution", "Pooling"):
+        if layer.type == "Pooling":
+            p = layer.pooling_param
+            kernel, stride, pad = p.kernel_size, p.stride, p.pad
+        else:
+            p = layer.convolution_param
+            kernel = p.kernel_size[0] if len(p.kernel_size) else 1
+            stride = p.stride[0] if len(p.stride) else 1
+            pad = p.pad[0] if len(p.pad) else 0
+        parts.append(separator.join(["kernel size: %d" % kernel, "stride: %d" % stride,
+                                     "pad: %d" % pad]))
+    if display_lrm:
+        lrm = ["lr mult: %.1f" % spec.lr_mult for spec in layer.param]
+        if lrm:
+            parts.append(separator.join(lrm))
+    return '"%s"' % separator.join(parts)
+
+
+def choose_color_by_layertype(layertype):
+    """Fill colour of a layer node."""
+    return {"Convolution": "#FF5050", "Deconvolution": "#FF5050", "Pooling": "#FF9900",
+            "InnerProduct": "#CC33FF"}.get(layertype, "#6495ED")
+
+
+def _in_phase(layer, phase):
+    """Does the layer run in `phase`? (A rule without a phase holds in every phase.)"""
+    if len(layer.include) and len(layer.exclude):
+        raise DrawError(f"layer {layer.name} has both include and exclude specified.")
+    if len(layer.include):
+        return any(not r.HasField("phase") or r.phase == phase for r in layer.include)
+    return not any(not r.HasField("phase") or r.phase == phase for r in layer.exclude)
+
+
+def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lrm=False):
+    """The net as a pydot graph.
+
+    caffe_net: a caffe_pb2.NetParameter; rankdir: 'LR', 'TB', 'BT' or 'RL';
+    phase: caffe.TRAIN or caffe.TEST to draw only that phase's layers, None for all.
+    """
+    if rankdir not in RANKDIRS:
+        raise DrawError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
+    pydot = _pydot()
+    graph = pydot.Dot(_quote(caffe_net.name or "Net"), graph_type="digraph", rankdir=rankdir)
+    nodes, edges = {}, []
+
+    def blob_node(name):
+        key = name + "_blob"
+        if key not in nodes:
+            nodes[key] = pydot.Node(_quote(key), label=_quote(name), **BLOB_STYLE)
+        return key
+
+    for layer in caffe_net.layer:
+        if phase is not None and not _in_phase(layer, phase):
+            continue
+        key = "%s_%s" % (layer.name, layer.type)
+        in_place = len(layer.bottom) == 1 and len(layer.top) == 1 and \
+            layer.bottom[0] == layer.top[0]
+        style = dict(NEURON_LAYER_STYLE if in_place else LAYER_STYLE_DEFAULT)
+        if not in_place:
+            style["fillcolor"] = choose_color_by_layertype(layer.type)
+        nodes[key] = pydot.Node(_quote(key), label=get_layer_label(layer, rankdir, display_lrm),
+                                **style)
+        for bottom in layer.bottom:
+            edges.append((blob_node(bottom), key, '""'))
+        for top in layer.top:
+            edges.append((key, blob_node(top), get_edge_label(layer) if label_edges else '""'))
+    for node in nodes.values():
+        graph.add_node(node)
+    for src, dst, label in edges:
+        graph.add_edge(pydot.Edge(nodes[src], nodes[dst], label=label))
+    return graph
+
+
+def draw_net(caffe_net, rankdir, ext="png", phase=None, display_lrm=False):
+    """The drawing as bytes in format `ext` (png, svg, pdf, ... or dot for the source)."""
+    graph = get_pydot_graph(caffe_net, rankdir, phase=phase, display_lrm=display_lrm)
+    if ext in _SOURCE_FORMATS:
+        return graph.to_string().encode()
+    if shutil.which("dot") is None:
+        raise DrawError(f"rendering {ext} needs graphviz's `dot` program, which is not "
+                        f"installed (apt-get install graphviz); a .dot file needs no graphviz")
+    try:
+        return graph.create(format=ext)
+    except Exception as e:   # pydot reports dot's failures as assorted exception types
+        raise DrawError(f"graphviz could not render format '{ext}': {e}") from None
+
+
+def draw_net_to_file(caffe_net, filename, rankdir="LR", phase=None, display_lrm=False):
+    """Draw to `filename`; its extension picks the format (.png, .svg, .pdf, .dot, ...)."""
+    filename = str(filename)
+    base = filename.rsplit("/", 1)[-1]
+    if "." not in base:
+        raise DrawError(f"{filename}: no extension to choose the image format by "
+                        f"(.png, .svg, .pdf, .dot)")
+    ext = base.rsplit(".", 1)[1].lower()
+    formats.atomic_write(filename, draw_net(caffe_net, rankdir, ext, phase, display_lrm))

@@ -1,0 +1,249 @@
+"""caffe.io: proto/datum/array conversions, image loading, resizing, 10-crop and Transformer."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from caffe import io as cio
+from caffe.errors import CaffeError, ProtoError
+from caffe.proto import caffe_pb2
+from tests.conftest import shared_path
+
+
+# -- BlobProto ---------------------------------------------------------------------------
+def test_blobproto_legacy_and_new_shapes():
+    blob = caffe_pb2.BlobProto()
+    blob.data.extend(np.arange(100.0).tolist())
+    blob.num, blob.channels, blob.height, blob.width = 1, 1, 10, 10
+    assert cio.blobproto_to_array(blob).shape == (1, 1, 10, 10)
+
+    blob = caffe_pb2.BlobProto()
+    blob.data.extend(np.arange(100.0).tolist())
+    blob.shape.dim.extend([10, 10])
+    np.testing.assert_array_equal(cio.blobproto_to_array(blob), np.arange(100.0).reshape(10, 10))
+
+
+def test_blobproto_without_shape_is_scalar_or_error():
+    blob = caffe_pb2.BlobProto()
+    blob.data.append(123)
+    assert cio.blobproto_to_array(blob) == 123
+    blob.data.extend([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"declares shape \(\) .* holds 3 data values"):
+        cio.blobproto_to_array(blob)
+
+
+def test_array_blobproto_round_trip_with_diff():
+    rng = np.random.default_rng(0)
+    arr, diff = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    blob = cio.array_to_blobproto(arr, diff)
+    assert list(blob.shape.dim) == [2, 3, 4]
+    np.testing.assert_allclose(cio.blobproto_to_array(blob), arr, rtol=1e-6)
+    np.testing.assert_allclose(cio.blobproto_to_array(blob, return_diff=True), diff, rtol=1e-6)
+    with pytest.raises(ValueError, match="diff shape"):
+        cio.array_to_blobproto(arr, diff[:1])
+
+
+def test_double_blobproto_keeps_precision():
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.append(1)
+    blob.double_data.append(0.1)
+    assert cio.blobproto_to_array(blob)[0] == 0.1
+
+
+def test_arraylist_round_trip():
+    arrays = [np.arange(6.0).reshape(1, 2, 3), np.ones((4,)), np.full((2, 2), -1.5)]
+    data = cio.arraylist_to_blobprotovector_str(arrays)
+    assert cio.arraylist_to_blobprotovecor_str(arrays) == data   # pycaffe's old spelling
+    back = cio.blobprotovector_str_to_arraylist(data)
+    assert len(back) == 3
+    for a, b in zip(arrays, back):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ProtoError):
+        cio.blobprotovector_str_to_arraylist(b"\x0a\xff\xff\xff")
+
+
+def test_mean_file_to_per_channel_mean():
+    mean = cio.blobproto_to_array(caffe_pb2.BlobProto.FromString(
+        shared_path("golden", "formats", "ResNet_mean.binaryproto").read_bytes()))
+    assert mean.shape == (1, 3, 224, 224)
+    per_channel = mean[0].mean(1).mean(1)
+    assert per_channel.shape == (3,) and np.all((per_channel > 50) & (per_channel < 200))
+
+
+# -- Datum -------------------------------------------------------------------------------
+def test_datum_round_trips():
+    rng = np.random.default_rng(1)
+    u8 = rng.integers(0, 256, (3, 4, 5), dtype=np.uint8)
+    d = cio.array_to_datum(u8, label=7)
+    assert d.data and not len(d.float_data) and d.label == 7
+    back = cio.datum_to_array(caffe_pb2.Datum.FromString(d.SerializeToString()))
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, u8)
+
+    f = rng.standard_normal((2, 3, 3))
+    d = cio.array_to_datum(f)
+    assert not d.data and len(d.float_data) == 18
+    np.testing.assert_allclose(cio.datum_to_array(d), f, rtol=1e-6)
+
+
+def test_datum_label_is_optional():
+    with_label = cio.array_to_datum(np.ones((10, 10, 3)), label=1)
+    without = cio.array_to_datum(np.ones((10, 10, 3)))
+    assert not without.HasField("label")
+    assert len(with_label.SerializeToString()) > len(without.SerializeToString())
+
+
+def test_datum_bad_shapes():
+    with pytest.raises(ValueError, match="3-D"):
+        cio.array_to_datum(np.zeros((2, 2)))
+    d = caffe_pb2.Datum(channels=1, height=2, width=2, data=b"\x00\x01\x02")
+    with pytest.raises(ValueError, match=r"declares shape \(1, 2, 2\) but holds 3"):
+        cio.datum_to_array(d)
+
+
+def test_golden_lmdb_raw_and_png_datums_agree():
+    lmdb = pytest.importorskip("lmdb")
+    raw_path = shared_path("golden", "formats", "small_raw_lmdb")
+    png_path = shared_path("golden", "formats", "small_png_lmdb")
+    with lmdb.open(str(raw_path), readonly=True, lock=False) as raw_env, \
+            lmdb.open(str(png_path), readonly=True, lock=False) as png_env:
+        with raw_env.begin() as raw_txn, png_env.begin() as png_txn:
+            key, value = next(iter(raw_txn.cursor()))
+            raw = caffe_pb2.Datum.FromString(value)
+            png = caffe_pb2.Datum.FromString(png_txn.get(key))
+    assert png.encoded and not raw.encoded
+    a = cio.datum_to_array(raw)
+    assert a.shape == (1, 28, 28) and a.dtype == np.uint8
+    np.testing.assert_array_equal(cio.datum_to_array(png), a)
+
+
+# -- images ------------------------------------------------------------------------------
+def _save(tmp_path, name, arr, mode=None):
+    path = tmp_path / name
+    Image.fromarray(arr, mode).save(path) if mode else Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def test_load_image_colour_grey_alpha(tmp_path):
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    img = cio.load_image(_save(tmp_path, "rgb.png", rgb))
+    assert img.dtype == np.float32 and img.shape == (2, 3, 3)
+    np.testing.assert_allclose(img, rgb / 255.0, rtol=1e-6)
+
+    rgba = np.dstack([rgb, np.full((2, 3), 7, np.uint8)])
+    np.testing.assert_allclose(cio.load_image(_save(tmp_path, "rgba.png", rgba)), rgb / 255.0,
+                               rtol=1e-6)
+
+    grey = np.array([[0, 255], [51, 102]], dtype=np.uint8)
+    path = _save(tmp_path, "grey.png", grey)
+    colour = cio.load_image(path)
+    assert colour.shape == (2, 2, 3)
+    np.testing.assert_allclose(colour[:, :, 1], grey / 255.0, rtol=1e-6)
+    single = cio.load_image(path, color=False)
+    assert single.shape == (2, 2, 1)
+    np.testing.assert_allclose(single[:, :, 0], grey / 255.0, rtol=1e-6)
+
+    grey16 = np.array([[0, 65535], [1000, 30000]], dtype=np.uint16)
+    img16 = cio.load_image(_save(tmp_path, "grey16.png", grey16), color=False)
+    np.testing.assert_allclose(img16[:, :, 0], grey16 / 65535.0, rtol=1e-6)
+
+
+def test_load_image_missing_file(tmp_path):
+    with pytest.raises(OSError):
+        cio.load_image(str(tmp_path / "nope.jpg"))
+
+
+def test_resize_bilinear_matches_pixel_centre_sampling():
+    # 1- and 3-channel images sample at pixel centres with clamped edges (skimage's resize):
+    # output x in [0, 4) reads input (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25.
+    im = np.array([[0.0, 1.0]] * 2, dtype=np.float32)[:, :, np.newaxis]
+    out = cio.resize_image(im, (2, 4))
+    assert out.shape == (2, 4, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0, :, 0], [0, 0.25, 0.75, 1], atol=1e-6)
+    # Other channel counts align the corners (scipy's zoom): 0, 1/3, 2/3, 1.
+    im4 = np.repeat(im, 4, axis=2)
+    np.testing.assert_allclose(cio.resize_image(im4, (2, 4))[0, :, 2], [0, 1 / 3, 2 / 3, 1],
+                               atol=1e-6)
+
+
+def test_resize_keeps_values_and_handles_constants():
+    im = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32) * 255
+    np.testing.assert_allclose(cio.resize_image(im, (5, 7)), im, rtol=1e-6)
+    out = cio.resize_image(im, (11, 3), interp_order=3)
+    assert out.shape == (11, 3, 3) and out.min() >= im.min() and out.max() <= im.max()
+    nearest = cio.resize_image(im, (10, 14), interp_order=0)
+    np.testing.assert_array_equal(nearest[::2, ::2], im)
+    const = cio.resize_image(np.full((4, 4, 1), 3.0), (2, 6))
+    assert const.shape == (2, 6, 1) and np.all(const == 3.0)
+
+
+def test_oversample_ten_crops():
+    images = np.arange(2 * 6 * 8 * 1, dtype=np.float32).reshape(2, 6, 8, 1)
+    crops = cio.oversample(list(images), (4, 4))
+    assert crops.shape == (20, 4, 4, 1) and crops.dtype == np.float32
+    im = images[1]
+    expected = [im[0:4, 0:4], im[0:4, 4:8], im[2:6, 0:4], im[2:6, 4:8], im[1:5, 2:6]]
+    for k, e in enumerate(expected):
+        np.testing.assert_array_equal(crops[10 + k], e)
+        np.testing.assert_array_equal(crops[15 + k], e[:, ::-1])
+    with pytest.raises(ValueError, match="larger than the images"):
+        cio.oversample(images, (7, 4))
+
+
+# -- Transformer -------------------------------------------------------------------------
+def make_transformer(shape=(2, 3, 4, 5)):
+    t = cio.Transformer({"data": shape})
+    t.set_transpose("data", (2, 0, 1))
+    return t
+
+
+def test_preprocess_order_and_deprocess_inverse():
+    rng = np.random.default_rng(3)
+    image = rng.random((4, 5, 3)).astype(np.float32)
+    original = image.copy()
+    mean = np.array([10.0, 20.0, 30.0])
+    t = make_transformer()
+    t.set_channel_swap("data", (2, 1, 0))
+    t.set_raw_scale("data", 255)
+    t.set_mean("data", mean)
+    t.set_input_scale("data", 0.5)
+    out = t.preprocess("data", image)
+    expected = (image.transpose(2, 0, 1)[[2, 1, 0]] * 255 - mean[:, None, None]) * 0.5
+    assert out.dtype == np.float32 and out.shape == (3, 4, 5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    np.testing.assert_array_equal(image, original)          # the caller's array is untouched
+    np.testing.assert_allclose(t.deprocess("data", out[np.newaxis]), image, atol=1e-5)
+
+
+def test_preprocess_resizes_to_the_blob():
+    t = make_transformer()
+    out = t.preprocess("data", np.ones((8, 10, 3), np.float32))
+    assert out.shape == (3, 4, 5)
+
+
+def test_set_mean_shapes():
+    t = make_transformer()
+    t.set_mean("data", np.zeros((3, 4, 5)))
+    t.set_mean("data", np.zeros(3))
+    assert t.mean["data"].shape == (3, 1, 1)
+    grey = cio.Transformer({"data": (1, 1, 4, 5)})
+    grey.set_mean("data", np.zeros((4, 5)))
+    assert grey.mean["data"].shape == (1, 4, 5)
+
+
+@pytest.mark.parametrize("shape", [(3, 224, 224), (4,), (1, 3, 4, 5), (4, 5)])
+def test_set_mean_rejects_shapes_that_do_not_fit(shape):
+    t = make_transformer()
+    with pytest.raises(ValueError, match=r"must be per-channel \(3,\) or per-pixel "
+                                         r"\(3, 4, 5\)") as err:
+        t.set_mean("data", np.zeros(shape))
+    assert isinstance(err.value, CaffeError)
+
+
+def test_transformer_bad_settings():
+    t = make_transformer()
+    with pytest.raises(CaffeError, match="'label' is not one of the net inputs"):
+        t.set_raw_scale("label", 255)
+    with pytest.raises(ValueError, match="must have 3 axes"):
+        t.set_transpose("data", (1, 0))
+    with pytest.raises(ValueError, match="must list 3 channels"):
+        t.set_channel_swap("data", (1, 0))
