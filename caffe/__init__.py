@@ -5,6 +5,12 @@ from .errors import CaffeError
 from .layer import Layer, layer_type_list, register_layer
 from .net import Net
 from . import layers as _layers  # noqa: F401  (registers the built-in layer catalog)
+from .net_spec import layers, params, NetSpec, to_proto
+from .classifier import Classifier
+from .detector import Detector
+from .solvers import (get_solver, SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
+                      AdaDeltaSolver, AdamSolver)
+from . import io, draw  # noqa: E402  (draw imports pydot only when drawing)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST

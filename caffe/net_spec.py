@@ -244,13 +244,31 @@ class NetSpec:
 
     def to_proto(self):
         """A NetParameter with the layers needed for every assigned top."""
-        names = {top: name for name, top in self.tops.items()}
+        given = {top: name for name, top in self.tops.items()}
+        names = dict(given)
         layers, autonames = OrderedDict(), Counter()
         for top in self.tops.values():
             top._to_proto(layers, names, autonames)
+        _check_generated_names(names, given)
         net = caffe_pb2.NetParameter()
         net.layer.extend(layers.values())
         return net
+
+
+def _check_generated_names(names, given):
+    """An unnamed top's <Type><count> name must not be a name the user gave another top:
+    the net would have two blobs (or layers) of one name."""
+    owner = {}
+    for obj, name in names.items():
+        if not isinstance(obj, Top):
+            continue
+        other = owner.setdefault(name, obj)
+        if other is not obj and (obj not in given or other not in given):
+            unnamed, named = (obj, other) if obj not in given else (other, obj)
+            raise NetSpecError(
+                f"the unnamed {unnamed.fn.type_name} top was named '{name}' automatically, "
+                f"which is also the name given to a {named.fn.type_name} top; assign the "
+                f"unnamed top to the NetSpec under a name of its own")
 
 
 class Layers:

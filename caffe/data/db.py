@@ -45,7 +45,7 @@ def backend_name(backend):
 
 
 def open_db(path, backend="lmdb", mode="r"):
-    """Open a database: mode 'r' (read), 'new' (create; it must not exist) or 'w' (create or add)."""
+    """Open a database: mode 'r' (read), 'new' (create; must not exist) or 'w' (create or add)."""
     if mode not in ("r", "new", "w"):
         raise DataError(f"open_db: mode must be 'r', 'new' or 'w', not '{mode}'")
     cls = {"lmdb": LMDB, "leveldb": LevelDB}[backend_name(backend)]
@@ -97,7 +97,8 @@ class _DB:
             self._handle = _Shared.acquire(self._key, self._open_read)
         else:
             if mode == "new" and os.path.exists(path):
-                raise DataError(f"cannot create {self.backend} database '{path}': it already exists")
+                raise DataError(f"cannot create {self.backend} database '{path}': it already "
+                                f"exists")
             self._handle = self._open_write()
 
     def __iter__(self):
@@ -282,7 +283,8 @@ def array_to_datum(arr, label=None):
     """A Datum from a C x H x W array: uint8 arrays go to `data`, others to `float_data`."""
     arr = np.asarray(arr)
     if arr.ndim != 3:
-        raise DataError(f"a Datum holds a 3-D (channels, height, width) array, got shape {arr.shape}")
+        raise DataError(f"a Datum holds a 3-D (channels, height, width) array, got shape "
+                        f"{arr.shape}")
     datum = caffe_pb2.Datum()
     datum.channels, datum.height, datum.width = arr.shape
     if arr.dtype == np.uint8:

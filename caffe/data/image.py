@@ -26,10 +26,11 @@ _PIL_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tif"
                 "tiff": "TIFF", "ppm": "PPM", "pgm": "PPM", "pbm": "PPM", "webp": "WEBP"}
 
 
-def decode_image(data, color=None, source="<bytes>"):
+def decode_image(data, color=None, source="image"):
     """Decode encoded image bytes as cv::imdecode would: HxWxC uint8, BGR.
 
-    color: True (3 channels), False (1 channel) or None (native: grey stays grey).
+    color: True (3 channels), False (1 channel) or None (native: grey stays grey);
+    source names the bytes in errors ("image file 'x.png'", "record 'key'").
     """
     return _decode(io.BytesIO(data), color, source)
 
@@ -41,7 +42,7 @@ def read_image(path, height=0, width=0, color=True):
             data = f.read()
     except OSError as e:
         raise DataError(f"could not open or find image file '{path}': {e.strerror or e}") from None
-    img = decode_image(data, color, str(path))
+    img = decode_image(data, color, f"image file '{path}'")
     if height > 0 and width > 0:
         img = resize_linear(img, height, width)
     return img
@@ -55,9 +56,11 @@ def _decode(stream, color, source):
             im.draft("L", im.size)
         im.load()
         im = ImageOps.exif_transpose(im)    # imread/imdecode honour EXIF orientation
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) \
-            as e:
-        raise DataError(f"image '{source}' could not be decoded: {e}") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{source} could not be decoded: not an image format Pillow "
+                        f"knows") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{source} could not be decoded: {e}") from None
     grey = _grey_array(im)
     if grey is not None:
         img = grey[:, :, None]
@@ -92,8 +95,10 @@ def encode_image(img, ext):
     """HxWxC BGR uint8 image to encoded bytes in the format named by a file extension."""
     fmt = _PIL_FORMATS.get(ext.lower().lstrip("."))
     if fmt is None:
-        raise DataError(f"cannot encode images as '{ext}' (known: {', '.join(sorted(_PIL_FORMATS))})")
-    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else np.ascontiguousarray(img[:, :, ::-1]))
+        raise DataError(f"cannot encode images as '{ext}' (known: "
+                        f"{', '.join(sorted(_PIL_FORMATS))})")
+    rgb = img[:, :, 0] if img.shape[2] == 1 else np.ascontiguousarray(img[:, :, ::-1])
+    pil = Image.fromarray(rgb)
     out = io.BytesIO()
     # OpenCV's defaults: JPEG quality 95, fast PNG compression.
     options = {"JPEG": {"quality": 95}, "PNG": {"compress_level": 1}}.get(fmt, {})

@@ -83,42 +83,43 @@ class DataTransformer:
         names = names or [f"image {i}" for i in range(n)]
         c, h, w = out_shape = self.output_shape(images[0].shape, names[0])
         out = np.empty((n, c, h, w), dtype=self.dtype)
-        crop = self.param.crop_size
         if isinstance(images, np.ndarray) and not self.needs_rand:
-            # Every image takes the same window: one vectorised copy.
-            height, width = images.shape[2:]
-            top, left = ((height - crop) // 2, (width - crop) // 2) if crop else (0, 0)
-            out[...] = images[:, :, top:top + h, left:left + w]
-            if self.mean is not None:
-                out -= self.mean[:, top:top + h, left:left + w]
-        else:
-            for i, img in enumerate(images):
-                if img.shape != images[0].shape and self.output_shape(img.shape, names[i]) \
-                        != out_shape:
-                    raise DataError(f"{names[i]} is {img.shape[1]}x{img.shape[2]} but "
-                                    f"{names[0]} in the same batch is {images[0].shape[1]}x"
-                                    f"{images[0].shape[2]}; without crop_size a batch needs "
-                                    f"equal sizes")
-                self._one(img, out[i])
-        if len(self.mean_values):
-            out -= self.mean_values.reshape(-1, 1, 1)
-        if self.param.scale != 1:
-            out *= self.dtype.type(self.param.scale)
+            # Every image takes the same window: the whole batch in one pass.
+            self._window(images, out, self._offsets(images.shape[2:]), False)
+            return out
+        for i, img in enumerate(images):
+            if img.shape != images[0].shape and self.output_shape(img.shape, names[i]) \
+                    != out_shape:
+                raise DataError(f"{names[i]} is {img.shape[1]}x{img.shape[2]} but "
+                                f"{names[0]} in the same batch is {images[0].shape[1]}x"
+                                f"{images[0].shape[2]}; without crop_size a batch needs "
+                                f"equal sizes")
+            # One image at a time, so that it stays in cache through every step.
+            mirror = bool(self.param.mirror and self.rng.integers(2))
+            self._window(img, out[i], self._offsets(img.shape[1:]), mirror)
         return out
 
-    def _one(self, img, out):
-        """Crop and mirror one image into out (mean and scale are applied batch-wide)."""
-        crop, height, width = self.param.crop_size, img.shape[1], img.shape[2]
-        mirror = bool(self.param.mirror and self.rng.integers(2))
-        top = left = 0
-        if crop and self.random_crop:
+    def _offsets(self, size):
+        """Top-left corner of the crop: random in TRAIN (row, then column), else centred."""
+        crop, (height, width) = self.param.crop_size, size
+        if not crop:
+            return 0, 0
+        if self.random_crop:
             top = int(self.rng.integers(height - crop + 1))
-            left = int(self.rng.integers(width - crop + 1))
-        elif crop:
-            top, left = (height - crop) // 2, (width - crop) // 2
-        h, w = out.shape[1:]
+            return top, int(self.rng.integers(width - crop + 1))
+        return (height - crop) // 2, (width - crop) // 2
+
+    def _window(self, img, out, corner, mirror):
+        """out = (window of img - same window of the mean) * scale; img is [N x] C x H x W."""
+        (top, left), (h, w) = corner, out.shape[-2:]
         cols = slice(left + w - 1, left - 1 if left else None, -1) if mirror \
             else slice(left, left + w)
-        out[...] = img[:, top:top + h, cols]
+        window = img[..., top:top + h, cols]
         if self.mean is not None:
-            out -= self.mean[:, top:top + h, cols]
+            np.subtract(window, self.mean[:, top:top + h, cols], out=out, dtype=self.dtype)
+        elif len(self.mean_values):
+            np.subtract(window, self.mean_values.reshape(-1, 1, 1), out=out, dtype=self.dtype)
+        else:
+            out[...] = window
+        if self.param.scale != 1:
+            out *= self.dtype.type(self.param.scale)

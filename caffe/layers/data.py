@@ -7,14 +7,13 @@ Errors in the data (a missing file, a bad record) raise caffe.data.DataError nam
 the record or file.
 """
 import logging
-import os
 
 import h5py
 import numpy as np
 import torch
 
 from ..data.db import DataError, datum_to_array, open_db, parse_datum
-from ..data.image import hwc_to_chw, read_image, read_image_list, resize_linear
+from ..data.image import decode_image, hwc_to_chw, read_image, read_image_list, resize_linear
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, draw_seed, load_mean
 from ..errors import CaffeError
@@ -31,7 +30,12 @@ def _np_dtype(dtype):
 
 def _set_top(blob, array):
     blob.reshape(array.shape)
-    blob.data.copy_(torch.from_numpy(array))
+    if blob.device.type == "cpu" and blob.dtype in (torch.float32, torch.float64):
+        # NumPy copies on this thread; torch's parallel copy stalls when the cores are busy
+        # (as they are while a prefetch thread works) and gains nothing at these sizes.
+        np.copyto(blob.data_numpy(), array)
+    else:
+        blob.data.copy_(torch.from_numpy(array))
 
 
 class _DataLayer(Layer):
@@ -108,8 +112,8 @@ class _DBSource:
             images.append(datum_to_array(datum, key, self.transformer.color))
             labels.append(datum.label)
             names.append(f"record '{key.decode(errors='replace')}'")
-        if all(img.shape == images[0].shape for img in images):
-            images = np.stack(images)
+        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
+            images = np.stack(images)           # the transformer's one-pass batch path
         return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
 
     def close(self):
@@ -142,7 +146,8 @@ class DataLayer(_PrefetchingLayer):
                 raise DataError(f"database '{p.source}' is empty")
             key, value = first
             image = datum_to_array(parse_datum(value, key), key, transformer.color)
-            shape = transformer.output_shape(image.shape, f"record '{key.decode(errors='replace')}'")
+            name = f"record '{key.decode(errors='replace')}'"
+            shape = transformer.output_shape(image.shape, name)
         except DataError:
             db.close()
             raise
@@ -179,8 +184,8 @@ class _ImageListSource:
                 self.index = 0
                 if self.rng is not None:
                     self.lines = [self.lines[i] for i in self.rng.permutation(len(self.lines))]
-        if all(img.shape == images[0].shape for img in images):
-            images = np.stack(images)
+        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
+            images = np.stack(images)           # the transformer's one-pass batch path
         return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
 
 
@@ -268,8 +273,8 @@ class HDF5DataLayer(_DataLayer):
             raise DataError(f"cannot read HDF5 file '{path}': {e}") from None
         rows = {a.shape[0] for a in arrays}
         if len(rows) != 1:
-            raise DataError(f"the datasets of '{path}' have different numbers of rows: "
-                            f"{', '.join(f'{n} {a.shape[0]}' for n, a in zip(self.param.top, arrays))}")
+            counts = ", ".join(f"{n} {a.shape[0]}" for n, a in zip(self.param.top, arrays))
+            raise DataError(f"the datasets of '{path}' have different numbers of rows: {counts}")
         self.datasets = [torch.from_numpy(np.asarray(a, dtype=_np_dtype(self.dtype)))
                          .to(self.device, self.dtype) for a in arrays]
         self.rows = rows.pop()
@@ -460,8 +465,7 @@ class _WindowSource:
                 except OSError as e:
                     raise DataError(f"could not open or find image file '{path}': "
                                     f"{e.strerror or e}") from None
-            from ..data.image import decode_image
-            return decode_image(self.cache[index], self.channels != 1, path)
+            return decode_image(self.cache[index], self.channels != 1, f"image file '{path}'")
         return read_image(path, color=self.channels != 1)
 
     def load_batch(self):

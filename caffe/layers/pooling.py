@@ -6,6 +6,7 @@ far padding is dropped only when some pad is non-zero (torch drops it always); p
 anything below the kernel (torch: at most half); AVE divides by the window clipped to the
 padded input. Where torch draws the same windows it runs directly, otherwise the input is
 padded explicitly so that the windows tile it exactly.
+STOCHASTIC pooling follows Caffe's GPU kernels (its CPU version is not implemented).
 """
 import torch
 import torch.nn.functional as F
@@ -109,11 +110,10 @@ class Pool2d:
                                          ceil_mode=self.ceil, return_indices=True)
             return y
         xp = F.pad(x, self.padding, value=-torch.inf)
-        y, index = F.max_pool2d(xp, self.kernel, self.stride, return_indices=want_index), None
+        y = F.max_pool2d(xp, self.kernel, self.stride, return_indices=want_index)
         if want_index:
             y, index = y
-            width = xp.shape[3]
-            self.index = self._plane_index(index // width, index % width)
+            self.index = self._plane_index(index // xp.shape[3], index % xp.shape[3])
         if self.empty:   # Caffe starts each window at -FLT_MAX, with mask -1
             y = y.clamp(min=-FLT_MAX)
             if want_index:
@@ -146,7 +146,7 @@ class Pool2d:
         if self.method == MAX:
             if self.index is None:   # the forward kept no indices (TEST phase)
                 self._max(x, True)
-            if self.native and not self.empty:
+            if self.native:
                 torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
                     dy, x, self.kernel, self.stride, self.pad, (1, 1), self.ceil, self.index,
                     grad_input=dx)
@@ -162,7 +162,8 @@ class Pool2d:
         elif self.sampled:
             self._scatter(dy, dx)
         else:
-            # Caffe has no TEST-phase gradient; this is the exact one of sum(x^2) / sum(x).
+            # Caffe's backward would reuse stale samples here; this is the exact gradient
+            # of the TEST output sum(x^2) / sum(x).
             xp = F.pad(x, self.padding)
             s1 = self._sum(xp) + FLT_MIN
             g = dy / s1

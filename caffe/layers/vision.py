@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
-from .pooling import AVE, FLT_MIN, MAX, STOCHASTIC, Pool2d, PoolingLayer, check_4d  # noqa: F401
+from .pooling import STOCHASTIC, Pool2d, PoolingLayer, check_4d  # noqa: F401 (registers it)
 
 __all__ = ["ConvolutionLayer", "DeconvolutionLayer", "Im2colLayer", "LRNLayer", "SPPLayer",
            "PoolingLayer", "im2col", "col2im"]
@@ -44,6 +44,23 @@ def conv_geometry(layer, p, num_spatial):
             axes("stride", p.stride, "stride", 1),
             axes("pad", p.pad, "pad", 0),
             axes("dilation", p.dilation, "", 1))
+
+
+def conv_output(layer, spatial, geometry, transposed=False):
+    """Caffe's top spatial shape: (n + 2 pad - extent) / stride + 1 for convolution,
+    stride (n - 1) + extent - 2 pad for deconvolution; extent = dilation (kernel - 1) + 1."""
+    kernel, _, _, dilation = geometry
+    axes = [(n, d * (k - 1) + 1, s, p) for n, k, s, p, d in zip(spatial, *geometry)]
+    if transposed:
+        out = tuple(s * (n - 1) + e - 2 * p for n, e, s, p in axes)
+    elif any(n + 2 * p < e for n, e, s, p in axes):
+        # Caffe would read past its padding here; torch refuses.
+        layer.fail(f"kernel {kernel} (dilation {dilation}) exceeds the padded input {spatial}")
+    else:
+        out = tuple((n + 2 * p - e) // s + 1 for n, e, s, p in axes)
+    if min(out, default=1) < 1:
+        layer.fail(f"output size {out} is not positive for input {spatial}")
+    return out
 
 
 def _windows(kernel, stride, dilation, out):
@@ -108,21 +125,13 @@ class _ConvolutionBase(Layer):
         elif len(self.blobs) != len(shapes):
             self.fail(f"expected {len(shapes)} learned blobs, got {len(self.blobs)}")
         for i, (blob, shape) in enumerate(zip(self.blobs, shapes)):
+            if blob.shape == (1,) * (4 - len(shape)) + shape:
+                blob.reshape(shape)   # a legacy 4-D blob, e.g. a V1 bias (1, 1, 1, n)
             if blob.shape != shape:
                 self.fail(f"learned blob {i} has shape {blob.shape}, expected {shape}")
         # torch's kernels take 1 to 3 spatial axes; 0 axes is a 1-D convolution over length 1.
         self.native = 0 <= num_spatial <= 3
         self.torch_geometry = self.geometry if num_spatial else ((1,), (1,), (0,), (1,))
-
-    def output_spatial(self, spatial):
-        kernel, stride, pad, dilation = self.geometry
-        extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-        if self.transposed:
-            return tuple(s * (n - 1) + e - 2 * p for n, e, s, p in
-                         zip(spatial, extents, stride, pad))
-        if any(n + 2 * p < e for n, e, p in zip(spatial, extents, pad)):
-            self.fail(f"kernel extent {extents} exceeds the padded input {spatial}")
-        return tuple((n + 2 * p - e) // s + 1 for n, e, s, p in zip(spatial, extents, stride, pad))
 
     def reshape(self, bottom, top):
         b = bottom[0]
@@ -135,9 +144,7 @@ class _ConvolutionBase(Layer):
         if any(other.shape != b.shape for other in bottom[1:]):
             self.fail("all bottoms must have the same shape")
         spatial = b.shape[self.axis + 1:]
-        out = self.output_spatial(spatial)
-        if min(out, default=1) < 1:
-            self.fail(f"output size {out} is not positive for input {spatial}")
+        out = conv_output(self, spatial, self.geometry, self.transposed)
         for t in top:
             t.reshape(b.shape[:self.axis] + (self.num_output,) + out)
         num = b.count(0, self.axis)
@@ -250,16 +257,11 @@ class Im2colLayer(Layer):
         self.geometry = conv_geometry(self, p, num_spatial)
 
     def reshape(self, bottom, top):
-        kernel, stride, pad, dilation = self.geometry
-        b = bottom[0]
+        kernel, b = self.geometry[0], bottom[0]
         self.spatial = b.shape[self.axis + 1:]
         if len(self.spatial) != len(kernel):
             self.fail(f"bottom must keep {self.axis + 1 + len(kernel)} axes, got {b.shape}")
-        extents = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-        if any(n + 2 * p < e for n, e, p in zip(self.spatial, extents, pad)):
-            self.fail(f"kernel extent {extents} exceeds the padded input {self.spatial}")
-        self.out = tuple((n + 2 * p - e) // s + 1
-                         for n, e, s, p in zip(self.spatial, extents, stride, pad))
+        self.out = conv_output(self, self.spatial, self.geometry)
         self.channels, self.num = b.shape[self.axis], b.count(0, self.axis)
         top[0].reshape(b.shape[:self.axis] + (self.channels * math.prod(kernel),) + self.out)
 
