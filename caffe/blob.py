@@ -191,10 +191,9 @@ class Blob:
 
 
 def _shared(mem, shape):
-    # A second _Mem over the same flat buffer, so that two blobs of equal count but
-    # different shapes (ParamSpec share_mode PERMISSIVE) see the same values.
-    if mem.shape == shape:
-        return mem
+    # A second _Mem over the same flat buffer: the two blobs see the same values (also
+    # with different shapes of equal count, ParamSpec share_mode PERMISSIVE), yet each
+    # keeps its own shape, so reshaping one never re-views the other.
     mem.tensor()
     view = _Mem(mem.dtype, mem.device)
     view.buf, view.shape, view.count = mem.buf, shape, mem.count
