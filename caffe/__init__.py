@@ -5,6 +5,7 @@ from .errors import CaffeError
 from .layer import Layer, layer_type_list, register_layer
 from .net import Net
 from . import layers as _layers  # noqa: F401  (registers the built-in layer catalog)
+from .layers.python_layer import set_python_layers_allowed
 from .net_spec import layers, params, NetSpec, to_proto
 from .classifier import Classifier
 from .detector import Detector

@@ -1,5 +1,6 @@
 """Net: the DAG of layers described by a NetParameter, built as Caffe's Net::Init does."""
 import logging
+import os
 
 import torch
 
@@ -7,6 +8,7 @@ from . import formats
 from .blob import Blob
 from .errors import NetError, WeightsError
 from .layer import copy_proto_into, create_layer, proto_shape, shape_matches_proto
+from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
 from .pycaffe import PycaffeNet
@@ -34,7 +36,9 @@ class Net(PycaffeNet):
             phase = args[0]
         if len(args) > 1:
             raise TypeError("Net(model, [weights,] phase): too many positional arguments")
+        folder = None
         if _is_path(param):
+            folder = os.path.dirname(os.path.abspath(os.fsdecode(param)))
             param = formats.read_net_param(param)
         param_copy = caffe_pb2.NetParameter()
         param_copy.CopyFrom(param)
@@ -46,7 +50,12 @@ class Net(PycaffeNet):
             param_copy.state.stage.extend(stages or ())
         self.dtype = dtype
         self.device = torch.device(device if device is not None else common.device())
-        self._init(param_copy)
+        if folder is None:
+            self._init(param_copy)
+        else:
+            # pycaffe users keep Python-layer modules beside the prototxt.
+            with module_search_dir(folder):
+                self._init(param_copy)
         if weights:
             self.copy_from(weights)
 

@@ -33,6 +33,13 @@ class PyLayer:
         self._layer.backward(self._top, propagate_down or [True] * len(self._bottom),
                              self._bottom)
 
+    def __getattr__(self, name):
+        # pycaffe scripts call their own methods on Python layers through net.layers.
+        impl = getattr(self._layer, "impl", None)
+        if impl is not None and not name.startswith("__"):
+            return getattr(impl, name)
+        raise AttributeError(f"layer '{self._layer.name}' has no attribute '{name}'")
+
     def __repr__(self):
         return f"<Layer '{self.name}' ({self.type})>"
 

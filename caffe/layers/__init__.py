@@ -1,13 +1,6 @@
-"""The built-in layer catalog, grouped by family as Caffe's headers once were."""
-import importlib
+"""The built-in layer catalog, grouped by family as Caffe's headers once were.
 
-_FAMILIES = ("common", "affine", "neuron", "normalization", "vision", "pooling", "loss",
-             "recurrent", "data", "python_layer")
-
-for _family in _FAMILIES:
-    try:
-        importlib.import_module(f"{__name__}.{_family}")
-    except ModuleNotFoundError as e:
-        # A family not written yet must not break the others; a missing dependency must.
-        if e.name != f"{__name__}.{_family}":
-            raise
+Importing this package registers every built-in type (see caffe.layer_type_list()).
+"""
+from . import (common, affine, neuron, normalization, vision, pooling, loss,  # noqa: F401
+               recurrent, data, python_layer)

@@ -152,8 +152,6 @@ def test_module_beside_the_prototxt(tmp_path, monkeypatch):
     np.testing.assert_allclose(net.forward(data=np.zeros((2, 3, 4)))["out"], 2)
 
 
-@pytest.mark.xfail(strict=True, reason="caffe.Net does not yet search the prototxt's folder: "
-                   "it should wrap its set-up in python_layer.module_search_dir(folder)")
 def test_net_searches_the_prototxt_folder(tmp_path, monkeypatch):
     proto = _module_beside_prototxt(tmp_path, "pylayer_net_dir_mod")
     monkeypatch.chdir(tmp_path.parent)
