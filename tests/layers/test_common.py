@@ -420,3 +420,15 @@ def test_in_place_refused_in_a_net(layer):
             f'layer {{ name: "bad" bottom: "x" top: "x" {layer} }}')
     with pytest.raises(LayerSetupError, match="'bad'.*in-place"):
         caffe.Net(parse_text(text, caffe_pb2.NetParameter()), caffe.TEST)
+
+
+def test_silence_gradient(device):
+    # Silence consumes its bottoms: the objective does not depend on them.
+    layer = make_layer('type: "Silence"', device=device)
+    check_gradient(layer, [random_blob((2, 3), device=device), random_blob((4,), device=device)],
+                   num_tops=0)
+
+
+def test_split_gradient(device):
+    layer = make_layer('type: "Split"', device=device)
+    check_gradient(layer, [random_blob((2, 3, 2), device=device)], num_tops=3)
