@@ -573,7 +573,9 @@ class WindowDataLayer(_PrefetchingLayer):
             self.fail("specify either mean_file or mean_value, not both")
         if mean_file:
             mean = load_mean(mean_file).astype(dtype)
-            if mean.shape[0] != channels or min(mean.shape[1:]) < crop:
+            # Caffe centres the crop in the mean by its width, for rows and columns alike.
+            off = (mean.shape[2] - crop) // 2
+            if mean.shape[0] != channels or off < 0 or mean.shape[1] < off + crop:
                 self.fail(f"mean_file is {'x'.join(map(str, mean.shape))} but windows are "
                           f"warped to {channels}x{crop}x{crop}; the mean must have {channels} "
                           f"channels and be at least crop_size square")

@@ -411,3 +411,19 @@ def test_window_data_samples_background_then_foreground(tmp_path, device):
     assert padded["data"].shape == (4, 3, 8, 8)
     # The background window, squared and doubled, overhangs the image; the overhang stays 0.
     assert (padded["data"][0, :, 0, :] == 0).all() and (padded["data"][0, :, 2:6, 2:6] != 0).any()
+
+
+def test_window_data_bad_input(tmp_path):
+    (tmp_path / "windows.txt").write_text("# 0\nimg.png\n3\n30\n40\n1\n3 0.9 5 4 20 18\n")
+    mean = caffe_pb2.BlobProto(num=1, channels=3, height=4, width=4, data=[0.0] * 48)
+    (tmp_path / "mean.binaryproto").write_bytes(mean.SerializeToString())
+    text = f"""layer {{ name: "w" type: "WindowData" top: "data" top: "label"
+        window_data_param {{ source: "{tmp_path / 'windows.txt'}" batch_size: 2 %s }}
+        transform_param {{ crop_size: 8 %s }} }}"""
+    with pytest.raises(LayerSetupError, match="no background windows"):
+        make_net(text % ("", ""))
+    with pytest.raises(LayerSetupError, match="mean_file is 3x4x4 but windows are warped to 3x8x8"):
+        make_net(text % ("fg_fraction: 1", f'mean_file: "{tmp_path / "mean.binaryproto"}"'))
+    (tmp_path / "windows.txt").write_text("# 0\nimg.png\n3\n30\n")
+    with pytest.raises(LayerSetupError, match="ends in the middle of an image size"):
+        make_net(text % ("", ""))
