@@ -109,15 +109,21 @@ def accuracy(solver, x, y):
     """Score the trained weights on (x, y) with the TEST-phase net, batch by batch."""
     net = caffe.Net(solver.param.net_param, caffe.TEST)
     net.share_with(solver.net)
-    scores = net.forward_all(blobs=["ip2"], data=x, label=y)["ip2"]
-    return float((scores.argmax(axis=1) == y).mean())
+    data, label, scores = net.blobs["data"], net.blobs["label"], net.blobs["ip2"]
+    batch, correct = data.shape[0], 0
+    for i in range(0, len(x), batch):
+        n = min(batch, len(x) - i)
+        data.data[:n], label.data[:n] = x[i:i + n], y[i:i + n]
+        net.forward()
+        correct += int((scores.data[:n].argmax(axis=1) == y[i:i + n]).sum())
+    return correct / len(x)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist", metavar="DIR", help="train on MNIST IDX files in DIR instead")
     p.add_argument("--iters", type=int, default=None,
-                   help="training iterations (default 400 on digits, 2000 on MNIST)")
+                   help="training iterations (default 300 on digits, 2000 on MNIST)")
     p.add_argument("--out", default=None, help="folder for the snapshot "
                    "(default ./lenet_digits or ./lenet_mnist)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the batch order")
@@ -128,7 +134,7 @@ def main(argv=None):
     if not args.quiet:
         logging.getLogger("caffe.solver").setLevel(logging.INFO)
     dataset = "mnist" if args.mnist else "digits"
-    iters = args.iters or (2000 if args.mnist else 400)
+    iters = args.iters or (2000 if args.mnist else 300)
     out_dir = Path(args.out or f"lenet_{dataset}")
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -4,8 +4,9 @@ The tiny net keeps its batch in two Parameter layers with lr_mult 0, so the data
 inside the .caffemodel: `-weights init.caffemodel` feeds it (and exercises fine-tuning).
 """
 import csv
-import logging
+import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,7 +78,7 @@ def test_train_test_and_time(workdir, capsys):
     for name in ("tiny_iter_10.caffemodel", "tiny_iter_20.caffemodel", "tiny_iter_20.solverstate"):
         assert (workdir / name).exists()
     for line in err.splitlines():
-        assert __import__("re").match(GLOG_LINE, line), line
+        assert re.match(GLOG_LINE, line), line
 
     code, err = run(capsys, "test", "--model=net.prototxt", "--weights=tiny_iter_20.caffemodel",
                     "-iterations", "3")
@@ -162,6 +163,17 @@ def test_signals_stop_and_snapshot(workdir):
     assert (workdir / "tiny_iter_4.solverstate").exists()
     assert (workdir / "tiny_iter_7.solverstate").exists()  # snapshot_after_train
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_progress_bar_only_on_a_terminal(workdir, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert caffe_tool.main(["train", "-solver", "solver.prototxt"]) == 0
+    text = terminal.getvalue()
+    assert "20/20" in text and "Optimization Done." in text
 
 
 def test_command_line_subprocess(workdir):
