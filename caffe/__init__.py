@@ -17,3 +17,9 @@ TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
 __version__ = "0.1.0"
+
+__all__ = ["Net", "Layer", "TRAIN", "TEST", "CaffeError", "caffe_pb2", "layer_type_list",
+           "register_layer", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
+           "set_python_layers_allowed", "layers", "params", "NetSpec", "to_proto", "Classifier",
+           "Detector", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
+           "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "io", "draw"]

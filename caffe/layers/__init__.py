@@ -2,5 +2,5 @@
 
 Importing this package registers every built-in type (see caffe.layer_type_list()).
 """
-from . import (common, affine, neuron, normalization, vision, pooling, loss,  # noqa: F401
-               recurrent, data, python_layer)
+from . import (common, reduction, affine, neuron, normalization, vision, pooling,  # noqa: F401
+               loss, recurrent, data, python_layer)

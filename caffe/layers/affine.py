@@ -194,7 +194,7 @@ class ScaleLayer(Layer):
             y.view(self.bias_dims).add_(self.blobs[-1].data.view(1, -1, 1))
 
     def backward(self, top, propagate_down, bottom):
-        dy, (outer, dim, inner) = top[0].diff, self.dims
+        dy, dim = top[0].diff, self.dims[1]
         if self.has_bias and self.param_propagate_down[-1]:
             _reduce_into(self.blobs[-1].diff, dy, self.bias_dims, accumulate=True)
         learned = len(bottom) == 1

@@ -194,7 +194,7 @@ class Solver:
                               f"(known types: L1, L2)")
 
     def check_snapshot_prefix(self, only_if_periodic=False):
-        """Fail before training when snapshots could not be written (CheckSnapshotWritePermissions)."""
+        """Fail before training if snapshots cannot be written (CheckSnapshotWritePermissions)."""
         p = self.param
         if only_if_periodic and not p.snapshot:
             return

@@ -68,7 +68,7 @@ def test_lstm_unit_forward_formula():
     bottom = lstm_unit_bottoms("cpu", cont=(1, 0, 0.5))
     c, h = run(layer, bottom, 2)
     c_prev, x, cont = bottom[0].data[0], bottom[1].data[0].view(3, 4, 4), bottom[2].data[0]
-    i, f, o, g = x.sigmoid()[:, 0], x.sigmoid()[:, 1], x.sigmoid()[:, 2], x[:, 3].tanh()
+    i, f, g = x.sigmoid()[:, 0], x.sigmoid()[:, 1], x[:, 3].tanh()
     expected_c = cont[:, None] * f * c_prev + i * g
     assert_close(c.data[0], expected_c)
     assert_close(h.data[0], x.sigmoid()[:, 2] * expected_c.tanh())

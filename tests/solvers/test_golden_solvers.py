@@ -9,7 +9,6 @@ import pytest
 
 import caffe
 from caffe.layer import LAYER_REGISTRY
-from caffe.solvers import get_solver
 from tests.conftest import SHARED, shared_path
 
 GOLDEN = SHARED / "golden" / "solvers"
@@ -32,7 +31,7 @@ def trained(case, monkeypatch, device):
         pytest.skip(f"layers not implemented yet: {missing}")
     folder = shared_path("golden", "solvers", case)
     monkeypatch.chdir(folder)  # Caffe resolves net: "net.prototxt" against the cwd
-    solver = get_solver("solver.prototxt", device=device)
+    solver = caffe.get_solver("solver.prototxt", device=device)
     solver.net.copy_from("init.caffemodel")
     data = np.load("data.npz")
     losses = []
@@ -61,7 +60,7 @@ def test_golden_solver(case, monkeypatch, device):
             assert_close(solver.net.params[layer][int(index)].data, golden[key], f"{case} {key}")
 
     # The reference's snapshot restores to the same weights and history as ours.
-    resumed = get_solver("solver.prototxt", device=device)
+    resumed = caffe.get_solver("solver.prototxt", device=device)
     resumed.restore(state_file(case))
     assert resumed.iter == solver.iter == 12
     assert resumed.current_step == solver.current_step

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import caffe
 from caffe.solvers import SignalHandler, get_solver
@@ -119,7 +120,7 @@ def test_resume_from_snapshot(workdir, capsys):
     (["train", "-solver", "solver.prototxt", "-gpu", "0"], "no CUDA device"),
 ])
 def test_bad_invocations(workdir, capsys, argv, message):
-    if "-gpu" in argv and caffe.common.torch.cuda.is_available():
+    if "-gpu" in argv and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     code, err = run(capsys, *argv)
     assert code == 1 and message in err, err

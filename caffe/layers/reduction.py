@@ -1,0 +1,268 @@
+"""Layers that combine, select or reduce blob elements: Eltwise, Filter, BatchReindex,
+ArgMax, Reduction."""
+import torch
+
+from ..errors import CaffeError
+from ..layer import Layer, register_layer
+from ..proto import caffe_pb2
+from .common import _bottom_label, canonical_axis, refuse_in_place
+
+
+_ELTWISE = caffe_pb2.EltwiseParameter
+
+
+@register_layer
+class EltwiseLayer(Layer):
+    """top = prod_i x_i, sum_i c_i x_i or max_i x_i (MAX sends the diff to the winning bottom)."""
+
+    type = "Eltwise"
+    min_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.param.eltwise_param
+        self.op = p.operation
+        if len(p.coeff) not in (0, len(bottom)):
+            self.fail(f"takes one coefficient per bottom: {len(p.coeff)} coefficients for "
+                      f"{len(bottom)} bottoms")
+        if len(p.coeff) and self.op != _ELTWISE.SUM:
+            self.fail("only operation SUM takes coefficients")
+        self.coeffs = list(p.coeff) or [1.0] * len(bottom)
+        if any(top[0] is b for b in bottom[1:]):
+            self.fail("only bottom 0 may be computed in place")
+
+    def reshape(self, bottom, top):
+        for i, blob in enumerate(bottom[1:], 1):
+            if blob.shape != bottom[0].shape:
+                self.fail(f"bottoms must have the same shape: {_bottom_label(self, 0)} has shape "
+                          f"{bottom[0].shape}, {_bottom_label(self, i)} has shape {blob.shape}")
+        top[0].reshape_like(bottom[0])
+
+    def forward(self, bottom, top):
+        xs, y = [b.data for b in bottom], top[0].data
+        if self.op == _ELTWISE.PROD:
+            # In place, backward still needs bottom 0's values (Caffe would use the product).
+            self.x0 = xs[0].clone() if top[0] is bottom[0] else None
+            torch.mul(xs[0], xs[1], out=y)
+            for x in xs[2:]:
+                y.mul_(x)
+        elif self.op == _ELTWISE.SUM:
+            c = self.coeffs
+            if c[0] == 1:
+                torch.add(xs[0], xs[1], alpha=c[1], out=y)
+            else:
+                torch.mul(xs[0], c[0], out=y).add_(xs[1], alpha=c[1])
+            for x, ci in zip(xs[2:], c[2:]):
+                y.add_(x, alpha=ci)
+        else:
+            # Caffe gives a tie between bottoms 0 and 1 to bottom 1, later ties to the earlier.
+            self.mask = torch.ge(xs[1], xs[0]).to(torch.uint8 if len(xs) < 256 else torch.int32)
+            torch.maximum(xs[0], xs[1], out=y)
+            for k, x in enumerate(xs[2:], 2):
+                self.mask.masked_fill_(x > y, k)
+                torch.maximum(y, x, out=y)
+
+    def backward(self, top, propagate_down, bottom):
+        dy, y = top[0].diff, top[0].data
+        # Reversed: in place, bottom 0's diff is top's diff and must be written last.
+        for i in reversed(range(len(bottom))):
+            if not propagate_down[i]:
+                continue
+            dx = bottom[i].diff
+            if self.op == _ELTWISE.SUM:
+                dx.copy_(dy) if self.coeffs[i] == 1 else torch.mul(dy, self.coeffs[i], out=dx)
+            elif self.op == _ELTWISE.MAX:
+                dx.copy_(dy).masked_fill_(self.mask != i, 0)
+            else:
+                xs = [b.data for b in bottom]
+                if self.x0 is not None:
+                    xs[0] = self.x0
+                if self.param.eltwise_param.stable_prod_grad:
+                    others = xs[:i] + xs[i + 1:]
+                    torch.mul(dy, others[0], out=dx)
+                    for x in others[1:]:
+                        dx.mul_(x)
+                else:
+                    torch.mul(dy, y / xs[i], out=dx)
+
+
+@register_layer
+class FilterLayer(Layer):
+    """top_i = the items (axis-0 rows) of bottom_i whose selector (last bottom) is non-zero."""
+
+    type = "Filter"
+    min_bottom_blobs = 2
+    min_top_blobs = 1
+
+    def setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            self.fail(f"needs one top per filtered bottom: {len(bottom) - 1} bottoms (plus the "
+                      f"selector) but {len(top)} tops")
+        self.num_bottom = len(bottom)
+        # Like Caffe, the first reshape keeps every item: the selector has no values yet.
+        self.first_reshape = True
+
+    def reshape(self, bottom, top):
+        selector = bottom[-1]
+        if selector.num_axes == 0 or any(d != 1 for d in selector.shape[1:]):
+            self.fail(f"the selector (last bottom) must have shape (N,) or (N, 1, ...), got "
+                      f"{selector.shape}")
+        for i, blob in enumerate(bottom[:-1]):
+            if blob.num_axes == 0 or blob.shape[0] != selector.shape[0]:
+                self.fail(f"{_bottom_label(self, i)} of shape {blob.shape} does not have the "
+                          f"selector's {selector.shape[0]} items")
+        self.index = torch.nonzero(selector.data.view(-1)).view(-1)
+        num = selector.shape[0] if self.first_reshape else self.index.numel()
+        self.first_reshape = False
+        for t, b in zip(top, bottom):
+            t.reshape((num,) + b.shape[1:])
+
+    def forward(self, bottom, top):
+        for t, b in zip(top, bottom):
+            torch.index_select(b.data, 0, self.index, out=t.data)
+
+    def backward(self, top, propagate_down, bottom):
+        for t, b, down in zip(top, bottom, propagate_down):
+            if down:
+                b.diff.zero_()
+                b.diff.index_copy_(0, self.index, t.diff)
+        if propagate_down[-1]:
+            bottom[-1].diff.zero_()  # the selector gets no gradient
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index < self.num_bottom - 1
+
+
+@register_layer
+class BatchReindexLayer(Layer):
+    """top[n] = bottom_0[idx[n]] (idx = bottom_1); backward sums diffs into repeated items."""
+
+    type = "BatchReindex"
+    exact_num_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        refuse_in_place(self, bottom, top)
+
+    def reshape(self, bottom, top):
+        if bottom[1].num_axes != 1:
+            self.fail(f"the index bottom must be 1-D, got shape {bottom[1].shape}")
+        top[0].reshape((bottom[1].shape[0],) + bottom[0].shape[1:])
+
+    def forward(self, bottom, top):
+        idx, num = bottom[1].data, bottom[0].shape[0] if bottom[0].num_axes else 0
+        bad = (idx < 0) | (idx >= num)
+        if bad.any():
+            raise CaffeError(f"layer '{self.name}' (BatchReindex): index "
+                             f"{float(idx[bad][0]):g} is outside [0, {num}), the items of "
+                             f"bottom 0")
+        self.index = idx.long()  # truncates as Caffe's static_cast<int>
+        torch.index_select(bottom[0].data, 0, self.index, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff.zero_()
+            bottom[0].diff.index_add_(0, self.index, top[0].diff)
+        if propagate_down[1]:
+            bottom[1].diff.zero_()  # indices get no gradient
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+
+@register_layer
+class ArgMaxLayer(Layer):
+    """top = indices (and/or values) of the top_k largest entries per item, or along axis.
+
+    Ties rank the larger index first, as Caffe's sort of (value, index) pairs does."""
+
+    type = "ArgMax"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        refuse_in_place(self, bottom, top)
+        p = self.param.argmax_param
+        if p.top_k < 1:
+            self.fail("top_k must be at least 1")
+        if p.HasField("axis"):
+            axis = canonical_axis(self, bottom[0], p.axis)
+            if p.top_k > bottom[0].shape[axis]:
+                self.fail(f"top_k {p.top_k} exceeds the size {bottom[0].shape[axis]} of axis "
+                          f"{axis}")
+        elif p.top_k > bottom[0].count(1):
+            self.fail(f"top_k {p.top_k} exceeds the {bottom[0].count(1)} values per item")
+
+    def reshape(self, bottom, top):
+        p, x = self.param.argmax_param, bottom[0]
+        if p.HasField("axis"):
+            axis = canonical_axis(self, x, p.axis)
+            shape = list(x.shape)
+            shape[axis] = p.top_k
+            self.dims = (x.count(0, axis), x.shape[axis], x.count(axis + 1))
+        else:
+            shape = [1] * max(x.num_axes, 3)
+            shape[0], shape[1], shape[2] = x.shape[0], 2 if p.out_max_val else 1, p.top_k
+            self.dims = (x.shape[0], x.count(1), 1)
+        top[0].reshape(shape)
+
+    def forward(self, bottom, top):
+        p, (outer, dim, inner) = self.param.argmax_param, self.dims
+        # A stable descending sort of the reversed values ranks equal values by larger index.
+        values, order = torch.sort(bottom[0].data.view(self.dims).flip(1), stable=True, dim=1,
+                                   descending=True)
+        values, index = values[:, :p.top_k], (dim - 1) - order[:, :p.top_k]
+        if p.HasField("axis"):
+            top[0].data.view(outer, p.top_k, inner).copy_(values if p.out_max_val else index)
+        else:
+            out = top[0].data.view(outer, -1, p.top_k)
+            out[:, 0] = index[..., 0]
+            if p.out_max_val:
+                out[:, 1] = values[..., 0]
+
+
+_REDUCTION = caffe_pb2.ReductionParameter
+
+
+@register_layer
+class ReductionLayer(Layer):
+    """top[n] = coeff * reduce(bottom[n, ...]) over all axes from `axis` on
+    (reduce = sum, sum |x|, sum x^2 or mean)."""
+
+    type = "Reduction"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        refuse_in_place(self, bottom, top)
+
+    def reshape(self, bottom, top):
+        p = self.param.reduction_param
+        axis = canonical_axis(self, bottom[0], p.axis)
+        top[0].reshape(bottom[0].shape[:axis])
+        self.num, self.dim = bottom[0].count(0, axis), bottom[0].count(axis)
+        self.coeff = p.coeff / max(self.dim, 1) if p.operation == _REDUCTION.MEAN else p.coeff
+
+    def forward(self, bottom, top):
+        op, x, y = self.param.reduction_param.operation, bottom[0].data.view(self.num, self.dim), \
+            top[0].data.view(self.num)
+        if op == _REDUCTION.ASUM:
+            x = x.abs()
+        elif op == _REDUCTION.SUMSQ:
+            x = x * x
+        torch.sum(x, 1, out=y)
+        if self.coeff != 1:
+            y.mul_(self.coeff)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        op = self.param.reduction_param.operation
+        x, dx = bottom[0].data.view(self.num, self.dim), bottom[0].diff.view(self.num, self.dim)
+        g = top[0].diff.view(self.num, 1) * self.coeff
+        if op == _REDUCTION.ASUM:
+            torch.mul(torch.sign(x), g, out=dx)
+        elif op == _REDUCTION.SUMSQ:
+            torch.mul(x, 2 * g, out=dx)
+        else:
+            dx.copy_(g.expand(self.num, self.dim))
