@@ -18,6 +18,24 @@ MAX_BLOB_COUNT = 2 ** 31 - 1
 _AT_DEVICE, _AT_HOST, _SYNCED = 0, 1, 2
 
 
+def checked_count(shape, what="blob", error=CaffeError):
+    """The element count of `shape`, refusing negative dimensions and counts over the limit.
+
+    Readers call it on shapes a file declares before they allocate anything, so a file
+    claiming 10^12 elements fails at once; raise caffe.blob.MAX_BLOB_COUNT to allow more.
+    """
+    shape = tuple(int(d) for d in shape)
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise error(f"{what} dimension must be non-negative, got shape {shape}")
+        count *= d
+    if count > MAX_BLOB_COUNT:
+        raise error(f"{what} shape {shape} has {count} elements, more than the "
+                    f"limit {MAX_BLOB_COUNT} (caffe.blob.MAX_BLOB_COUNT)")
+    return count
+
+
 class _Mem:
     """One flat buffer (data or diff) with capacity, shape view and host mirror.
 
@@ -81,14 +99,7 @@ class Blob:
         shape = tuple(int(d) for d in shape)
         if shape == self._shape:
             return
-        count = 1
-        for d in shape:
-            if d < 0:
-                raise CaffeError(f"blob dimension must be non-negative, got shape {shape}")
-            count *= d
-        if count > MAX_BLOB_COUNT:
-            raise CaffeError(f"blob shape {shape} has {count} elements, more than the "
-                             f"limit {MAX_BLOB_COUNT} (caffe.blob.MAX_BLOB_COUNT)")
+        count = checked_count(shape)
         self._shape, self._count = shape, count
         self._data.reshape(shape, count)
         self._diff.reshape(shape, count)

@@ -23,3 +23,7 @@ class NetError(CaffeError):
 
 class WeightsError(CaffeError):
     """Learned weights that do not fit the net they are copied into."""
+
+
+class SolverError(CaffeError):
+    """A solver definition that cannot be trained, or training that cannot go on."""

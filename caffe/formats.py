@@ -5,28 +5,69 @@ every writer writes a temporary file beside the target and renames it, so a file
 final name is always complete.
 """
 import os
+import stat
 import tempfile
 
 import h5py
 import numpy as np
 from google.protobuf import message, text_format
 
-from .errors import ProtoError
+from . import blob as _blob
+from .errors import CaffeError, ProtoError, UpgradeError
 from .proto import caffe_pb2
 
-# A prototxt larger than this is almost certainly not a net definition; the user may raise it.
+# Size limits on what a file may make us read; the user may raise them (caffe.formats.X = ...).
+# A text file (prototxt, solver, image list, window file) larger than this is almost certainly
+# not what it claims to be.
 MAX_TEXT_BYTES = 256 * 2 ** 20
+# Protobuf cannot parse a binary message of 2 GiB or more anyway.
+MAX_BINARY_BYTES = 2 ** 31 - 1
+
+# What h5py raises on a malformed file besides OSError (found by fuzzing: a bad superblock,
+# dangling links, corrupt type or shape messages).
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError)
 
 
-def _read_bytes(path, limit=None):
+def _read_bytes(path, limit=None, error=ProtoError, what=None):
+    """The bytes of a regular file of at most `limit` bytes (MAX_BINARY_BYTES if None)."""
+    limit = MAX_BINARY_BYTES if limit is None else limit
+    name = "MAX_TEXT_BYTES" if limit == MAX_TEXT_BYTES else \
+        "MAX_BINARY_BYTES" if limit == MAX_BINARY_BYTES else None
+    where = f"{what} '{path}'" if what else f"{path}"
     try:
-        size = os.path.getsize(path)
-        if limit is not None and size > limit:
-            raise ProtoError(f"{path}: {size} bytes, more than the limit {limit}")
+        info = os.stat(path)
+        # A FIFO would block and a device (/dev/zero) never end: only plain files are read.
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{where}: not a regular file")
         with open(path, "rb") as f:
-            return f.read()
+            # Read one byte past the limit: a file growing after stat() is caught too.
+            data = f.read(limit + 1)
     except OSError as e:
-        raise ProtoError(f"{path}: cannot read: {e.strerror or e}") from None
+        reason = e.strerror or e
+        raise error(f"cannot read {where}: {reason}" if what else f"{path}: cannot read: {reason}") \
+            from None
+    if len(data) > limit:
+        size = max(info.st_size, len(data))
+        variable = f" (caffe.formats.{name})" if name else ""
+        raise error(f"{where}: {size} bytes, more than the limit {limit}{variable}")
+    return data
+
+
+def read_text_file(path, what="text file", error=ProtoError):
+    """A UTF-8 text file (image list, window file, ...) as str, within MAX_TEXT_BYTES."""
+    data = _read_bytes(path, MAX_TEXT_BYTES, error, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise error(f"{what} '{path}' line {line}: not UTF-8 text (byte {e.start})") from None
+
+
+def _upgrade(upgrade, param, path):
+    try:
+        upgrade(param, path)
+    except UpgradeError as e:
+        raise UpgradeError(f"{path}: {e}") from None
 
 
 def parse_text(text, msg, source="<string>"):
@@ -81,7 +122,7 @@ def read_net_param(path):
             parse_binary(data, param, path)
         except ProtoError:
             raise text_error from None
-    upgrade_net_as_needed(param, path)
+    _upgrade(upgrade_net_as_needed, param, path)
     return param
 
 
@@ -93,7 +134,7 @@ def _looks_textual(data):
 def read_solver_param(path):
     from .upgrade import upgrade_solver_as_needed
     param = read_text_proto(path, caffe_pb2.SolverParameter())
-    upgrade_solver_as_needed(param, str(path))
+    _upgrade(upgrade_solver_as_needed, param, str(path))
     return param
 
 
@@ -104,7 +145,7 @@ def read_caffemodel(path):
     param = read_binary_proto(path, caffe_pb2.NetParameter())
     if not len(param.layer) and not len(param.layers):
         raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
-    upgrade_net_as_needed(param, path)
+    _upgrade(upgrade_net_as_needed, param, path)
     return param
 
 
@@ -113,7 +154,21 @@ def read_binaryproto(path):
     blob = read_binary_proto(path, caffe_pb2.BlobProto())
     if not (len(blob.data) or len(blob.double_data)):
         raise ProtoError(f"{path}: not a Caffe blob: the file holds no values")
+    check_blob_proto(blob, str(path))
     return blob
+
+
+def check_blob_proto(blob, source="BlobProto"):
+    """Refuse a BlobProto whose declared shape is negative, over the limit, or not its data's."""
+    legacy = any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+    shape = (blob.num, blob.channels, blob.height, blob.width) if legacy else \
+        tuple(blob.shape.dim)
+    count = _blob.checked_count(shape, f"{source}: blob", ProtoError)
+    values = len(blob.double_data) or len(blob.data)
+    if values != count:
+        raise ProtoError(f"{source}: blob shape {shape} declares {count} values but the file "
+                         f"holds {values}")
+    return shape
 
 
 # -- writing ---------------------------------------------------------------------
@@ -161,7 +216,10 @@ def write_hdf5_weights(path, groups):
                 for layer, blobs in layers.items():
                     lg = g.create_group(layer)
                     for i, value in blobs.items():
-                        lg.create_dataset(str(i), data=np.asarray(value, dtype=np.float32))
+                        # float64 nets keep doubles, as BVLC's Net<double> does.
+                        value = np.asarray(value)
+                        dtype = np.float64 if value.dtype == np.float64 else np.float32
+                        lg.create_dataset(str(i), data=value.astype(dtype, copy=False))
     atomic_write(path, write)
 
 
@@ -169,6 +227,7 @@ def read_hdf5_weights(path, group="data"):
     """{layer: {i: ndarray}} from a .caffemodel.h5."""
     path = str(path)
     try:
+        _read_bytes_check(path)
         with h5py.File(path, "r") as h5:
             if group not in h5:
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
@@ -180,7 +239,28 @@ def read_hdf5_weights(path, group="data"):
                 for name, ds in lg.items():
                     if not name.isdigit() or not isinstance(ds, h5py.Dataset):
                         raise ProtoError(f"{path}: /{group}/{layer}/{name} is not a blob dataset")
-                    out[layer][int(name)] = np.asarray(ds[()], dtype=np.float32)
+                    out[layer][int(name)] = read_hdf5_array(
+                        ds, path, np.float64 if ds.dtype == np.float64 else np.float32)
             return out
-    except OSError as e:
+    except CaffeError:
+        raise
+    except H5_ERRORS as e:
         raise ProtoError(f"{path}: not a readable HDF5 file: {e}") from None
+
+
+def _read_bytes_check(path, error=ProtoError):
+    """Fail early, with our message, on a path that is not a regular file."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise error(f"{path}: not a regular file")
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def read_hdf5_array(ds, path, dtype, error=ProtoError):
+    """A numeric HDF5 dataset as an ndarray of `dtype`, its declared size checked first."""
+    where = f"{path}: dataset {ds.name}"
+    if ds.dtype.kind not in "biuf":
+        raise error(f"{where} holds {ds.dtype} values, not numbers")
+    _blob.checked_count(ds.shape, where, error)
+    return np.asarray(ds[()], dtype=dtype)

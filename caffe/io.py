@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .blob import checked_count
 from .errors import CaffeError
 from .proto import caffe_pb2
 
@@ -32,8 +33,10 @@ def blobproto_to_array(blob, return_diff=False):
         shape = (blob.num, blob.channels, blob.height, blob.width)
     else:
         shape = tuple(blob.shape.dim)
-    if int(np.prod(shape)) != values.size:
-        raise ShapeError(f"BlobProto declares shape {shape} ({int(np.prod(shape))} values) but "
+    # Counted with Python ints: numpy's product wraps around on a hostile shape.
+    count = checked_count(shape, "BlobProto", ShapeError)
+    if count != values.size:
+        raise ShapeError(f"BlobProto declares shape {shape} ({count} values) but "
                          f"holds {values.size} {what} values")
     return values.reshape(shape)
 
@@ -96,21 +99,24 @@ def datum_to_array(datum):
     if datum.encoded:
         return _decode_datum(datum)
     shape = (datum.channels, datum.height, datum.width)
+    count = checked_count(shape, "Datum", ShapeError)
     if len(datum.data):
         values = np.frombuffer(datum.data, dtype=np.uint8)
     else:
         values = np.array(datum.float_data, dtype=np.float64)
-    if values.size != int(np.prod(shape)):
+    if values.size != count:
         raise ShapeError(f"Datum declares shape {shape} but holds {values.size} values")
     return values.reshape(shape).copy()
 
 
 def _decode_datum(datum):
-    from PIL import Image
-    with Image.open(_pyio.BytesIO(datum.data)) as img:
-        img.load()
-        arr = np.asarray(img.convert("L") if img.mode in ("1", "L", "LA", "I;16") else
-                         img.convert("RGB"))
+    from .data.image import ImageError, open_image
+    with open_image(_pyio.BytesIO(datum.data), "encoded Datum") as img:
+        try:
+            arr = np.asarray(img.convert("L") if img.mode in ("1", "L", "LA", "I;16") else
+                             img.convert("RGB"))
+        except (ValueError, OSError) as e:
+            raise ImageError(f"encoded Datum could not be decoded: {e}") from None
     if arr.ndim == 2:
         return arr[np.newaxis].copy()
     return arr[:, :, ::-1].transpose(2, 0, 1).copy()
@@ -232,9 +238,9 @@ _INTEGER_MODES = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.
 def load_image(filename, color=True):
     """An image file as float32 H x W x 3 (RGB) or, for a grey file with color=False,
     H x W x 1, with values in [0, 1]. Alpha is dropped; grey is tiled when color=True."""
-    from PIL import Image
-    with Image.open(filename) as img:
-        img.load()
+    from .data.image import open_image, read_image_bytes
+    data = read_image_bytes(filename)
+    with open_image(_pyio.BytesIO(data), f"image file '{filename}'") as img:
         mode = img.mode
         if mode == "1":
             arr = np.asarray(img, dtype=np.float32)

@@ -52,6 +52,14 @@ class BlobDict(OrderedDict):
         return "\n".join([f"{type(self).__name__}({len(self)} entries)"] + rows)
 
 
+def _collect(values, batch_value):
+    """Gather one batch's output: per-item rows, or one value for a scalar (loss) output."""
+    if np.ndim(batch_value):
+        values.extend(batch_value.copy())
+    else:
+        values.append(batch_value.copy())
+
+
 def _shape_of(value):
     if isinstance(value, list):
         return "  ".join(str(tuple(b.shape)) for b in value)
@@ -177,7 +185,7 @@ class PycaffeNet:
         for batch in self._batch(kwargs):
             outs = self.forward(blobs=blobs, **batch)
             for out, value in outs.items():
-                all_outs[out].extend(value.copy())
+                _collect(all_outs[out], value)
         return self._trim(all_outs, kwargs)
 
     def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
@@ -188,9 +196,9 @@ class PycaffeNet:
         backward_batches = self._batch({k: v for k, v in kwargs.items() if k in self.outputs})
         for fb, bb in zip(forward_batches, backward_batches):
             for out, value in self.forward(blobs=blobs, **fb).items():
-                all_outs[out].extend(value.copy())
+                _collect(all_outs[out], value)
             for d, value in self.backward(diffs=diffs, **bb).items():
-                all_diffs[d].extend(value.copy())
+                _collect(all_diffs[d], value)
         return self._trim(all_outs, kwargs), self._trim(all_diffs, kwargs)
 
     def _batch(self, blobs):
@@ -212,8 +220,9 @@ class PycaffeNet:
     def _trim(self, outs, kwargs):
         arrays = {k: np.asarray(v) for k, v in outs.items()}
         if kwargs:
+            # Drop the padding of the last batch (scalar outputs have one value per batch).
             n = len(next(iter(kwargs.values())))
-            arrays = {k: v[:n] for k, v in arrays.items()}
+            arrays = {k: v[:n] if v.ndim > 1 or len(v) > n else v for k, v in arrays.items()}
         return arrays
 
     def reshape(self):

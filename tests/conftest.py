@@ -25,6 +25,10 @@ def shared():
     return shared_path()
 
 
+# The suite runs thousands of tiny ops: one intra-op thread avoids thread start-up
+# costs that dominate them (and thrashing when the machine is busy).
+torch.set_num_threads(1)
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -19,6 +19,7 @@ import threading
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from ..blob import checked_count
 from ..errors import CaffeError
 from ..proto import caffe_pb2
 
@@ -166,6 +167,10 @@ class LMDB(_DB):
             try:
                 with self._handle.begin(write=True) as txn:
                     for key, value in records:
+                        if not 0 < len(key) <= self._handle.max_key_size():
+                            raise DataError(f"lmdb database '{self.path}': key {key[:40]!r} "
+                                            f"has {len(key)} bytes; LMDB keys have 1 to "
+                                            f"{self._handle.max_key_size()}")
                         txn.put(key, value)
                 return
             except lmdb.MapFullError:
@@ -175,9 +180,12 @@ class LMDB(_DB):
 
     def cursor(self):
         """(key, value) pairs in key order, from one read transaction."""
+        import lmdb
         txn = self._handle.begin(buffers=False)
         try:
             yield from txn.cursor()
+        except lmdb.Error as e:
+            raise DataError(f"lmdb database '{self.path}' cannot be read: {e}") from None
         finally:
             txn.abort()
 
@@ -219,9 +227,12 @@ class LevelDB(_DB):
                 batch.put(key, value)
 
     def cursor(self):
+        import plyvel
         it = self._handle.iterator()
         try:
             yield from it
+        except plyvel.Error as e:
+            raise DataError(f"leveldb database '{self.path}' cannot be read: {e}") from None
         finally:
             it.close()
 
@@ -266,7 +277,7 @@ def datum_to_array(datum, key="?", color=None):
     if min(shape) <= 0:
         raise DataError(f"record '{_name(key)}': Datum has invalid size {shape[0]}x{shape[1]}x"
                         f"{shape[2]} (channels x height x width)")
-    size = shape[0] * shape[1] * shape[2]
+    size = checked_count(shape, f"record '{_name(key)}': Datum", DataError)
     if datum.data:
         values = np.frombuffer(datum.data, dtype=np.uint8)
         what = "bytes of data"

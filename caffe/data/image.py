@@ -11,11 +11,27 @@ we decode with Pillow and reproduce OpenCV's conventions on top of it:
     filter does not (it is up to 74 grey levels off on MNIST digits shrunk to 20x24).
 """
 import io
+import os
+import stat
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .. import formats
 from .db import DataError
+
+# Decoded size limit, checked on the header before any pixel is decoded, so a small file that
+# declares a gigapixel image (a "decompression bomb") fails at once; raise it for huge images.
+# Pillow refuses more than 2 * PIL.Image.MAX_IMAGE_PIXELS on its own: raise that one too.
+MAX_IMAGE_PIXELS = 2 ** 26
+# The formats decoded (OpenCV's imdecode set, as Pillow names them). Pillow knows many more,
+# some of them rarely exercised parsers or, for EPS, a Ghostscript subprocess: none of those
+# is tried on untrusted bytes.
+IMAGE_FORMATS = ("BMP", "DIB", "GIF", "JPEG", "JPEG2000", "PNG", "PPM", "SUN", "TIFF", "WEBP")
+
+
+class ImageError(DataError, OSError):
+    """An image file that cannot be read or decoded (an OSError too, as pycaffe raised)."""
 
 # cv::cvtColor BGR2GRAY weights for 8-bit images: 14-bit fixed point, rounded.
 _GRAY_R, _GRAY_G, _GRAY_B, _GRAY_SHIFT = 4899, 9617, 1868, 14
@@ -37,35 +53,72 @@ def decode_image(data, color=None, source="image"):
 
 def read_image(path, height=0, width=0, color=True):
     """Caffe's ReadImageToCVMat: decode a file, then resize to height x width if both are > 0."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DataError(f"could not open or find image file '{path}': {e.strerror or e}") from None
+    data = read_image_bytes(path)
     img = decode_image(data, color, f"image file '{path}'")
     if height > 0 and width > 0:
         img = resize_linear(img, height, width)
     return img
 
 
-def _decode(stream, color, source):
+def read_image_bytes(path):
+    """The bytes of an image file (a regular file: never a FIFO or device)."""
     try:
-        im = Image.open(stream)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageError(f"image file '{path}' is not a regular file")
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        if isinstance(e, DataError):
+            raise
+        raise ImageError(f"could not open or find image file '{path}': {e.strerror or e}") \
+            from None
+
+
+def open_image(stream, source, prepare=None):
+    """Pillow's image from `stream`, decoded, with the format and size limits applied.
+
+    prepare(im), if given, runs after the header is read and before the pixels are decoded.
+    Every failure inside Pillow becomes an ImageError naming `source`.
+    """
+    try:
+        im = Image.open(stream, formats=IMAGE_FORMATS)
+        pixels = im.size[0] * im.size[1]
+        if pixels > MAX_IMAGE_PIXELS:
+            raise ImageError(f"{source}: image of {im.size[0]}x{im.size[1]} = {pixels} pixels, "
+                             f"more than the limit {MAX_IMAGE_PIXELS} "
+                             f"(caffe.data.image.MAX_IMAGE_PIXELS)")
+        if prepare is not None:
+            prepare(im)
+        im.load()
+        return ImageOps.exif_transpose(im)    # imread/imdecode honour EXIF orientation
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{source} could not be decoded: not an image in a known format "
+                         f"({', '.join(IMAGE_FORMATS)})") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{source} could not be decoded: {e} (Pillow's own limit, "
+                         f"PIL.Image.MAX_IMAGE_PIXELS)") from None
+    except Exception as e:  # noqa: BLE001  Pillow's decoders raise many types on bad bytes
+        raise ImageError(f"{source} could not be decoded: {type(e).__name__}: {e}") from None
+
+
+def _decode(stream, color, source):
+    def prepare(im):
         if color is False and im.format == "JPEG" and im.mode in ("RGB", "YCbCr"):
             # OpenCV asks libjpeg for grey output, which is the luma channel itself.
             im.draft("L", im.size)
-        im.load()
-        im = ImageOps.exif_transpose(im)    # imread/imdecode honour EXIF orientation
-    except UnidentifiedImageError:
-        raise DataError(f"{source} could not be decoded: not an image format Pillow "
-                        f"knows") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{source} could not be decoded: {e}") from None
-    grey = _grey_array(im)
+
+    im = open_image(stream, source, prepare)
+    try:
+        grey = _grey_array(im)
+        if grey is None:
+            rgb = np.asarray(im.convert("RGB"))
+    except (ValueError, OSError) as e:
+        raise ImageError(f"{source} could not be decoded: {type(e).__name__}: {e}") from None
     if grey is not None:
         img = grey[:, :, None]
         return np.repeat(img, 3, axis=2) if color else img
-    rgb = np.asarray(im.convert("RGB"))
     if color is False:
         return rgb_to_gray(rgb)[:, :, None]
     return np.ascontiguousarray(rgb[:, :, ::-1])
@@ -156,12 +209,7 @@ def read_image_list(source):
     As in Caffe the label follows the last space, so paths may contain spaces. Blank lines are
     skipped; a line without an integer label is an error naming the file and line.
     """
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read image list '{source}': {getattr(e, 'strerror', None) or e}") \
-            from None
+    text = formats.read_text_file(source, "image list", DataError)
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from ..data.db import DataError, datum_to_array, open_db, parse_datum
-from ..data.image import decode_image, hwc_to_chw, read_image, read_image_list, resize_linear
+from .. import formats
+from ..data.image import (decode_image, hwc_to_chw, read_image, read_image_bytes,
+                          read_image_list, resize_linear)
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, draw_seed, load_mean
 from ..errors import CaffeError
@@ -236,10 +238,9 @@ class HDF5DataLayer(_DataLayer):
         if not p.batch_size:
             self.fail("hdf5_data_param.batch_size must be positive")
         try:
-            with open(p.source) as f:
-                self.files = f.read().split()
-        except OSError as e:
-            self.fail(f"cannot read the HDF5 file list '{p.source}': {e.strerror or e}")
+            self.files = formats.read_text_file(p.source, "HDF5 file list", DataError).split()
+        except DataError as e:
+            self.fail(str(e))
         if not self.files:
             self.fail(f"'{p.source}' lists no HDF5 files")
         self.rng = np.random.default_rng(draw_seed()) if p.shuffle else None
@@ -257,19 +258,22 @@ class HDF5DataLayer(_DataLayer):
     def _load(self, index):
         path = self.files[index]
         try:
+            formats._read_bytes_check(path, DataError)
             with h5py.File(path, "r") as f:
                 arrays = []
                 for name in self.param.top:
                     if name not in f or not isinstance(f[name], h5py.Dataset):
                         raise DataError(f"HDF5 file '{path}' has no dataset '{name}' (one "
                                         f"dataset per top, named as the top)")
-                    values = f[name][()]
-                    if values.ndim < 1 or not np.issubdtype(values.dtype, np.number):
+                    ds = f[name]
+                    if ds.ndim < 1 or ds.dtype.kind not in "biuf":
                         raise DataError(f"HDF5 dataset '{name}' in '{path}' must be a numeric "
-                                        f"array of at least 1 dimension, got {values.dtype} "
-                                        f"{values.shape}")
-                    arrays.append(values)
-        except OSError as e:
+                                        f"array of at least 1 dimension, got {ds.dtype} "
+                                        f"{ds.shape}")
+                    arrays.append(formats.read_hdf5_array(ds, path, ds.dtype, DataError))
+        except DataError:
+            raise
+        except formats.H5_ERRORS as e:
             raise DataError(f"cannot read HDF5 file '{path}': {e}") from None
         rows = {a.shape[0] for a in arrays}
         if len(rows) != 1:
@@ -459,12 +463,7 @@ class _WindowSource:
         path = self.images[index][0]
         if self.p.cache_images:
             if index not in self.cache:
-                try:
-                    with open(path, "rb") as f:
-                        self.cache[index] = f.read()
-                except OSError as e:
-                    raise DataError(f"could not open or find image file '{path}': "
-                                    f"{e.strerror or e}") from None
+                self.cache[index] = read_image_bytes(path)
             return decode_image(self.cache[index], self.channels != 1, f"image file '{path}'")
         return read_image(path, color=self.channels != 1)
 
@@ -587,11 +586,7 @@ class WindowDataLayer(_PrefetchingLayer):
                              draw_seed(), dtype, channels)
 
     def _read_windows(self, p):
-        try:
-            with open(p.source) as f:
-                tokens = f.read().split()
-        except OSError as e:
-            raise DataError(f"cannot read window file '{p.source}': {e.strerror or e}") from None
+        tokens = formats.read_text_file(p.source, "window file", DataError).split()
         if not tokens:
             raise DataError(f"window file '{p.source}' is empty")
         images, fg, bg, pos = {}, [], [], 0

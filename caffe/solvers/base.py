@@ -24,7 +24,7 @@ import torch
 
 from .. import common, formats
 from ..blob import Blob
-from ..errors import CaffeError
+from ..errors import SolverError
 from ..layer import blob_to_proto, proto_shape, proto_values
 from ..net import Net
 from ..proto import caffe_pb2
@@ -36,10 +36,6 @@ LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 # What a SIGINT/SIGHUP asks of a running solver (Caffe's SolverAction).
 NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
 ACTIONS = (NONE, STOP, SNAPSHOT)
-
-
-class SolverError(CaffeError):
-    """A solver definition that cannot be trained, or training that cannot go on."""
 
 
 def register_solver(cls):

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import datetime
 import logging
-import os
 import sys
 import threading
 import time
@@ -47,7 +46,7 @@ class GlogFormatter(logging.Formatter):
     def format(self, record):
         when = datetime.datetime.fromtimestamp(record.created)
         level = self.LEVELS.get(record.levelno, "I")
-        thread = threading.get_native_id() if hasattr(threading, "get_native_id") else os.getpid()
+        thread = threading.get_native_id()
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
@@ -57,9 +56,6 @@ class GlogFormatter(logging.Formatter):
 
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (test harnesses swap it)."""
-
-    def __init__(self):
-        super().__init__()
 
     @property
     def stream(self):
