@@ -152,9 +152,9 @@ FIXTURE_SOLVER = """
 type: "{type}" base_lr: 0.1 momentum: 0.9 lr_policy: "step" stepsize: 3 gamma: 0.5
 max_iter: 10 snapshot_prefix: "{prefix}" snapshot_format: {fmt}
 net_param {{ {net}
-  layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip3" bottom: "target" top: "loss" }}
   layer {{ name: "target" type: "DummyData" top: "target"
            dummy_data_param {{ shape {{ dim: 2 dim: 3 }} }} }}
+  layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip3" bottom: "target" top: "loss" }}
 }}
 """
 

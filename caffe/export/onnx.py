@@ -89,10 +89,10 @@ class Builder:
         if key in self.cache:
             return self.cache[key]
         array = _array(blob.data)
-        if transform == "T":
-            array = array.T
         if shape is not None:
             array = array.reshape(shape)
+        if transform == "T":
+            array = array.T
         return self.const(array, hint, key=key)
 
     def ints(self, values, hint="shape"):

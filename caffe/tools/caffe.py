@@ -13,6 +13,7 @@ Logs go to stderr in glog's format, so BVLC's log tools (and ours, parse_log) re
 import argparse
 import contextlib
 import datetime
+import importlib
 import logging
 import sys
 import threading
@@ -33,6 +34,21 @@ COMMANDS = {
     "test": "score a model",
     "device_query": "show GPU diagnostic information",
     "time": "benchmark model execution time",
+}
+
+# The other tools BVLC shipped as separate programs: `caffe <tool> ARGS` runs them too.
+TOOLS = {
+    "convert_imageset": ("convert_imageset", "main"),
+    "compute_image_mean": ("compute_image_mean", "main"),
+    "convert_mnist_data": ("convert_mnist_data", "main"),
+    "extract_features": ("extract_features", "main"),
+    "upgrade_net_proto_text": ("upgrade_tools", "upgrade_net_proto_text"),
+    "upgrade_net_proto_binary": ("upgrade_tools", "upgrade_net_proto_binary"),
+    "upgrade_solver_proto_text": ("upgrade_tools", "upgrade_solver_proto_text"),
+    "parse_log": ("parse_log", "main"),
+    "plot_training_log": ("plot_training_log", "main"),
+    "draw_net": ("draw_net", "main"),
+    "export": ("export", "main"),
 }
 
 
@@ -82,7 +98,8 @@ def _parser():
     p = argparse.ArgumentParser(
         prog="caffe", add_help=True,
         description="command line brew\nusage: caffe <command> <args>\n\ncommands:\n" +
-        "\n".join(f"  {c:<14}{d}" for c, d in COMMANDS.items()),
+        "\n".join(f"  {c:<14}{d}" for c, d in COMMANDS.items())
+        + "\n\ntools (BVLC's separate programs): " + ", ".join(TOOLS),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", help="one of: " + ", ".join(COMMANDS))
     p.add_argument("--gpu", default="", help="GPU ids separated by ',', or 'all' "
@@ -330,6 +347,10 @@ HANDLERS = {"train": train, "test": test, "time": time_net, "device_query": devi
 def main(argv=None):
     """Run one command; returns the exit status (0 on success)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        module, function = TOOLS[argv[0]]
+        tool = getattr(importlib.import_module(f"caffe.tools.{module}"), function)
+        return tool(argv[1:])
     parser = _parser()
     args = parser.parse_args(_gflags_to_argparse(argv))
     log_to_stderr(getattr(logging, str(args.log_level).upper(), logging.INFO))
