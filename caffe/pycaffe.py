@@ -70,9 +70,14 @@ class PycaffeNet:
     """Mixin giving the core Net pycaffe's attributes and methods."""
 
     # -- views ---------------------------------------------------------------------
+    # The views are built once, as pycaffe caches them: a net's blobs and layers are fixed
+    # after construction, and scripts index net.blobs in their inner loops.
     @property
     def blobs(self):
-        return BlobDict((n, PyBlob(b)) for n, b in zip(self._blob_names, self._blobs))
+        if "_blobs_view" not in self.__dict__:
+            self._blobs_view = BlobDict((n, PyBlob(b))
+                                        for n, b in zip(self._blob_names, self._blobs))
+        return self._blobs_view
 
     @property
     def blob_loss_weights(self):
@@ -80,12 +85,18 @@ class PycaffeNet:
 
     @property
     def params(self):
-        return BlobDict((name, [PyBlob(b) for b in layer.blobs])
-                        for name, layer in zip(self._layer_names, self._layers) if layer.blobs)
+        if "_params_view" not in self.__dict__:
+            self._params_view = BlobDict(
+                (name, [PyBlob(b) for b in layer.blobs])
+                for name, layer in zip(self._layer_names, self._layers) if layer.blobs)
+        return self._params_view
 
     @property
     def layers(self):
-        return [PyLayer(*t) for t in zip(self._layers, self.bottom_vecs, self.top_vecs)]
+        if "_layers_view" not in self.__dict__:
+            self._layers_view = [PyLayer(*t)
+                                 for t in zip(self._layers, self.bottom_vecs, self.top_vecs)]
+        return self._layers_view
 
     @property
     def layer_dict(self):
