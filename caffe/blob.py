@@ -14,6 +14,7 @@ from .errors import CaffeError
 # Caffe refuses blobs whose element count does not fit an int; we also bound the
 # allocation a model file may ask for, so a hostile file cannot exhaust memory.
 MAX_BLOB_COUNT = 2 ** 31 - 1
+MAX_BLOB_AXES = 32      # Caffe's kMaxBlobAxes
 
 _AT_DEVICE, _AT_HOST, _SYNCED = 0, 1, 2
 
@@ -25,13 +26,18 @@ def checked_count(shape, what="blob", error=CaffeError):
     claiming 10^12 elements fails at once; raise caffe.blob.MAX_BLOB_COUNT to allow more.
     """
     shape = tuple(int(d) for d in shape)
-    count = 1
+    if len(shape) > MAX_BLOB_AXES:
+        raise error(f"{what} shape has {len(shape)} axes, more than Caffe's {MAX_BLOB_AXES}")
+    count = nonzero = 1
     for d in shape:
         if d < 0:
             raise error(f"{what} dimension must be non-negative, got shape {shape}")
         count *= d
-    if count > MAX_BLOB_COUNT:
-        raise error(f"{what} shape {shape} has {count} elements, more than the "
+        nonzero *= max(d, 1)
+    # An empty shape such as (10^12, 0, 10^12) is refused too: NumPy cannot even represent it.
+    if nonzero > MAX_BLOB_COUNT:
+        raise error(f"{what} shape {shape} has {count if count else nonzero} elements"
+                    f"{'' if count else ' (ignoring its zero dimension)'}, more than the "
                     f"limit {MAX_BLOB_COUNT} (caffe.blob.MAX_BLOB_COUNT)")
     return count
 

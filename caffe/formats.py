@@ -42,6 +42,8 @@ def _read_bytes(path, limit=None, error=ProtoError, what=None):
         with open(path, "rb") as f:
             # Read one byte past the limit: a file growing after stat() is caught too.
             data = f.read(limit + 1)
+    except ValueError:      # a NUL inside the path
+        raise error(f"{where!r}: not a valid file name") from None
     except OSError as e:
         reason = e.strerror or e
         raise error(f"cannot read {where}: {reason}" if what else f"{path}: cannot read: {reason}") \
@@ -96,7 +98,32 @@ def parse_binary(data, msg, source="<bytes>"):
     except (message.DecodeError, RuntimeError, ValueError) as e:
         raise ProtoError(f"{source}: not a valid binary {msg.DESCRIPTOR.name} "
                          f"(truncated or not a protobuf file): {e}") from None
+    bad = _non_utf8_string(msg)
+    if bad:
+        raise ProtoError(f"{source}: field {bad} of the binary {msg.DESCRIPTOR.name} is not "
+                         f"UTF-8 text")
     return msg
+
+
+def _non_utf8_string(msg, prefix=""):
+    """The path of a string field holding invalid UTF-8, or None.
+
+    caffe.proto is proto2, whose parser does not check strings: a bad one comes back as bytes
+    and would break whatever uses it as a name (found by fuzzing .caffemodel files).
+    """
+    for field, value in msg.ListFields():
+        repeated = field.is_repeated
+        if field.type == field.TYPE_STRING:
+            for i, v in enumerate(value if repeated else (value,)):
+                if isinstance(v, bytes):
+                    return f"{prefix}{field.name}" + (f"[{i}]" if repeated else "")
+        elif field.type in (field.TYPE_MESSAGE, field.TYPE_GROUP):
+            for i, v in enumerate(value if repeated else (value,)):
+                bad = _non_utf8_string(v, f"{prefix}{field.name}" +
+                                       (f"[{i}]." if repeated else "."))
+                if bad:
+                    return bad
+    return None
 
 
 def read_text_proto(path, msg):
@@ -253,6 +280,8 @@ def _read_bytes_check(path, error=ProtoError):
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise error(f"{path}: not a regular file")
+    except ValueError:      # a NUL inside the path
+        raise error(f"{path!r}: not a valid file name") from None
     except OSError as e:
         raise error(f"{path}: cannot read: {e.strerror or e}") from None
 

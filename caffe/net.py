@@ -265,6 +265,15 @@ class Net(PycaffeNet):
             if self.layer_need_backward[i]:
                 self._layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
                                         self.bottom_vecs[i])
+            for callback in self._after_backward:
+                callback(i)
+
+    _after_backward = ()
+
+    def after_backward(self, callback):
+        """Call callback(i) once layer i's backward step is done (pycaffe's Net.after_backward);
+        data-parallel training starts all-reducing a layer's gradients from there."""
+        self._after_backward = self._after_backward + (callback,)
 
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self._layers) - 1)

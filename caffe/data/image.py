@@ -67,6 +67,8 @@ def read_image_bytes(path):
             raise ImageError(f"image file '{path}' is not a regular file")
         with open(path, "rb") as f:
             return f.read()
+    except ValueError:      # a NUL inside the path
+        raise ImageError(f"image file {path!r}: not a valid file name") from None
     except OSError as e:
         if isinstance(e, DataError):
             raise

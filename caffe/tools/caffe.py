@@ -1,14 +1,16 @@
 """The `caffe` command: train, test, time and device_query, with BVLC's flags and log format.
 
     caffe train -solver s.prototxt [-weights a.caffemodel[,b.caffemodel]] [-snapshot x.solverstate]
-                [-gpu 0|1,2|all] [-level N] [-stage a,b] [-sigint_effect stop|snapshot|none]
-                [-sighup_effect stop|snapshot|none]
+                [-gpu 0|1,2|all] [-workers N] [-level N] [-stage a,b]
+                [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
     caffe test -model m.prototxt -weights w.caffemodel [-iterations 50] [-gpu 0]
     caffe time -model m.prototxt [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
     caffe device_query [-gpu 0|all]
 
 Flags are gflags-style: -flag value, --flag value, -flag=value and --flag=value all work.
 Logs go to stderr in glog's format, so BVLC's log tools (and ours, parse_log) read them.
+Training on several GPUs (-gpu 0,1 / all) or CPU workers (-workers N) runs one process per
+device, data-parallel; under torchrun's variables each process is one worker (caffe.parallel).
 """
 import argparse
 import contextlib
@@ -21,7 +23,7 @@ import time
 
 import torch
 
-from .. import common
+from .. import common, parallel
 from ..errors import CaffeError
 from ..net import Net
 from ..proto import caffe_pb2
@@ -103,7 +105,9 @@ def _parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", help="one of: " + ", ".join(COMMANDS))
     p.add_argument("--gpu", default="", help="GPU ids separated by ',', or 'all' "
-                   "(training uses the first); empty = CPU")
+                   "(training runs one data-parallel worker on each); empty = CPU")
+    p.add_argument("--workers", type=int, default=0, help="train with N data-parallel "
+                   "worker processes (CPU: gloo); -gpu lists give one per GPU")
     p.add_argument("--solver", default="", help="the solver definition protocol buffer text file")
     p.add_argument("--model", default="", help="the model definition protocol buffer text file")
     p.add_argument("--phase", default="", help="network phase (TRAIN or TEST); for time only")
@@ -163,7 +167,7 @@ def _select_device(gpus):
         common.set_mode_cpu()
         return
     if len(gpus) > 1:
-        log.warning("Training on several GPUs is not supported; using GPU %d only", gpus[0])
+        log.warning("This command runs on one GPU; using GPU %d only", gpus[0])
     log.info("Using GPUs %s", ", ".join(map(str, gpus)))
     common.set_device(gpus[0])
     common.set_mode_gpu()
@@ -190,7 +194,13 @@ def train(args):
         else:
             log.warning("The solver asks for GPU mode but no CUDA device is available; "
                         "training on the CPU")
-    _select_device(_gpus(gpu))
+    gpus = _gpus(gpu)
+    if parallel.should_launch(args.workers, gpus):
+        return parallel.launch(args.argv, args.workers, gpus)
+    worker = parallel.worker_from_env(gpus)
+    if worker is not None:
+        gpus = [worker.gpu] if worker.gpu is not None else []
+    _select_device(gpus)
     if args.snapshot:
         param.ClearField("weights")
     elif args.weights:
@@ -204,17 +214,21 @@ def train(args):
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
+        if worker is not None:
+            parallel.attach(solver)
         log.info("Starting Optimization")
         with _progress(solver):
             solver.solve()
     log.info("Optimization Done.")
+    if worker is not None:
+        worker.close()
     return 0
 
 
 @contextlib.contextmanager
 def _progress(solver):
     """A progress bar on an interactive terminal only; logs stay plain in files and pipes."""
-    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()) or not parallel.is_root():
         yield
         return
     try:
@@ -353,6 +367,7 @@ def main(argv=None):
         return tool(argv[1:])
     parser = _parser()
     args = parser.parse_args(_gflags_to_argparse(argv))
+    args.argv = argv                    # parallel training reruns the command per worker
     log_to_stderr(getattr(logging, str(args.log_level).upper(), logging.INFO))
     if args.command not in HANDLERS:
         if args.command:

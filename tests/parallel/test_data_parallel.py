@@ -1,0 +1,375 @@
+"""Data-parallel training in several processes on the CPU (gloo), mostly through `caffe train`.
+
+Two workers with batch B must step as one process with batch 2B on the same data (loss and
+weights at every iteration); a parallel run resumed from its snapshot must match the run that
+went on; a worker that dies or hangs must make the others stop with a clear error.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.distributed as dist
+
+from caffe import parallel
+from caffe.data import array_to_datum, open_db
+from caffe.formats import read_caffemodel
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
+
+RECORDS = 24
+NET = """name: "small"
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        data_param { source: "db" backend: LMDB batch_size: %(batch)d } }
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }
+        data_param { source: "db" backend: LMDB batch_size: 6 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
+        inner_product_param { num_output: %(hidden)d weight_filler { type: "gaussian" std: 0.3 }
+                              bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+        param { name: "square" } param { }
+        inner_product_param { num_output: %(hidden)d weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu2" type: "ReLU" bottom: "ip2" top: "ip2" }
+layer { name: "ip3" type: "InnerProduct" bottom: "ip2" top: "ip3"
+        param { name: "square" } param { }
+        inner_product_param { num_output: %(hidden)d weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu3" type: "ReLU" bottom: "ip3" top: "ip3" }
+layer { name: "out" type: "InnerProduct" bottom: "ip3" top: "out"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "out" bottom: "label" top: "accuracy"
+        include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "out" bottom: "label" top: "loss" }
+"""
+COMMON = """net: "%(net)s" snapshot_prefix: "%(out)s/s" random_seed: 7 solver_mode: CPU
+display: 1 test_iter: 2 test_interval: 3 max_iter: 6 snapshot: 1
+"""
+SOLVERS = {
+    # Layer-wise buckets (one per layer below), momentum, decay, a step schedule.
+    "sgd": """type: "SGD" base_lr: 0.1 momentum: 0.9 weight_decay: 0.01
+              lr_policy: "multistep" stepvalue: 2 stepvalue: 4 gamma: 0.5""",
+    # One all-reduce after backward, gradients accumulated over two passes, clipped.
+    "adam": """type: "Adam" base_lr: 0.02 momentum: 0.9 momentum2: 0.999 lr_policy: "fixed"
+               iter_size: 2 layer_wise_reduce: false clip_gradients: 0.5
+               regularization_type: "L1" weight_decay: 0.001""",
+}
+LOSS = re.compile(r"Iteration (\d+)(?: \(.*?\))?, loss = (\S+)")
+TEST_OUTPUT = re.compile(r"Iteration (\d+), Testing net|Test net output #\d+: (\w+) = (\S+)")
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                        "CAFFE_LAUNCHER_PID", "CAFFE_BUCKET_MB", "CAFFE_DIST_TIMEOUT")}
+    env.update(PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
+               OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def caffe_train(folder, *args, env=None, log="log.txt"):
+    """Start `caffe train <args>` in folder, its output going to folder/log."""
+    out = open(folder / log, "w")
+    return subprocess.Popen([sys.executable, "-m", "caffe.tools.caffe", "train", *args],
+                            cwd=folder, env=env or clean_env(), stdout=out,
+                            stderr=subprocess.STDOUT)
+
+
+def finish(proc, folder, log="log.txt", timeout=120):
+    code = proc.wait(timeout)
+    return code, (folder / log).read_text()
+
+
+def wait_for(path, pattern, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and re.search(pattern, path.read_text()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"'{pattern}' did not appear in {path} within {timeout} s:\n"
+                         f"{path.read_text() if path.exists() else ''}")
+
+
+def make_folder(folder, solver="sgd", hidden=8):
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "db").exists():
+        rng = np.random.default_rng(0)
+        with open_db(folder / "db", "lmdb", "new") as db:
+            for i in range(RECORDS):
+                x = rng.normal(size=(1, 4, 4)).astype(np.float32)
+                x[0, 0, i % 3] += 2
+                db.put(f"{i:08d}", array_to_datum(x, i % 3).SerializeToString())
+    for batch in (3, 6):
+        (folder / f"net{batch}.prototxt").write_text(NET % {"batch": batch, "hidden": hidden})
+    for batch in (3, 6):
+        (folder / f"out{batch}").mkdir(exist_ok=True)
+        (folder / f"{solver}{batch}.prototxt").write_text(
+            COMMON % {"net": f"net{batch}.prototxt", "out": f"out{batch}"} +
+            textwrap.dedent(SOLVERS[solver]) + "\n")
+    return folder
+
+
+def losses(log):
+    return {int(i): float(v) for i, v in LOSS.findall(log)}
+
+
+def test_outputs(log):
+    out, iteration = {}, None
+    for it, name, value in TEST_OUTPUT.findall(log):
+        if it:
+            iteration = int(it)
+        else:
+            out[(iteration, name)] = float(value)
+    return out
+
+
+def weights(path):
+    return [np.array(b.data) for layer in read_caffemodel(path).layer for b in layer.blobs]
+
+
+def assert_weights_close(a, b, tol=1e-4):
+    wa, wb = weights(a), weights(b)
+    assert len(wa) == len(wb) and wa
+    for x, y in zip(wa, wb):
+        np.testing.assert_allclose(x, y, rtol=0, atol=tol, err_msg=f"{a} vs {b}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each solver trained once by 1 process (batch 6) and once by 2 workers (batch 3)."""
+    cache = {}
+
+    def get(solver):
+        if solver not in cache:
+            folder = make_folder(tmp_path_factory.mktemp(solver), solver)
+            single = caffe_train(folder, "-solver", f"{solver}6.prototxt", log="single.txt")
+            code1, log1 = finish(single, folder, "single.txt")
+            # One bucket per layer, so that the overlapped path and shared params are exercised.
+            env = clean_env(CAFFE_BUCKET_MB="0")
+            double = caffe_train(folder, "-solver", f"{solver}3.prototxt", "-workers", "2",
+                                 env=env, log="double.txt")
+            code2, log2 = finish(double, folder, "double.txt")
+            assert code1 == 0, log1
+            assert code2 == 0, log2
+            cache[solver] = folder, log1, log2
+        return cache[solver]
+    return get
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_two_workers_step_as_one_with_twice_the_batch(runs, solver):
+    folder, single, double = runs(solver)
+    one, two = losses(single), losses(double)
+    assert sorted(one) == list(range(7)) and sorted(two) == sorted(one)
+    for i in one:
+        assert two[i] == pytest.approx(one[i], abs=1e-4), f"iteration {i}"
+    for i in range(1, 7):
+        assert_weights_close(folder / f"out6/s_iter_{i}.caffemodel",
+                             folder / f"out3/s_iter_{i}.caffemodel")
+    # Worker 0 alone tests, on the same weights, and writes snapshots; worker 1 stays quiet.
+    t1, t2 = test_outputs(single), test_outputs(double)
+    assert set(t1) == set(t2) and {i for i, _ in t1} == {0, 3, 6}
+    for key in t1:
+        assert t2[key] == pytest.approx(t1[key], abs=1e-4), key
+    assert sorted(os.listdir(folder / "out3")) == sorted(os.listdir(folder / "out6"))
+    assert "[worker 1]" not in double
+    assert double.count("Testing net") == single.count("Testing net")
+
+
+def test_resumed_parallel_run_matches_the_uninterrupted_one(runs):
+    folder, _, uninterrupted = runs("sgd")
+    # A resumed run reads its database from the first record again (as Caffe's): resume at
+    # iteration 4, where 4 x 2 workers x 3 = 24 records have gone by, one pass exactly.
+    (folder / "resumed").mkdir()
+    text = (folder / "sgd3.prototxt").read_text()
+    (folder / "resume.prototxt").write_text(text.replace('"out3/s"', '"resumed/s"'))
+    resumed = caffe_train(folder, "-solver", "resume.prototxt", "-workers", "2", "-snapshot",
+                          "out3/s_iter_4.solverstate", log="resumed.txt")
+    code, log = finish(resumed, folder, "resumed.txt")
+    assert code == 0, log
+    assert "Restored solver state from out3/s_iter_4.solverstate at iteration 4" in log
+    a, b = losses(uninterrupted), losses(log)
+    assert sorted(b) == [4, 5, 6]
+    for i in b:
+        assert b[i] == pytest.approx(a[i], abs=1e-4), f"iteration {i}"
+    for i in (5, 6):
+        assert_weights_close(folder / f"out3/s_iter_{i}.caffemodel",
+                             folder / f"resumed/s_iter_{i}.caffemodel")
+    assert test_outputs(log) == pytest.approx(
+        {k: v for k, v in test_outputs(uninterrupted).items() if k[0] == 6}, abs=1e-4)
+
+
+LONG = """net: "net3.prototxt" type: "SGD" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed"
+display: 20 max_iter: 1000000 snapshot_prefix: "out3/s" solver_mode: CPU random_seed: 1
+"""
+
+
+def start_pair(folder, solvers=("long.prototxt", "long.prototxt"), **extra):
+    """Two workers started torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR/PORT, LOCAL_RANK."""
+    port = parallel._free_port()
+    procs = []
+    for rank in range(2):
+        env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                        RANK=str(rank), LOCAL_RANK=str(rank), **extra)
+        procs.append(caffe_train(folder, "-solver", solvers[rank], env=env,
+                                 log=f"worker{rank}.txt"))
+    return procs
+
+
+def test_killed_worker_stops_the_other_with_a_clear_error(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "long.prototxt").write_text(LONG)
+    w0, w1 = start_pair(folder)
+    try:
+        wait_for(folder / "worker0.txt", r"Iteration 40 ")
+        w1.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        code, log = finish(w0, folder, "worker0.txt", timeout=30)
+        assert time.monotonic() - killed < 30
+    finally:
+        for p in (w0, w1):
+            p.kill()
+            p.wait()
+    assert code == 1
+    assert re.search(r"worker 0: lost contact with the other workers during the \w+ \w+ of "
+                     rf"iteration \d+: worker 1 \(pid {w1.pid}\) is no longer running", log), log
+
+
+def test_hung_worker_times_out(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "long.prototxt").write_text(LONG)
+    w0, w1 = start_pair(folder, CAFFE_DIST_TIMEOUT="5")
+    try:
+        wait_for(folder / "worker0.txt", r"Iteration 40 ")
+        w1.send_signal(signal.SIGSTOP)
+        code, log = finish(w0, folder, "worker0.txt", timeout=30)
+    finally:
+        for p in (w0, w1):
+            p.kill()
+            p.wait()
+    assert code == 1
+    assert "no answer within 5 s (CAFFE_DIST_TIMEOUT): a worker hangs" in log, log
+
+
+def test_launcher_reports_a_killed_worker_and_fails(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "long.prototxt").write_text(LONG)
+    launcher = caffe_train(folder, "-solver", "long.prototxt", "-workers", "2")
+    try:
+        wait_for(folder / "log.txt", r"Iteration 40 ")
+        pid = int(re.search(r"Worker 1: pid (\d+)", (folder / "log.txt").read_text())[1])
+        os.kill(pid, signal.SIGKILL)
+        code, log = finish(launcher, folder, timeout=30)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert code == 1
+    assert f"Worker 1 (pid {pid}) was killed by signal SIGKILL" in log
+    assert f"worker 1 (pid {pid}) is no longer running" in log
+    assert "Training failed: workers 0, 1 did not finish" in log
+
+
+def test_sigint_stops_every_worker_and_worker_0_snapshots(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "long.prototxt").write_text(LONG)
+    launcher = caffe_train(folder, "-solver", "long.prototxt", "-workers", "2")
+    try:
+        wait_for(folder / "log.txt", r"Iteration 40 ")
+        launcher.send_signal(signal.SIGINT)
+        code, log = finish(launcher, folder, timeout=30)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert code == 0, log
+    assert log.count("Optimization stopped early.") == 1
+    snapshots = sorted(os.listdir(folder / "out3"))
+    assert len(snapshots) == 2 and snapshots[0].endswith(".caffemodel"), snapshots
+
+
+def test_workers_with_different_nets_refuse_to_train(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "long.prototxt").write_text(LONG)
+    (folder / "wide.prototxt").write_text(NET % {"batch": 3, "hidden": 9})
+    (folder / "long_wide.prototxt").write_text(LONG.replace("net3.prototxt", "wide.prototxt"))
+    procs = start_pair(folder, ("long.prototxt", "long_wide.prototxt"))
+    try:
+        results = [finish(p, folder, f"worker{r}.txt", timeout=60) for r, p in enumerate(procs)]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    for code, log in results:
+        assert code == 1
+        assert "trains a different setup (params differ)" in log, log
+
+
+PYCAFFE_SCRIPT = """
+import sys
+import numpy as np, torch
+from caffe import parallel
+from caffe.formats import parse_text
+from caffe.proto import caffe_pb2
+from caffe.solvers import get_solver
+
+rank, count, uid, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+parallel.set_solver_count(count)
+parallel.set_solver_rank(rank)
+parallel.set_multiprocess(True)
+param = parse_text('type: "Nesterov" base_lr: 0.2 momentum: 0.8 weight_decay: 0.02 '
+                   'lr_policy: "fixed" random_seed: 3', caffe_pb2.SolverParameter())
+parse_text('''
+layer { name: "in" type: "Input" top: "x" top: "y"
+        input_param { shape { dim: %d dim: 4 } shape { dim: %d } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "y" top: "loss" }
+''' % (12 // count, 12 // count), param.net_param)
+solver = get_solver(param, dtype=torch.float64)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(12, 4))
+y = (x[:, 0] > 0).astype(float) + (x[:, 1] > 0)
+
+def feed():
+    solver.net.blobs["x"].data[...] = x[rank::count] * (1 + solver.iter % 2)
+    solver.net.blobs["y"].data[...] = y[rank::count]
+
+if count > 1:
+    nccl = parallel.NCCL(solver, uid)
+    nccl.bcast()
+    solver.add_callback(nccl)
+    if solver.param.layer_wise_reduce:
+        solver.net.after_backward(nccl)
+solver.add_callback(feed)
+solver.step(5)
+if rank == 0:
+    np.save(out, np.concatenate([p.data_numpy().ravel() for p in solver.net.learnable_params]))
+"""
+
+
+def test_pycaffe_nccl_api_matches_one_process(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(PYCAFFE_SCRIPT)
+    uid = parallel.NCCL.new_uid()
+
+    def run(rank, count, out):
+        return subprocess.Popen([sys.executable, str(script), str(rank), str(count), uid,
+                                 str(tmp_path / out)], env=clean_env(), cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    procs = [run(0, 1, "one.npy"), run(0, 2, "two.npy"), run(1, 2, "unused.npy")]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
+    one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-10)
+    assert not (tmp_path / "unused.npy").exists()
