@@ -186,6 +186,17 @@ class Blob:
             raise CaffeError(f"cannot share diff of {other.shape} with {self.shape}")
         self._diff = _shared(other._diff, self._shape)
 
+    def shares_data_with(self, other):
+        """Whether this blob's data lies in other's (allocated) storage."""
+        return self._data.buf is not None and self._data.buf is other._data.buf
+
+    def shares_diff_with(self, other):
+        return self._diff.buf is not None and self._diff.buf is other._diff.buf
+
+    def diff_allocated(self):
+        """Whether the diff has storage yet (it is allocated on first use)."""
+        return self._diff.buf is not None
+
     def to(self, dtype=None, device=None):
         """Move (or cast) the storage in place, keeping values."""
         for mem in (self._data, self._diff):

@@ -68,6 +68,10 @@ class Layer:
         self.blobs = [blob_from_proto(b, dtype, device) for b in param.blobs]
         self.param_propagate_down = []
         self.loss_weights = []
+        # The Net clears this where it will never call backward (no loss below the layer, as
+        # in deploy nets), so forward need not keep what only backward reads (a copy of an
+        # in-place input, pooling indices).
+        self.need_backward = True
 
     @property
     def name(self):
@@ -88,6 +92,13 @@ class Layer:
 
     def allow_force_backward(self, bottom_index):
         return True
+
+    def fuses_with(self, nxt, bottom, top, next_bottom, next_top):
+        """Whether the Net may run this layer and the next one (nxt) as one step, through
+        forward_fused(bottom, top, nxt, next_bottom, next_top) and backward_fused(top,
+        propagate_down, bottom, nxt, next_propagate_down); each pair must leave every blob
+        as the two steps would."""
+        return False
 
     # -- driven by the Net ----------------------------------------------------
     def layer_setup(self, bottom, top):

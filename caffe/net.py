@@ -154,6 +154,9 @@ class Net(PycaffeNet):
                 for bid in top_ids:
                     self.blob_need_backward[bid] = True
         self._prune_backward(param.force_backward)
+        for layer, need in zip(self._layers, self.layer_need_backward):
+            layer.need_backward = need
+        self._plan_run()
         self.output_ids = list(available.values())
         self.layer_index = {n: i for i, n in enumerate(self._layer_names)}
         self._share_weights()
@@ -248,25 +251,58 @@ class Net(PycaffeNet):
                 self._params[pid].share_diff(self._params[owner])
 
     # -- running ----------------------------------------------------------------
+    def _plan_run(self):
+        """Per layer, once: its weighted tops, and whether it runs fused with the next layer
+        (a BatchNorm and the Scale in place on its top run as one batch-norm kernel)."""
+        self._weighted_tops = [[(top[j], w) for j, w in enumerate(layer.loss_weights) if w]
+                               for layer, top in zip(self._layers, self.top_vecs)]
+        self._fuse_next = [False] * len(self._layers)
+        for i in range(len(self._layers) - 1):
+            self._fuse_next[i] = (
+                self.layer_need_backward[i] == self.layer_need_backward[i + 1]
+                and not self._fuse_next[i - 1 if i else 0]
+                and self._layers[i].fuses_with(self._layers[i + 1], self.bottom_vecs[i],
+                                               self.top_vecs[i], self.bottom_vecs[i + 1],
+                                               self.top_vecs[i + 1]))
+
     def forward_from_to(self, start, end):
         """Run layers start..end inclusive; return the weighted loss as a 0-d tensor."""
         loss = torch.zeros((), dtype=self.dtype, device=self.device)
-        for i in range(start, end + 1):
-            layer, bottom, top = self._layers[i], self.bottom_vecs[i], self.top_vecs[i]
+        layers, bottoms, tops, fuse = self._layers, self.bottom_vecs, self.top_vecs, \
+            self._fuse_next
+        i = start
+        while i <= end:
+            layer, bottom, top = layers[i], bottoms[i], tops[i]
             layer.reshape(bottom, top)
+            if fuse[i] and i < end:
+                layers[i + 1].reshape(bottoms[i + 1], tops[i + 1])
+                layer.forward_fused(bottom, top, layers[i + 1], bottoms[i + 1], tops[i + 1])
+                i += 2
+                continue
             layer.forward(bottom, top)
-            for j, w in enumerate(layer.loss_weights):
-                if w:
-                    loss = loss + w * top[j].data.sum()
+            for blob, w in self._weighted_tops[i]:
+                loss = loss + w * blob.data.sum()
+            i += 1
         return loss
 
     def backward_from_to(self, start, end):
-        for i in range(start, end - 1, -1):
+        i = start
+        while i >= end:
+            if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
+                self._layers[i - 1].backward_fused(
+                    self.top_vecs[i - 1], self.bottom_need_backward[i - 1],
+                    self.bottom_vecs[i - 1], self._layers[i], self.bottom_need_backward[i])
+                for callback in self._after_backward:
+                    callback(i)
+                    callback(i - 1)
+                i -= 2
+                continue
             if self.layer_need_backward[i]:
                 self._layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
                                         self.bottom_vecs[i])
             for callback in self._after_backward:
                 callback(i)
+            i -= 1
 
     _after_backward = ()
 

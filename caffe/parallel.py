@@ -204,10 +204,16 @@ class Worker:
                         dist.new_group(backend="gloo", timeout=self.timeout))
         self.patient = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
         peers = [None] * self.world
+        seed = int(torch.randint(2 ** 62, ()))
         with self.guard("start-up"):
-            dist.all_gather_object(peers, (socket.gethostname(), os.getpid()),
+            dist.all_gather_object(peers, (socket.gethostname(), os.getpid(), seed),
                                    group=self.patient)
-        self.peers = peers
+        self.peers = [(host, pid) for host, pid, _ in peers]
+        # One seed for all until the nets are built, so that unseeded solvers still shuffle
+        # their lists alike and the workers' strides through them partition the data.
+        self.seed = peers[0][2]
+        from . import common
+        common.set_random_seed(self.seed)
         _state["worker"] = self
 
     # -- failures ------------------------------------------------------------------------------
@@ -316,8 +322,8 @@ def plan_buckets(net, cap_bytes):
     """Group the net's learnable blobs into buckets of about cap_bytes, in backward order.
 
     A blob's gradient is final once backward has passed the first layer (in net order) that
-    uses it, which for shared parameters is not the owner; a bucket is launched after the
-    layer that completes its last member.
+    uses it: for a shared parameter that is its owner, after every other user has added its
+    part. A bucket is launched after the layer that completes its last member.
     """
     params = net.learnable_params
     ready = [len(net._layers)] * len(params)
@@ -396,11 +402,12 @@ class DataParallel:
             state = torch.tensor([s.iter, s.current_step], dtype=torch.int64)
             dist.broadcast(state, src=0, group=self.worker.control)
         s.iter, s.current_step = (int(v) for v in state.tolist())
-        # Weights are filled; from here the workers need their own draws (dropout, shuffles
-        # yet to be made): BVLC offsets the seed by the device.
-        if s.param.random_seed >= 0 and self.rank:
+        # Weights are filled and lists shuffled; from here the workers need draws of their
+        # own (dropout): BVLC offsets the seed by the device.
+        if self.rank:
             from . import common
-            common.set_random_seed(s.param.random_seed + self.rank)
+            seed = s.param.random_seed if s.param.random_seed >= 0 else self.worker.seed
+            common.set_random_seed(seed + self.rank)
 
     bcast = broadcast
 
@@ -528,6 +535,30 @@ def worker_from_env(gpus=()):
     log.info("Worker %d of %d (%s, %s)", rank, world,
              f"GPU {gpu}" if gpu is not None else "CPU", worker.backend)
     return worker
+
+
+@contextlib.contextmanager
+def exit_on_failure(worker):
+    """Around a worker's training: on any error, log it and leave the process at once.
+
+    A normal interpreter exit would wait for collectives still queued (NCCL's do not give
+    up before the timeout); the others learn of the exit from their next exchange."""
+    if worker is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            log.error("Interrupted.")
+        elif isinstance(e, (CaffeError, OSError)):
+            log.error("%s", e)
+        else:
+            log.exception("worker %d failed", worker.rank)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130 if isinstance(e, KeyboardInterrupt) else 1)
 
 
 def attach(solver):

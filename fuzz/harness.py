@@ -72,7 +72,13 @@ def main():
                 with open(os.path.join(collect, "index.txt"), "a") as f:
                     f.write(f"{key}  {type(e).__name__}: {str(e)[:200]}\n")
 
-    atheris.Setup(argv, one_input)
+    mutator = None
+    if name in ("net_prototxt", "net_build", "solver_prototxt"):
+        from caffe.proto import caffe_pb2
+        from fuzz.mutators import prototxt_mutator
+        mutator = prototxt_mutator(caffe_pb2.NetParameter if name.startswith("net")
+                                   else caffe_pb2.SolverParameter)
+    atheris.Setup(argv, one_input, custom_mutator=mutator)
     atheris.Fuzz()
 
 

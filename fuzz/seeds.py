@@ -288,12 +288,15 @@ def main():
     import tempfile
     work = tempfile.mkdtemp(prefix="caffe-seeds-")
     targets.setup(work)
+    import caffe
+    caffe.set_random_seed(1701)     # the same seeds every time
     from caffe.data.image import IMAGE_FORMATS  # noqa: F401  (import order: caffe first)
     from caffe.proto import caffe_pb2
     corpora = {name: {} for name in targets.TARGETS}
-    for name, text in NETS.items():
-        corpora["net_prototxt"][name] = text.encode()
-    corpora["net_prototxt"]["binary"] = _net("conv_pool").SerializeToString()
+    for target in ("net_prototxt", "net_build"):
+        for name, text in NETS.items():
+            corpora[target][name] = text.encode()
+        corpora[target]["binary"] = _net("conv_pool").SerializeToString()
     for name, text in SOLVERS.items():
         corpora["solver_prototxt"][name] = text.encode()
     corpora["caffemodel"], corpora["caffemodel_h5"] = _weights(work)

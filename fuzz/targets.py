@@ -92,7 +92,14 @@ _FILE_LAYERS = {"Data", "ImageData", "WindowData", "HDF5Data", "HDF5Output", "Py
 
 @target
 def net_prototxt(data):
-    """A net definition: parse (text or binary), upgrade, then build the net in TEST phase."""
+    """A net definition: parse (text or binary) and upgrade from V0/V1/legacy inputs."""
+    from caffe import formats
+    formats.read_net_param(_write("net.prototxt", data))
+
+
+@target
+def net_build(data):
+    """A net definition built in TEST phase: every layer's setup on the values it declares."""
     import torch
     from caffe import Net, TEST, formats
     param = formats.read_net_param(_write("net.prototxt", data))
@@ -283,12 +290,20 @@ def _transform(options):
     return "transform_param { scale: 0.01 " + " ".join(parts) + " }"
 
 
+_params = {}
+
+
 def _data_layer(text, phase):
     from caffe import TEST, TRAIN
     from caffe.blob import Blob
     from caffe.testing import make_layer
     import torch
-    layer = make_layer(text, dtype=torch.float32, phase=TRAIN if phase else TEST)
+    # Parsing the layer's own text is harness work: done once per distinct option set.
+    key = (text, bool(phase))
+    if key not in _params:
+        from caffe.testing import layer_param
+        _params[key] = layer_param(text, phase=TRAIN if phase else TEST)
+    layer = make_layer(_params[key], dtype=torch.float32)
     top = [Blob(), Blob()]
     try:
         layer.layer_setup([], top)

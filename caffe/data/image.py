@@ -12,6 +12,7 @@ we decode with Pillow and reproduce OpenCV's conventions on top of it:
 """
 import io
 import os
+import re
 import stat
 
 import numpy as np
@@ -205,6 +206,9 @@ def resize_linear(img, height, width):
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+_LABEL = re.compile(r"[+-]?[0-9]+")
+
+
 def read_image_list(source):
     """The `path label` lines of an image list (ImageData, convert_imageset).
 
@@ -217,8 +221,13 @@ def read_image_list(source):
         if not line.strip():
             continue
         parts = line.strip().rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+        if len(parts) != 2 or not _LABEL.fullmatch(parts[1]):
             raise DataError(f"{source} line {number}: '{line.strip()}' is not 'path label' "
                             f"(a path, a space and an integer label)")
-        lines.append((parts[0], int(parts[1])))
+        label = int(parts[1])
+        if not -2 ** 31 <= label < 2 ** 31:
+            raise DataError(f"{source} line {number}: label {label} does not fit Caffe's "
+                            f"32-bit int")
+        lines.append((parts[0], label))
     return lines

@@ -57,14 +57,19 @@ class Plan:
 
 
 class Namer:
-    """Hands out value names, unique within one export."""
+    """Hands out value names, unique within one export. Blob names are reserved for the
+    blobs themselves, so that no weight or intermediate value takes one first."""
 
     def __init__(self):
-        self.used = set()
+        self.used, self.reserved = set(), set()
 
-    def take(self, wanted):
+    def reserve(self, names):
+        self.reserved.update(names)
+
+    def take(self, wanted, own=False):
+        """`wanted`, or `wanted_2`, `wanted_3`...; `own`: a blob claiming its own name."""
         name, k = wanted, 1
-        while name in self.used:
+        while name in self.used or (name in self.reserved and not own):
             k += 1
             name = f"{wanted}_{k}"
         self.used.add(name)
@@ -93,6 +98,7 @@ def plan_net(net, outputs=None, namer=None, scope="", feeds=None):
         if any(b in needed_blobs for b in net.top_ids[i]):
             needed.add(i)
             needed_blobs.update(net.bottom_ids[i])
+    namer.reserve(scope + n for n in names)
     last_writer = {}
     for i in layers:
         for b in net.top_ids[i]:
@@ -105,7 +111,7 @@ def plan_net(net, outputs=None, namer=None, scope="", feeds=None):
                 if names[b] in feeds:
                     current[b] = feeds[names[b]]
                 elif i in needed:
-                    current[b] = namer.take(scope + names[b])
+                    current[b] = namer.take(scope + names[b], own=True)
                     plan.inputs.append((current[b], blob))
             continue
         if i not in needed:
@@ -119,7 +125,8 @@ def plan_net(net, outputs=None, namer=None, scope="", feeds=None):
             bare = scope + names[b]
             in_place = b in current
             last = last_writer[b] == i and not (in_place and _is_input(plan, current[b]))
-            tops.append(namer.take(bare if last else f"{bare}/{layer.name}"))
+            tops.append(namer.take(bare, own=True) if last else
+                        namer.take(f"{bare}/{layer.name}"))
             current[b] = tops[-1]
         plan.steps.append(Step(layer, bottoms, tops, net.bottom_vecs[i], net.top_vecs[i],
                                scope))
@@ -142,6 +149,9 @@ def check_exportable(layer):
     if layer.type in TRAIN_ONLY_TYPES:
         raise layer_error(layer, "loss and accuracy layers are for training; export a deploy "
                                  "net, or name the blobs to export with outputs=[...]")
+    if layer.type == "Filter":
+        raise layer_error(layer, "its output size depends on the values of its selector "
+                                 "input, which neither export can follow")
     if layer.phase == caffe_pb2.TRAIN and layer.type == "Dropout":
         raise layer_error(layer, "in the TRAIN phase dropout is random; build the net in "
                                  "the TEST phase (caffe.Net(model, weights, caffe.TEST))")

@@ -7,6 +7,8 @@ ties towards the larger index; Power, Exp and Log apply scale and shift in Caffe
 Shapes are static: the graph is exported for the shapes the net's inputs have now
 (reshape them first for another batch size).
 """
+import os
+
 import numpy as np
 
 from .graph import ExportError, Namer, layer_error, plan_net
@@ -36,11 +38,18 @@ def to_onnx(net, path=None, opset=DEFAULT_OPSET, outputs=None, name=None):
         convert_step(g, step)
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(b.shape))
               for n, b in plan.inputs]
-    outs = []
+    outs, input_names, seen = [], {n for n, _ in plan.inputs}, set()
     for out_name, value, blob in plan.outputs:
-        if out_name != value:      # an input blob written in place keeps its name as input
+        if out_name in input_names:
+            # An input that layers overwrite in place: its final value goes out as
+            # 'blob/layer', the input keeps the blob's name.
+            out_name = value
+        elif out_name != value:
             g.node("Identity", [value], out_name)
-        outs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, list(blob.shape)))
+        if out_name not in seen:
+            seen.add(out_name)
+            outs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT,
+                                                      list(blob.shape)))
     graph = helper.make_graph(g.nodes, name or net.name or "caffe_net", inputs, outs,
                               initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]
@@ -50,7 +59,10 @@ def to_onnx(net, path=None, opset=DEFAULT_OPSET, outputs=None, name=None):
     # The oldest IR version that carries this opset, so older runtimes load the file.
     model.ir_version = helper.find_min_ir_version_for(opsets)
     if path is not None:
-        onnx.save(model, str(path))
+        # A protobuf message stops at 2 GiB: bigger models keep their weights beside the file.
+        large = sum(t.ByteSize() for t in model.graph.initializer) > 2 ** 31 - 2 ** 26
+        onnx.save(model, str(path), save_as_external_data=large,
+                  location=os.path.basename(str(path)) + ".data" if large else None)
     return model
 
 
@@ -254,7 +266,7 @@ def _threshold(g, s):
 
 
 # -- vision --------------------------------------------------------------------------------
-def _conv_view(s, transposed_ok=True):
+def _conv_view(s):
     """Reshape x into (num, C, *spatial[, 1]) for Conv when Caffe's axis or rank differ."""
     layer, b = s.layer, s.bottom_blobs[0]
     axis = layer.axis
@@ -310,7 +322,7 @@ def _im2col(g, s):
 def _pool(g, x, channels, method, kernel, stride, pad, size, ceil, hint, out=None, mask=None):
     """Caffe's 2-D pooling of x (N, C, H, W); `mask` names the MAX argmax top."""
     win = pool_windows(kernel, stride, pad, size, ceil)
-    (h, w), (kh, kw) = size, kernel
+    w, (kh, kw) = size[1], kernel
     if win.out == (1, 1) and tuple(kernel) == tuple(size) and not any(pad) and \
             method in (MAX, AVE) and mask is None:
         return g.node("GlobalMaxPool" if method == MAX else "GlobalAveragePool", [x], out, hint)
@@ -337,8 +349,9 @@ def _pool(g, x, channels, method, kernel, stride, pad, size, ceil, hint, out=Non
             g.node("Cast", [plane], mask, hint + "/mask", to=1)
             return y
         if mask is not None:
-            raise ExportError(f"{hint}: a MAX pooling mask top is not exported when a "
-                              f"window lies wholly outside the input")
+            raise ExportError(f"cannot export layer '{hint}' (type Pooling): ONNX's MaxPool has "
+                              f"no index for Caffe's mask where a window lies wholly outside "
+                              f"the input")
         # Caffe starts every window at -FLT_MAX, which is what a window of padding gives.
         return g.node("MaxPool", [g.pad(x, before, after, -FLT_MAX, hint)], out, hint, **attrs)
     if method == AVE and all(a <= p for a, p in zip(after, pad)) and \
@@ -366,10 +379,10 @@ def _pool(g, x, channels, method, kernel, stride, pad, size, ceil, hint, out=Non
 @converter("Pooling")
 def _pooling(g, s):
     layer, b = s.layer, s.bottom_blobs[0]
-    pool = layer.pool
-    ceil = pool.ceil
-    _pool(g, s.bottoms[0], b.shape[1], layer.param.pooling_param.pool, pool.kernel, pool.stride, pool.pad,
-          b.shape[2:], ceil, s.name, s.tops[0], s.tops[1] if len(s.tops) > 1 else None)
+    pool = layer.pool        # the layer's window geometry (global pooling resolved)
+    _pool(g, s.bottoms[0], b.shape[1], layer.param.pooling_param.pool, pool.kernel,
+          pool.stride, pool.pad, b.shape[2:], pool.ceil, s.name, s.tops[0],
+          s.tops[1] if len(s.tops) > 1 else None)
 
 
 @converter("SPP")

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.pooling import pooled_length
 from ..proto import caffe_pb2
-from .graph import ExportError, Namer, layer_error, plan_net
+from .graph import Namer, layer_error, plan_net
 from .shapes import (AVE, FLT_MAX, FLT_MIN, MAX, ave_divisor, broadcast_shape, pool_windows,
                      spp_levels)
-from ..layers.pooling import pooled_length
 
 
 def to_torch(net, outputs=None):
@@ -102,8 +102,6 @@ class Conv(Op):
             self.weight = weight
         self.bias, self.group, self.axis, self.transposed = bias, group, axis, transposed
         self.no_spatial = not kernel
-        if max(len(kernel), 1) > 3:
-            raise ExportError(f"torch has no {len(kernel)}-D convolution")
         self.fn = self.FUNCS[transposed][max(len(kernel), 1)]
 
     def forward(self, x):
@@ -440,6 +438,8 @@ class _Builder:
             self.add(step, Lambda(lambda x: torch.log(lp.scale * x + lp.shift) * base))
         elif t == "PReLU":
             self.add(step, PReLU(self.param(layer.blobs[0]), p.prelu_param.channel_shared))
+        elif t in ("Convolution", "Deconvolution", "Im2col") and len(layer.geometry[0]) > 3:
+            raise layer_error(layer, "torch has no convolution over more than 3 spatial axes")
         elif t in ("Convolution", "Deconvolution"):
             bias = self.param(layer.blobs[1]) if layer.bias_term else None
             conv = Conv(self.param(layer.blobs[0]), bias, layer.geometry, layer.group,

@@ -159,6 +159,7 @@ class ScaleLayer(Layer):
     min_bottom_blobs = 1
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
+    fused_source = None
 
     def setup(self, bottom, top):
         p = self.param.scale_param
@@ -186,19 +187,47 @@ class ScaleLayer(Layer):
     def forward(self, bottom, top):
         outer, dim, inner = self.dims
         x = bottom[0].data
-        # In place, backward still needs x for the scale's gradient (Caffe's temp_).
-        self.x = x.clone() if top[0] is bottom[0] else x
-        y = top[0].data
-        torch.mul(x.view(self.dims), self.scale.data.view(1, dim, 1), out=y.view(self.dims))
+        # In place, backward still needs x for the scale's gradient (Caffe's temp_), unless
+        # the Net will run no backward or the scale learns nothing.
+        keep = self.need_backward and (len(bottom) > 1 or self.param_propagate_down[0])
+        self.x = x if top[0] is not bottom[0] else x.clone() if keep else None
+        self.fused_source = None
+        y, s = top[0].data, self.scale.data.view(1, dim, 1)
+        if self.has_bias and self.bias_dims == self.dims:   # y = b + x s in one pass
+            torch.addcmul(self.blobs[-1].data.view(1, dim, 1), x.view(self.dims), s,
+                          out=y.view(self.dims))
+            return
+        torch.mul(x.view(self.dims), s, out=y.view(self.dims))
         if self.has_bias:
             y.view(self.bias_dims).add_(self.blobs[-1].data.view(1, -1, 1))
 
     def backward(self, top, propagate_down, bottom):
         dy, dim = top[0].diff, self.dims[1]
-        if self.has_bias and self.param_propagate_down[-1]:
-            _reduce_into(self.blobs[-1].diff, dy, self.bias_dims, accumulate=True)
         learned = len(bottom) == 1
-        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
+        want_bias = self.has_bias and self.param_propagate_down[-1]
+        want_scale = (learned and self.param_propagate_down[0]) or \
+            (not learned and propagate_down[1])
+        if want_scale and self.x is None and self.fused_source is not None:
+            # The Net ran this layer inside the BatchNorm before it: x is that layer's output.
+            bn, bn_bottom = self.fused_source
+            self.x = bn.normalized(bn_bottom)
+        if want_scale and self.x is None:
+            raise CaffeError(f"layer '{self.name}' (Scale): in-place forward kept no copy of "
+                             f"its input (the net needed no backward), so it cannot backward")
+        if want_scale and want_bias and self.bias_dims == self.dims:
+            # Both per-channel sums, of dy * x and of dy, in one pass: the batch-norm backward
+            # kernel with mean 0 and 1 / std 1.
+            zero = torch.zeros(dim, dtype=dy.dtype, device=dy.device)
+            _, g_scale, g_bias = torch.ops.aten.native_batch_norm_backward(
+                dy.view(self.dims), self.x.view(self.dims), None, None, None, zero, zero + 1,
+                True, 0.0, [False, True, True])
+            self.blobs[-1].diff.view(-1).add_(g_bias)
+            target = self.scale.diff.view(-1)
+            target.add_(g_scale) if learned else target.copy_(g_scale)
+            want_scale = want_bias = False
+        if want_bias:
+            _reduce_into(self.blobs[-1].diff, dy, self.bias_dims, accumulate=True)
+        if want_scale:
             _reduce_into(self.scale.diff, dy * self.x.view(dy.shape), self.dims, learned)
         if propagate_down[0]:
             torch.mul(dy.view(self.dims), self.scale.data.view(1, dim, 1),

@@ -62,12 +62,15 @@ class SplitLayer(Layer):
 
     def reshape(self, bottom, top):
         for blob in top:
-            # Caffe shares storage; a split top may not be written in place by a consumer.
+            # Like Caffe, every top shares the bottom's data (each keeps its own diff), so an
+            # in-place consumer of one top changes them all, as in Caffe.
             blob.reshape_like(bottom[0])
+            share_storage(blob, bottom[0], diff=False)
 
     def forward(self, bottom, top):
         for blob in top:
-            blob.data.copy_(bottom[0].data)
+            if not blob.shares_data_with(bottom[0]):
+                blob.data.copy_(bottom[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -161,12 +164,21 @@ class SliceLayer(Layer):
             torch.cat([t.diff for t in top], self.axis, out=bottom[0].diff)
 
 
+def share_storage(top, bottom, diff=True):
+    """Point top's data (and diff) at bottom's storage, as Caffe's ShareData / ShareDiff; run
+    on every reshape, it re-shares after the bottom reallocated. A diff is shared only once
+    the bottom's exists, so forward-only nets never allocate one; until then the layers copy."""
+    if not top.shares_data_with(bottom):
+        top.share_data(bottom)
+    if diff and bottom.diff_allocated() and not top.shares_diff_with(bottom):
+        top.share_diff(bottom)
+
+
 class _ReshapeBase(Layer):
     """Shared by Flatten and Reshape: the top holds the bottom's values in a new shape.
 
-    Caffe shares the storage. Blob.share_data hands an equal-shaped blob the very same
-    buffer object, so a later reshape of either blob would re-view the other; a copy costs
-    one pass over the blob and keeps the two shapes independent."""
+    Like Caffe the top shares the bottom's data and diff (each blob keeps its own shape), so
+    forward and backward have nothing to compute; they copy only while storage is unshared."""
 
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
@@ -175,10 +187,11 @@ class _ReshapeBase(Layer):
         refuse_in_place(self, bottom, top)
 
     def forward(self, bottom, top):
-        top[0].data.view(-1).copy_(bottom[0].data.view(-1))
+        if not top[0].shares_data_with(bottom[0]):
+            top[0].data.view(-1).copy_(bottom[0].data.view(-1))
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
+        if propagate_down[0] and not top[0].shares_diff_with(bottom[0]):
             bottom[0].diff.view(-1).copy_(top[0].diff.view(-1))
 
 
@@ -195,6 +208,7 @@ class FlattenLayer(_ReshapeBase):
         if end < start:
             self.fail(f"end_axis {p.end_axis} comes before axis {p.axis} in shape {shape}")
         top[0].reshape(shape[:start] + (bottom[0].count(start, end + 1),) + shape[end + 1:])
+        share_storage(top[0], bottom[0])
 
 
 @register_layer
@@ -244,6 +258,7 @@ class ReshapeLayer(_ReshapeBase):
             self.fail(f"cannot reshape bottom {old} ({count} elements) to {tuple(shape)} "
                       f"({total} elements)")
         top[0].reshape(shape)
+        share_storage(top[0], bottom[0])
 
 
 @register_layer

@@ -105,47 +105,144 @@ class BatchNormLayer(_OneToOne):
                 self.fail("cannot configure batch normalization statistics as layer parameters "
                           f"(param {i} has lr_mult {self.param.param[i].lr_mult:g}, must be 0)")
         self.param_propagate_down = [False] * len(self.blobs)
+        self.stats = self.x = None
 
     def reshape(self, bottom, top):
         channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         if channels != self.channels:
             self.fail(f"bottom has {channels} channels, set up for {self.channels}")
         super().reshape(bottom, top)
+        b = bottom[0]
+        if self.stats is None or self.stats.dtype != b.dtype or self.stats.device != b.device:
+            # Per channel: mean, variance, saved mean, 1 / std, and two scratch rows.
+            self.stats = torch.empty((6, self.channels), dtype=b.dtype, device=b.device)
 
     def view(self, blob, tensor):
         """tensor as (N, C, spatial): statistics reduce over axes 0 and 2."""
-        return tensor.reshape(blob.shape[0], self.channels, -1)
+        return tensor.view(blob.shape[0], self.channels, -1)
 
     def forward(self, bottom, top):
+        # torch's batch-norm kernels: the same (x - mean) / sqrt(var + eps), one fused pass
+        # (two with batch statistics) written straight into the top.
         p = self.param.batch_norm_param
-        x = self.view(bottom[0], bottom[0].data)
+        x, y = self.view(bottom[0], bottom[0].data), self.view(top[0], top[0].data)
+        mean, var, saved_mean, self.invstd, spare1, spare2 = self.stats
+        self.x = None
         if self.use_global_stats:
-            s = self.blobs[2].data
-            factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
-            mean, var = self.blobs[0].data * factor, self.blobs[1].data * factor
-            centred = x - mean.view(1, -1, 1)
-        else:
-            mean = x.mean((0, 2))
-            centred = x - mean.view(1, -1, 1)
-            var = (centred * centred).mean((0, 2))
-            m = x.numel() // self.channels
-            maf = p.moving_average_fraction
-            self.blobs[2].data.mul_(maf).add_(1)
-            self.blobs[0].data.mul_(maf).add_(mean)
-            self.blobs[1].data.mul_(maf).add_(var, alpha=m / (m - 1) if m > 1 else 1.0)
-        self.std = torch.sqrt(var + p.eps).view(1, -1, 1)
-        # Kept for backward: a later in-place layer may overwrite the top.
-        self.x_norm = centred / self.std
-        top[0].data[...] = self.x_norm.view(top[0].shape)
+            self._global_stats(mean, var, p.eps)
+            torch.ops.aten.native_batch_norm.out(x, None, None, mean, var, False, 0.0, p.eps,
+                                                 out=y, save_mean=spare1, save_invstd=spare2)
+            return
+        if top[0] is bottom[0] and self.need_backward:
+            self.x = x.clone()   # backward reads x; in place, forward overwrites it
+        # momentum 1: mean and var receive the batch mean and the unbiased batch variance.
+        torch.ops.aten.native_batch_norm.out(x, None, None, mean, var, True, 1.0, p.eps, out=y,
+                                             save_mean=saved_mean, save_invstd=self.invstd)
+        self._update_stats(x, mean, var, p.moving_average_fraction)
+
+    def _global_stats(self, mean, var, eps):
+        """mean, var (and 1 / std) from the stored sums and their normaliser."""
+        s = self.blobs[2].data
+        factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+        torch.mul(self.blobs[0].data, factor, out=mean)
+        torch.mul(self.blobs[1].data, factor, out=var)
+        torch.add(var, eps, out=self.invstd).rsqrt_()
+
+    def _update_stats(self, x, mean, var, maf):
+        if x.numel() == self.channels:
+            var.zero_()   # one value per channel: Caffe's bias correction is 1, not 1 / 0
+        self.blobs[2].data.mul_(maf).add_(1)
+        self.blobs[0].data.mul_(maf).add_(mean)
+        self.blobs[1].data.mul_(maf).add_(var)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        dy = self.view(top[0], top[0].diff)
+        dy, dx = self.view(top[0], top[0].diff), self.view(bottom[0], bottom[0].diff)
         if self.use_global_stats:
-            dx = dy / self.std
-        else:
-            y = self.x_norm
-            dx = (dy - dy.mean((0, 2), keepdim=True)
-                  - y * (dy * y).mean((0, 2), keepdim=True)) / self.std
-        bottom[0].diff[...] = dx.view(bottom[0].shape)
+            torch.mul(dy, self.invstd.view(1, -1, 1), out=dx)
+            return
+        # dx = (dy - mean(dy) - y mean(dy y)) / std, y the normalized x, in one kernel.
+        x = self.x if self.x is not None else self.view(bottom[0], bottom[0].data)
+        _, _, saved_mean, invstd, spare1, spare2 = self.stats
+        torch.ops.aten.native_batch_norm_backward.out(
+            dy, x, None, None, None, saved_mean, invstd, True, self.param.batch_norm_param.eps,
+            [True, True, True], out0=dx, out1=spare1, out2=spare2)
+
+    # -- run as one step with the in-place Scale that follows (the Net decides) ---------------
+    def fuses_with(self, nxt, bottom, top, next_bottom, next_top):
+        """A learned per-channel Scale in place on this top: the pair is one batch-norm kernel
+        with weight and bias (torch's nn.BatchNorm2d), and the Scale keeps no input copy."""
+        return (nxt.type == "Scale" and len(next_bottom) == 1 and next_bottom[0] is top[0]
+                and next_top[0] is top[0] and not any(self.loss_weights)
+                and not any(nxt.loss_weights)
+                and all(b.shape == (self.channels,) for b in nxt.blobs))
+
+    def _scale_fits(self, scale, bottom):
+        outer, dim, _ = scale.dims
+        return dim == self.channels and outer == bottom[0].shape[0]
+
+    def forward_fused(self, bottom, top, scale, scale_bottom, scale_top):
+        if not self._scale_fits(scale, bottom):
+            self.forward(bottom, top)
+            scale.forward(scale_bottom, scale_top)
+            return
+        p = self.param.batch_norm_param
+        x, y = self.view(bottom[0], bottom[0].data), self.view(top[0], top[0].data)
+        gamma = scale.blobs[0].data
+        beta = scale.blobs[1].data if scale.has_bias else None
+        mean, var, saved_mean, self.invstd, spare1, spare2 = self.stats
+        self.x = None
+        scale.x, scale.fused_source = None, (self, bottom[0])
+        if self.use_global_stats:
+            self._global_stats(mean, var, p.eps)
+            torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, False, 0.0, p.eps,
+                                                 out=y, save_mean=spare1, save_invstd=spare2)
+            return
+        if top[0] is bottom[0] and self.need_backward:
+            self.x = x.clone()
+        torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, True, 1.0, p.eps,
+                                             out=y, save_mean=saved_mean,
+                                             save_invstd=self.invstd)
+        self._update_stats(x, mean, var, p.moving_average_fraction)
+
+    def backward_fused(self, top, propagate_down, bottom, scale, scale_propagate_down):
+        if not self._scale_fits(scale, bottom):
+            scale.backward(top, scale_propagate_down, top)
+            self.backward(top, propagate_down, bottom)
+            return
+        # One kernel: dx, d gamma = sum dy x_norm, d beta = sum dy.
+        dy = self.view(top[0], top[0].diff)
+        gamma = scale.blobs[0].data
+        want = [bool(propagate_down[0] and scale_propagate_down[0]),
+                bool(scale.param_propagate_down[0]),
+                bool(scale.has_bias and scale.param_propagate_down[-1])]
+        x = self.x if self.x is not None else self.view(bottom[0], bottom[0].data)
+        mean, var, saved_mean, invstd, spare1, spare2 = self.stats
+        train = not self.use_global_stats
+        stats = (None, None, saved_mean, invstd) if train else (mean, var, None, None)
+        eps = self.param.batch_norm_param.eps
+        if all(want):
+            dx = self.view(bottom[0], bottom[0].diff)
+            torch.ops.aten.native_batch_norm_backward.out(dy, x, gamma, *stats, train, eps, want,
+                                                          out0=dx, out1=spare1, out2=spare2)
+            d_gamma, d_beta = spare1, spare2
+        elif any(want):
+            dx, d_gamma, d_beta = torch.ops.aten.native_batch_norm_backward(
+                dy, x, gamma, *stats, train, eps, want)
+            if want[0]:
+                self.view(bottom[0], bottom[0].diff).copy_(dx)
+        if want[1]:
+            scale.blobs[0].diff.add_(d_gamma)
+        if want[2]:
+            scale.blobs[1].diff.add_(d_beta)
+        if scale_propagate_down[0] and top[0] is not bottom[0]:
+            # Caffe leaves the Scale's bottom diff (this top's diff) at dy * gamma.
+            dy.mul_(gamma.view(1, -1, 1))
+
+    def normalized(self, bottom):
+        """(x - mean) / std as the last forward computed it (a fused Scale's input)."""
+        x = self.x if self.x is not None else self.view(bottom, bottom.data)
+        mean, _, saved_mean, invstd = self.stats[:4]
+        centre = mean if self.use_global_stats else saved_mean
+        return (x - centre.view(1, -1, 1)) * invstd.view(1, -1, 1)

@@ -255,7 +255,7 @@ class PoolingLayer(Layer):
 
     def forward(self, bottom, top):
         # Indices are kept when a mask top or, in TRAIN, a backward will want them.
-        want = len(top) > 1 or self.phase == caffe_pb2.TRAIN
+        want = len(top) > 1 or (self.phase == caffe_pb2.TRAIN and self.need_backward)
         top[0].data[...] = self.pool.forward(bottom[0].data, want, self.phase == caffe_pb2.TRAIN)
         if len(top) > 1:
             top[1].data[...] = self.pool.index

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from .. import common, formats, parallel
-from ..blob import Blob
-from ..errors import SolverError
+from ..blob import Blob, checked_count
+from ..errors import CaffeError, SolverError
 from ..layer import blob_to_proto, proto_shape, proto_values
 from ..net import Net
 from ..proto import caffe_pb2
@@ -602,7 +602,8 @@ class Solver:
         if learned_net:
             self.net.copy_from(_find_learned_net(learned_net, path))
         for i, (blob, (shape, value)) in enumerate(zip(self.history, history)):
-            if tuple(shape) != blob.shape and int(np.prod(shape)) != blob.count():
+            if tuple(shape) != blob.shape and \
+                    checked_count(shape, f"{path}: history blob {i}", SolverError) != blob.count():
                 raise SolverError(f"{path}: history blob {i} has shape {tuple(shape)}, the "
                                   f"net's param has {blob.shape}")
             if isinstance(value, np.ndarray):
@@ -620,25 +621,35 @@ def _read_state_hdf5(path):
             for key in ("iter", "current_step", "history"):
                 if key not in h5:
                     raise SolverError(f"{path}: not a solver state: no '{key}' in the HDF5 file")
-            iteration = int(np.asarray(h5["iter"][()]).reshape(-1)[0])
-            step = int(np.asarray(h5["current_step"][()]).reshape(-1)[0])
+            iteration, step = (_hdf5_scalar(h5, key, path) for key in ("iter", "current_step"))
             learned_net = ""
             if "learned_net" in h5:
                 learned_net = h5["learned_net"][()]
-                if isinstance(learned_net, np.ndarray):
+                if isinstance(learned_net, np.ndarray) and learned_net.size == 1:
                     learned_net = learned_net.reshape(-1)[0]
                 if isinstance(learned_net, bytes):
                     learned_net = learned_net.decode()
+                if not isinstance(learned_net, str):
+                    raise SolverError(f"{path}: learned_net is not a file name")
             group = h5["history"]
             history = []
             for i in range(len(group)):
                 if str(i) not in group:
                     raise SolverError(f"{path}: history blob {i} is missing")
-                value = np.asarray(group[str(i)][()], dtype=np.float64)
+                value = formats.read_hdf5_array(group[str(i)], path, np.float64, SolverError)
                 history.append((value.shape, value))
             return iteration, learned_net, step, history
-    except OSError as e:
+    except CaffeError:
+        raise
+    except formats.H5_ERRORS as e:
         raise SolverError(f"{path}: not a readable HDF5 solver state: {e}") from None
+
+
+def _hdf5_scalar(h5, key, path):
+    value = h5[key]
+    if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
+        raise SolverError(f"{path}: '{key}' is not a single number")
+    return int(np.asarray(value[()]).reshape(-1)[0])
 
 
 def _find_learned_net(learned_net, state_path):

@@ -20,9 +20,10 @@ class SGDSolver(Solver):
         # torch's fused SGD kernel computes b = m b + (1 - dampening) (g + wd w); w -= lr b in
         # one pass; with lr 1 and dampening 1 - lr_mult * rate, b is Caffe's history.
         p = self.param
-        if p.regularization_type != "L2" or p.momentum == 0 or \
+        if type(self).compute_update_value is not SGDSolver.compute_update_value or \
+                p.regularization_type != "L2" or p.momentum == 0 or \
                 not hasattr(torch, "_fused_sgd_"):
-            return False
+            return False   # another rule (subclasses), L1, or no history to keep
         history, groups = self.history_tensors(), {}
         for blob, diff, hist, lr_mult, decay_mult in zip(
                 params, diffs, history, self.net.params_lr, self.net.params_weight_decay):
@@ -43,9 +44,6 @@ class NesterovSolver(SGDSolver):
     """v' = momentum * v + lr * g;  w -= (1 + momentum) * v' - momentum * v."""
 
     type = "Nesterov"
-
-    def fused_update(self, params, diffs, rate):
-        return False
 
     def compute_update_value(self, diffs, rates):
         momentum = self.param.momentum

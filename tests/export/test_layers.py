@@ -84,6 +84,16 @@ def test_pooling_max_mask_top(settings, size):
     check_exports(net, outputs=["y", "mask"])
 
 
+def test_pooling_mask_with_a_window_outside_the_input():
+    # Caffe's mask is -1 there; torch reproduces it, ONNX's MaxPool has no such index.
+    net = make_net(layer("Pooling", "pooling_param { pool: MAX kernel_size: 1 stride: 3 }",
+                         tops=("y", "mask")), [(1, 2, 5, 5)])
+    check_exports(net, outputs=["y", "mask"], onnx=False)
+    assert (net.blobs["mask"].data[..., -1, :] == -1).all()
+    with pytest.raises(caffe.export.ExportError, match="mask"):
+        caffe.export.to_onnx(net, outputs=["y", "mask"])
+
+
 def test_pooling_stochastic_test_phase():
     net = make_net(layer("Pooling", "pooling_param { pool: STOCHASTIC kernel_size: 3 "
                                     "stride: 2 }"), [(2, 3, 7, 7)])
@@ -138,6 +148,7 @@ CASES = {
     "threshold": (layer("Threshold", "threshold_param { threshold: -0.1 }"), [(3, 4)]),
     "batchnorm_2d": (layer("BatchNorm", "batch_norm_param { eps: 0.01 }"), [(4, 6)]),
     "batchnorm_zero_factor": (layer("BatchNorm"), [(2, 3, 4, 4)]),
+    "batchnorm_1d": (layer("BatchNorm"), [(5,)]),
     "scale_scalar_learned": (layer("Scale", "scale_param { num_axes: 0 bias_term: true }"),
                              [(2, 3, 4)]),
     "scale_negative_axis": (layer("Scale", "scale_param { axis: -2 num_axes: 1 }"),
@@ -256,6 +267,11 @@ def test_input_modified_in_place():
     assert [i.name for i in model.graph.input] == ["x"]
     got, _ = run_torch(net, feeds, ["t"])
     np.testing.assert_allclose(got["t"], expected, rtol=1e-6)
+    # Asked for, the overwritten input comes out under the name of its last writer.
+    model = caffe.export.to_onnx(net, outputs=["x", "t"])
+    assert [o.name for o in model.graph.output] == ["x/l", "t"]
+    got, _ = run_torch(net, feeds, ["x", "t"])
+    np.testing.assert_allclose(got["x"], np.maximum(feeds["x"], 0))
 
 
 def test_torch_module_follows_input_shapes_and_dtypes():
@@ -323,6 +339,23 @@ def test_training_only_layers_are_refused(body, phase, match):
     for export in (caffe.export.to_onnx, caffe.export.to_torch):
         with pytest.raises(caffe.export.ExportError, match=match):
             export(net)
+
+
+def test_blob_names_that_look_like_generated_ones():
+    # 'c/relu' is a real blob here, and also the name the exporter would give the value
+    # 'c' has between the convolution and the ReLU; 'conv.weight' that of a weight.
+    body = (layer("Convolution", "convolution_param { num_output: 2 kernel_size: 1 }",
+                  tops=("c",), name="conv")
+            + layer("ReLU", "", ("c",), ("c",), "relu")
+            + layer("TanH", "", ("c",), ("c/relu",), "t")
+            + layer("Sigmoid", "", ("c/relu",), ("conv.weight",), "s"))
+    net = make_net(body, [(1, 3, 2, 2)])
+    check_exports(net, outputs=["c", "c/relu", "conv.weight"])
+
+
+def test_an_input_can_be_an_output():
+    net = make_net(layer("TanH", "", ("x",), ("t",), "t"), [(2, 3)])
+    check_exports(net, outputs=["x", "t"])
 
 
 def test_outputs_name_blobs_and_prune():

@@ -56,9 +56,9 @@ SOLVERS = {
     # Layer-wise buckets (one per layer below), momentum, decay, a step schedule.
     "sgd": """type: "SGD" base_lr: 0.1 momentum: 0.9 weight_decay: 0.01
               lr_policy: "multistep" stepvalue: 2 stepvalue: 4 gamma: 0.5""",
-    # One all-reduce after backward, gradients accumulated over two passes, clipped.
+    # Gradients accumulated over two passes (buckets leave in the second), then clipped.
     "adam": """type: "Adam" base_lr: 0.02 momentum: 0.9 momentum2: 0.999 lr_policy: "fixed"
-               iter_size: 2 layer_wise_reduce: false clip_gradients: 0.5
+               iter_size: 2 clip_gradients: 0.5
                regularization_type: "L1" weight_decay: 0.001""",
 }
 LOSS = re.compile(r"Iteration (\d+)(?: \(.*?\))?, loss = (\S+)")
@@ -120,7 +120,7 @@ def losses(log):
     return {int(i): float(v) for i, v in LOSS.findall(log)}
 
 
-def test_outputs(log):
+def scores(log):
     out, iteration = {}, None
     for it, name, value in TEST_OUTPUT.findall(log):
         if it:
@@ -174,7 +174,7 @@ def test_two_workers_step_as_one_with_twice_the_batch(runs, solver):
         assert_weights_close(folder / f"out6/s_iter_{i}.caffemodel",
                              folder / f"out3/s_iter_{i}.caffemodel")
     # Worker 0 alone tests, on the same weights, and writes snapshots; worker 1 stays quiet.
-    t1, t2 = test_outputs(single), test_outputs(double)
+    t1, t2 = scores(single), scores(double)
     assert set(t1) == set(t2) and {i for i, _ in t1} == {0, 3, 6}
     for key in t1:
         assert t2[key] == pytest.approx(t1[key], abs=1e-4), key
@@ -202,8 +202,8 @@ def test_resumed_parallel_run_matches_the_uninterrupted_one(runs):
     for i in (5, 6):
         assert_weights_close(folder / f"out3/s_iter_{i}.caffemodel",
                              folder / f"resumed/s_iter_{i}.caffemodel")
-    assert test_outputs(log) == pytest.approx(
-        {k: v for k, v in test_outputs(uninterrupted).items() if k[0] == 6}, abs=1e-4)
+    assert scores(log) == pytest.approx(
+        {k: v for k, v in scores(uninterrupted).items() if k[0] == 6}, abs=1e-4)
 
 
 LONG = """net: "net3.prototxt" type: "SGD" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed"
@@ -322,8 +322,10 @@ rank, count, uid, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.arg
 parallel.set_solver_count(count)
 parallel.set_solver_rank(rank)
 parallel.set_multiprocess(True)
+# BVLC's other mode: one all-reduce of all gradients once backward is over.
 param = parse_text('type: "Nesterov" base_lr: 0.2 momentum: 0.8 weight_decay: 0.02 '
-                   'lr_policy: "fixed" random_seed: 3', caffe_pb2.SolverParameter())
+                   'lr_policy: "fixed" random_seed: 3 layer_wise_reduce: false',
+                   caffe_pb2.SolverParameter())
 parse_text('''
 layer { name: "in" type: "Input" top: "x" top: "y"
         input_param { shape { dim: %d dim: 4 } shape { dim: %d } } }
