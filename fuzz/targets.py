@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -40,7 +41,14 @@ def setup(workdir=None):
     from caffe import blob
     from caffe.data import image
 
-    logging.getLogger("caffe").setLevel(logging.CRITICAL + 1)
+    from caffe.layers import python_layer
+    logger = logging.getLogger("caffe")
+    _state["saved"] = (logger.level, python_layer.python_layers_allowed(), blob.MAX_BLOB_COUNT,
+                       image.MAX_IMAGE_PIXELS, list(warnings.filters))
+    logger.setLevel(logging.CRITICAL + 1)
+    from PIL import Image
+    # Pillow warns about every would-be bomb before our own limit refuses it.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     caffe.set_python_layers_allowed(False)
     blob.MAX_BLOB_COUNT = FUZZ_MAX_BLOB_COUNT
     image.MAX_IMAGE_PIXELS = FUZZ_MAX_IMAGE_PIXELS
@@ -54,6 +62,21 @@ def setup(workdir=None):
     _state.update(work=workdir, ready=True)
     _make_images(os.path.join(workdir, "img"))
     return workdir
+
+
+def teardown():
+    """Undo setup() (tests run the targets inside a process that goes on)."""
+    if not _state.get("ready"):
+        return
+    import caffe
+    from caffe import blob
+    from caffe.data import image
+    level, allowed, blob.MAX_BLOB_COUNT, image.MAX_IMAGE_PIXELS, filters = _state["saved"]
+    logging.getLogger("caffe").setLevel(level)
+    caffe.set_python_layers_allowed(allowed)
+    warnings.filters[:] = filters
+    _state.clear()
+    _params.clear()
 
 
 def _path(name):
