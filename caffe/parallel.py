@@ -27,6 +27,7 @@ A worker that dies makes the others fail at their next exchange with a WorkerErr
 (when it ran on the same machine); a worker that hangs makes them fail after CAFFE_DIST_TIMEOUT
 seconds (default 1800). Worker 0's testing is waited for without that limit.
 """
+import atexit
 import contextlib
 import datetime
 import logging
@@ -215,6 +216,7 @@ class Worker:
         from . import common
         common.set_random_seed(self.seed)
         _state["worker"] = self
+        atexit.register(self._at_exit)
 
     # -- failures ------------------------------------------------------------------------------
     def dead_peers(self, wait_s=2.0):
@@ -251,10 +253,23 @@ class Worker:
             raise WorkerError(f"worker {self.rank}: lost contact with the other workers during "
                               f"{what}: {cause}. Stopping. ({detail})") from None
 
+    def _at_exit(self):
+        # pycaffe scripts just end: a process group left alive aborts at teardown now and
+        # then. No barrier here: after an error the others may wait in another collective.
+        if _state["worker"] is self:
+            _state["worker"] = None
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
     def close(self):
+        """Leave the process group once every worker is done (the end of training)."""
         if _state["worker"] is self:
             _state["worker"] = None
         if dist.is_initialized():
+            # Worker 0 serves the rendezvous store: tearing down in step avoids aborts
+            # ("terminate called without an active exception") in the others.
+            with self.guard("the final barrier"):
+                dist.barrier(group=self.patient)
             dist.destroy_process_group()
 
 
@@ -588,7 +603,7 @@ def _watch_launcher():
 def should_launch(workers, gpus):
     """Whether `caffe train` should start workers itself (not when it is one already)."""
     if env_world() is not None:
-        if workers > 1:
+        if workers > 1 and os.environ.get("CAFFE_LAUNCHER_PID") != str(os.getppid()):
             log.warning("-workers %d ignored: this process is one of WORLD_SIZE=%s workers "
                         "already", workers, os.environ["WORLD_SIZE"])
         return False

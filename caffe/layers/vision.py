@@ -132,6 +132,11 @@ class _ConvolutionBase(Layer):
         # torch's kernels take 1 to 3 spatial axes; 0 axes is a 1-D convolution over length 1.
         self.native = 0 <= num_spatial <= 3
         self.torch_geometry = self.geometry if num_spatial else ((1,), (1,), (0,), (1,))
+        # Caffe's 1x1 case: no im2col, one matrix product per image, written straight into
+        # the top (torch's convolution returns a new tensor that would have to be copied).
+        kernel, stride, pad, _ = self.geometry
+        self.pointwise = (num_spatial >= 1 and not self.transposed and p.group == 1
+                          and set(kernel) == {1} and set(stride) == {1} and not any(pad))
 
     def reshape(self, bottom, top):
         b = bottom[0]
@@ -159,6 +164,14 @@ class _ConvolutionBase(Layer):
 
     def forward(self, bottom, top):
         w, bias = self.weight(), self.blobs[1].data if self.bias_term else None
+        if self.pointwise:
+            w = w.view(self.num_output, self.channels)
+            for b, t in zip(bottom, top):
+                y = t.data.view(self.out_view[0], self.num_output, -1)
+                torch.matmul(w, b.data.view(self.in_view[0], self.channels, -1), out=y)
+                if bias is not None:
+                    y += bias.view(1, -1, 1)
+            return
         stride, pad, dilation = self.torch_geometry[1:]
         for b, t in zip(bottom, top):
             x, y = b.data.view(self.in_view), t.data.view(self.out_view)
@@ -177,6 +190,9 @@ class _ConvolutionBase(Layer):
             mask = [bool(propagate_down[i]), bool(ppd[0]), self.bias_term and bool(ppd[1])]
             if not any(mask):
                 continue
+            if self.pointwise:
+                self._pointwise_backward(b, t, mask)
+                continue
             x, dy = b.data.view(self.in_view), t.diff.view(self.out_view)
             if self.native:
                 dx, dw, db = torch.ops.aten.convolution_backward(
@@ -191,6 +207,22 @@ class _ConvolutionBase(Layer):
                 self.blobs[0].diff.view(w.shape).add_(dw)
             if mask[2]:
                 self.blobs[1].diff.add_(db)
+
+    def _pointwise_backward(self, b, t, mask):
+        num = self.in_view[0]
+        w = self.blobs[0].data.view(self.num_output, self.channels)
+        dy, x = t.diff.view(num, self.num_output, -1), b.data.view(num, self.channels, -1)
+        if mask[1]:   # dW += sum over images of dy x^T
+            dw = self.blobs[0].diff.view(w.shape)
+            if num <= 32:
+                for n in range(num):
+                    dw.addmm_(dy[n], x[n].t())
+            else:
+                dw += torch.bmm(dy, x.transpose(1, 2)).sum(0)
+        if mask[2]:
+            self.blobs[1].diff.add_(dy.sum((0, 2)))
+        if mask[0]:
+            torch.matmul(w.t(), dy, out=b.diff.view(num, self.channels, -1))
 
     # Caffe's formulation: the im2col side is the bottom (convolution) or the top
     # (deconvolution); weights are (G, conv_out / G, conv_in / G * prod(kernel)).

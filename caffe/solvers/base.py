@@ -159,6 +159,7 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.callbacks = []
+        self.loggers = []   # add_logger: told of each display and each test
         self.action_request_function = None
         self.requested_early_exit = False
         self.losses, self.smoothed_loss = [], 0.0
@@ -291,6 +292,12 @@ class Solver:
         self.callbacks.append(_Callback(on_start or (lambda: None),
                                         on_gradients_ready or (lambda: None)))
 
+    def add_logger(self, logger):
+        """Give `logger` what Caffe's log shows: logger.on_display(solver, [(name, value,
+        loss weight)]) after a displayed iteration's update, logger.on_test(solver,
+        test_net_id, [(name, mean)]) after each test (caffe.solvers.dashboard)."""
+        self.loggers.append(logger)
+
     def set_action_function(self, function):
         """function() -> 'none' | 'stop' | 'snapshot', asked once per iteration."""
         self.action_request_function = function
@@ -377,6 +384,9 @@ class Solver:
             for callback in self.callbacks:
                 callback.on_gradients_ready()
             self.apply_update()
+            if display:
+                for logger in self.loggers:
+                    logger.on_display(self, outputs)
             self.iter += 1  # the number of updates applied so far
             request = self.requested_action()
             if self.data_parallel is not None:
@@ -461,6 +471,8 @@ class Solver:
                     scores.append((name, means[k]))
                     k += 1
         self.mean_scores[test_net_id] = scores
+        for logger in self.loggers:
+            logger.on_test(self, test_net_id, scores)
         return scores
 
     # -- the update ------------------------------------------------------------------

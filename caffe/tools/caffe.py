@@ -3,6 +3,7 @@
     caffe train -solver s.prototxt [-weights a.caffemodel[,b.caffemodel]] [-snapshot x.solverstate]
                 [-gpu 0|1,2|all] [-workers N] [-level N] [-stage a,b]
                 [-sigint_effect stop|snapshot|none] [-sighup_effect stop|snapshot|none]
+                [-log_dir DIR]
     caffe test -model m.prototxt -weights w.caffemodel [-iterations 50] [-gpu 0]
     caffe time -model m.prototxt [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
     caffe device_query [-gpu 0|all]
@@ -27,9 +28,10 @@ import torch
 
 from .. import common, parallel
 from ..errors import CaffeError
-from ..layers.python_layer import set_python_layers_allowed
+from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
 from ..net import Net
 from ..proto import caffe_pb2
+from ..solvers import dashboard
 from ..solvers.base import ACTIONS, SignalHandler, get_solver, read_solver
 
 log = logging.getLogger("caffe.tools")
@@ -130,6 +132,9 @@ def _parser():
     p.add_argument("--allow_python_layers", type=_flag, nargs="?", const=True, default=True,
                    help="false: refuse models with Python layers (they run code named by the "
                    "model); use for models you do not trust")
+    p.add_argument("--log_dir", default="", help="also write the log into this folder as "
+                   "glog does and, for train, the dashboards: train.csv, test.csv and "
+                   "TensorBoard events (caffe.solvers.dashboard)")
     p.add_argument("--log_level", default="INFO", help=argparse.SUPPRESS)
     return p
 
@@ -238,7 +243,8 @@ def train(args):
         if worker is not None:
             parallel.attach(solver)
         log.info("Starting Optimization")
-        with _progress(solver), parallel.exit_on_failure(worker):
+        with _progress(solver), dashboard.logging_to(solver, args.log_dir), \
+                parallel.exit_on_failure(worker):
             solver.solve()
     log.info("Optimization Done.")
     if worker is not None:
@@ -300,7 +306,7 @@ def _progress(solver):
         return
     with tqdm(total=solver.param.max_iter, initial=solver.iter, unit="iter",
               dynamic_ncols=True) as bar, logging_redirect_tqdm([logging.getLogger("caffe")]):
-        solver.add_callback(None, lambda: bar.update(1))
+        solver.add_callback(None, dashboard.ProgressPostfix(solver, bar))
         yield
 
 
@@ -430,13 +436,17 @@ def main(argv=None):
     args = parser.parse_args(_gflags_to_argparse(argv))
     args.argv = argv                    # parallel training reruns the command per worker
     log_to_stderr(getattr(logging, str(args.log_level).upper(), logging.INFO))
-    set_python_layers_allowed(args.allow_python_layers)
     if args.command not in HANDLERS:
         if args.command:
             print(f"caffe: unknown command '{args.command}'", file=sys.stderr)
         parser.print_help(sys.stderr)
         return 1
+    allowed = python_layers_allowed()
+    set_python_layers_allowed(args.allow_python_layers)
+    glog_file = None
     try:
+        if args.log_dir:
+            glog_file = dashboard.add_glog_file(args.log_dir, GlogFormatter())
         return HANDLERS[args.command](args)
     except (CaffeError, OSError) as e:
         log.error("%s", e)
@@ -445,7 +455,9 @@ def main(argv=None):
         log.error("Interrupted.")
         return 130
     finally:
+        dashboard.remove_glog_file(glog_file)
         common.set_mode_cpu()
+        set_python_layers_allowed(allowed)
 
 
 if __name__ == "__main__":
