@@ -69,6 +69,7 @@ def make_db(path, records=64):
 def measure(iterations, every=100, warmup=0.2, folder=None):
     """Train `iterations` steps; returns samples and slopes after the warm-up fraction."""
     import torch
+
     import caffe
     torch.set_num_threads(1)
     logging.getLogger("caffe").setLevel(logging.WARNING)

@@ -212,6 +212,8 @@ def atomic_write(path, data):
                 f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); the result gets the usual permissions.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -219,6 +221,26 @@ def atomic_write(path, data):
         except OSError:
             pass
         raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (a power cut must not bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return                      # not possible on this platform (Windows): best effort
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# The process umask, read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_binary_proto(path, msg):
@@ -254,7 +276,7 @@ def read_hdf5_weights(path, group="data"):
     """{layer: {i: ndarray}} from a .caffemodel.h5."""
     path = str(path)
     try:
-        _read_bytes_check(path)
+        check_regular_file(path)
         with h5py.File(path, "r") as h5:
             if group not in h5:
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
@@ -275,7 +297,7 @@ def read_hdf5_weights(path, group="data"):
         raise ProtoError(f"{path}: not a readable HDF5 file: {e}") from None
 
 
-def _read_bytes_check(path, error=ProtoError):
+def check_regular_file(path, error=ProtoError):
     """Fail early, with our message, on a path that is not a regular file."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
@@ -288,6 +310,8 @@ def _read_bytes_check(path, error=ProtoError):
 
 def read_hdf5_array(ds, path, dtype, error=ProtoError):
     """A numeric HDF5 dataset as an ndarray of `dtype`, its declared size checked first."""
+    if not isinstance(ds, h5py.Dataset):
+        raise error(f"{path}: {getattr(ds, 'name', None) or 'an object'} is not a dataset")
     where = f"{path}: dataset {ds.name}"
     if ds.dtype.kind not in "biuf":
         raise error(f"{where} holds {ds.dtype} values, not numbers")

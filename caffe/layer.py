@@ -100,6 +100,12 @@ class Layer:
         as the two steps would."""
         return False
 
+    def wants_own_input(self, bottom, top):
+        """Whether this in-place layer's backward reads its input: then, when the Net also runs
+        the layer that produces it, that layer writes into a hidden blob this one reads (same
+        shape, sharing the diff), so that no copy of the input is needed."""
+        return False
+
     # -- driven by the Net ----------------------------------------------------
     def layer_setup(self, bottom, top):
         """Caffe's Layer::SetUp: check counts, set up, reshape, set loss weights."""

@@ -252,31 +252,64 @@ class Net(PycaffeNet):
 
     # -- running ----------------------------------------------------------------
     def _plan_run(self):
-        """Per layer, once: its weighted tops, and whether it runs fused with the next layer
-        (a BatchNorm and the Scale in place on its top run as one batch-norm kernel)."""
+        """Per layer, once: its weighted tops; whether it runs fused with the next layer (a
+        BatchNorm and the Scale in place on its top run as one batch-norm kernel); and whether
+        it reads its input from a buffer of its own (below)."""
+        n = len(self._layers)
         self._weighted_tops = [[(top[j], w) for j, w in enumerate(layer.loss_weights) if w]
                                for layer, top in zip(self._layers, self.top_vecs)]
-        self._fuse_next = [False] * len(self._layers)
-        for i in range(len(self._layers) - 1):
+        self._fuse_next = [False] * n
+        for i in range(n - 1):
             self._fuse_next[i] = (
                 self.layer_need_backward[i] == self.layer_need_backward[i + 1]
                 and not self._fuse_next[i - 1 if i else 0]
                 and self._layers[i].fuses_with(self._layers[i + 1], self.bottom_vecs[i],
                                                self.top_vecs[i], self.bottom_vecs[i + 1],
                                                self.top_vecs[i + 1]))
+        # An in-place layer whose backward reads its input (BatchNorm on batch statistics)
+        # would have to copy it. When a run covers the layer producing that blob too, the
+        # producer writes into a hidden blob instead and the layer reads it there, writing
+        # the blob as before: every visible blob ends as it would, without the copy. The
+        # hidden blob shares the visible blob's diff, as in-place layers share it.
+        self._hidden = [None] * n           # layer i's hidden input blob
+        self._hidden_on = [False] * n       # whether the last run of layer i - 1 filled it
+        self._alt_bottom, self._alt_top = list(self.bottom_vecs), list(self.top_vecs)
+        for i in range(1, n):
+            bottom, top, before = self.bottom_vecs[i], self.top_vecs[i], self.top_vecs[i - 1]
+            if not (bottom and self.layer_need_backward[i] and not self._fuse_next[i - 1]
+                    and self._layers[i].wants_own_input(bottom, top)
+                    and any(t is bottom[0] for t in before)
+                    and not any(b is bottom[0] for b in self.bottom_vecs[i - 1])):
+                continue
+            hidden = Blob((), self.dtype, self.device)
+            self._hidden[i] = hidden
+            self._alt_bottom[i] = [hidden] + bottom[1:]
+            self._alt_top[i - 1] = [hidden if t is bottom[0] else t for t in before]
+
+    def _vecs(self, i):
+        """Layer i's bottom and top vectors as the last forward ran it (hidden inputs)."""
+        bottom = self._alt_bottom[i] if self._hidden_on[i] else self.bottom_vecs[i]
+        on_top = i + 1 < len(self._layers) and self._hidden_on[i + 1]
+        return bottom, self._alt_top[i] if on_top else self.top_vecs[i]
 
     def forward_from_to(self, start, end):
         """Run layers start..end inclusive; return the weighted loss as a 0-d tensor."""
         loss = torch.zeros((), dtype=self.dtype, device=self.device)
-        layers, bottoms, tops, fuse = self._layers, self.bottom_vecs, self.top_vecs, \
-            self._fuse_next
+        layers, fuse, hidden, on = self._layers, self._fuse_next, self._hidden, \
+            self._hidden_on
         i = start
+        if hidden[i] is not None:
+            on[i] = False          # its producer is not part of this run
         while i <= end:
-            layer, bottom, top = layers[i], bottoms[i], tops[i]
+            layer = layers[i]
+            if i + 1 < len(layers) and hidden[i + 1] is not None:
+                on[i + 1] = i < end
+            bottom, top = self._vecs(i)
             layer.reshape(bottom, top)
             if fuse[i] and i < end:
-                layers[i + 1].reshape(bottoms[i + 1], tops[i + 1])
-                layer.forward_fused(bottom, top, layers[i + 1], bottoms[i + 1], tops[i + 1])
+                nb, nt = self._vecs(i + 1)
+                layers[i + 1].reshape(nb, nt)
+                layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
                 i += 2
                 continue
             layer.forward(bottom, top)
@@ -285,21 +318,33 @@ class Net(PycaffeNet):
             i += 1
         return loss
 
+    def _share_hidden_diff(self, i):
+        if self._hidden_on[i]:
+            hidden, blob = self._hidden[i], self.bottom_vecs[i][0]
+            if not hidden.shares_diff_with(blob):
+                hidden.share_diff(blob)
+
     def backward_from_to(self, start, end):
         i = start
+        n = len(self._layers)
         while i >= end:
+            self._share_hidden_diff(i)
+            if i + 1 < n:
+                self._share_hidden_diff(i + 1)
             if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
-                self._layers[i - 1].backward_fused(
-                    self.top_vecs[i - 1], self.bottom_need_backward[i - 1],
-                    self.bottom_vecs[i - 1], self._layers[i], self.bottom_need_backward[i])
+                self._share_hidden_diff(i - 1)
+                bottom, top = self._vecs(i - 1)
+                nb, nt = self._vecs(i)
+                self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
+                                                   self._layers[i], self.bottom_need_backward[i])
                 for callback in self._after_backward:
                     callback(i)
                     callback(i - 1)
                 i -= 2
                 continue
             if self.layer_need_backward[i]:
-                self._layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
-                                        self.bottom_vecs[i])
+                bottom, top = self._vecs(i)
+                self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
             for callback in self._after_backward:
                 callback(i)
             i -= 1

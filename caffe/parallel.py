@@ -260,6 +260,12 @@ class Worker:
             _state["worker"] = None
             if dist.is_initialized():
                 dist.destroy_process_group()
+            self._drop_groups()
+
+    def _drop_groups(self):
+        # A group object that outlives destroy_process_group dies in interpreter teardown,
+        # where its threads abort the process.
+        self.group = self.control = self.patient = None
 
     def close(self):
         """Leave the process group once every worker is done (the end of training)."""
@@ -271,6 +277,7 @@ class Worker:
             with self.guard("the final barrier"):
                 dist.barrier(group=self.patient)
             dist.destroy_process_group()
+        self._drop_groups()
 
 
 def _first_line(error):

@@ -30,7 +30,7 @@ MAX_LEN = {"caffemodel": 16384, "caffemodel_h5": 32768, "solverstate": 16384,
 
 def _have_atheris():
     try:
-        import atheris  # noqa: F401
+        import atheris
         return True
     except ImportError:
         return False
@@ -65,8 +65,11 @@ def _run_libfuzzer(names, args):
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             log = open(os.path.join(WORK, f"{name}.log"), "w+")
+            target_env = env
+            if args.collect:
+                target_env = dict(env, FUZZ_COLLECT=os.path.join(WORK, name, "collected"))
             proc = subprocess.Popen(_libfuzzer_command(name, args), cwd=os.path.join(WORK, name),
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+                                    stdout=log, stderr=subprocess.STDOUT, env=target_env)
             running[name] = (proc, log, time.time())
         time.sleep(0.5)
         for name, (proc, log, start) in list(running.items()):
@@ -80,6 +83,11 @@ def _run_libfuzzer(names, args):
             failure = None
             if proc.returncode != 0:
                 failure = artifact or f"exit status {proc.returncode} (see fuzz/.work/{name}.log)"
+            index = os.path.join(WORK, name, "collected", "index.txt")
+            if args.collect and os.path.exists(index):
+                with open(index) as f:
+                    kinds = [line.split()[0] for line in f if line.strip()]
+                failure = f"{len(kinds)} distinct failure(s): {', '.join(kinds)}"
             results[name] = (runs, time.time() - start, failure)
             _report_line(name, *results[name])
     return results
@@ -105,6 +113,9 @@ def main(argv=None):
     parser.add_argument("--rss_limit_mb", type=int, default=3072,
                         help="memory (MB) past which the process counts as leaking/bombed")
     parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
+    parser.add_argument("--collect", action="store_true",
+                        help="atheris: go on after a failure, keeping one input per distinct "
+                        "failure in fuzz/.work/<target>/collected (triage)")
     args = parser.parse_args(argv)
     names = args.targets or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]

@@ -33,8 +33,8 @@ def main():
         from PIL import Image
         Image.init()
         import caffe  # noqa: F401
-        import caffe.io  # noqa: F401
         import caffe.data.transformer  # noqa: F401
+        import caffe.io  # noqa: F401
         from fuzz import targets
     if name not in targets.TARGETS:
         sys.exit(f"unknown target '{name}' (targets: {', '.join(targets.TARGETS)})")
@@ -58,7 +58,7 @@ def main():
         # innermost project frame) in $FUZZ_COLLECT and keep fuzzing.
         try:
             targets.run(name, data)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             frames = [f for f in traceback.extract_tb(e.__traceback__)
                       if "/caffe/" in f.filename]
             where = f"{frames[-1].filename.rsplit('/caffe/', 1)[1]}:{frames[-1].lineno}" \

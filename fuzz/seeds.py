@@ -125,7 +125,7 @@ def _images():
                        ("LA", "grey_alpha.png"), ("1", "bilevel.png")):
         img = Image.fromarray(colour).convert(mode if mode != "I;16" else "I")
         if mode == "I;16":
-            img = Image.fromarray((grey[:, :, 0].astype(np.uint16) * 257))
+            img = Image.fromarray(grey[:, :, 0].astype(np.uint16) * 257)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         out[name] = buf.getvalue()
@@ -195,7 +195,8 @@ def _blobprotos():
 
 def _weights(work):
     import torch
-    from caffe import Net, TEST
+
+    from caffe import TEST, Net
     from caffe.layer import blob_to_proto
     from caffe.proto import caffe_pb2
     net = targets.fixture_net()
@@ -290,7 +291,7 @@ def main():
     targets.setup(work)
     import caffe
     caffe.set_random_seed(1701)     # the same seeds every time
-    from caffe.data.image import IMAGE_FORMATS  # noqa: F401  (import order: caffe first)
+    from caffe.data.image import IMAGE_FORMATS
     from caffe.proto import caffe_pb2
     corpora = {name: {} for name in targets.TARGETS}
     for target in ("net_prototxt", "net_build"):

@@ -40,7 +40,6 @@ def setup(workdir=None):
     import caffe
     from caffe import blob
     from caffe.data import image
-
     from caffe.layers import python_layer
     logger = logging.getLogger("caffe")
     _state["saved"] = (logger.level, python_layer.python_layers_allowed(), blob.MAX_BLOB_COUNT,
@@ -124,7 +123,8 @@ def net_prototxt(data):
 def net_build(data):
     """A net definition built in TEST phase: every layer's setup on the values it declares."""
     import torch
-    from caffe import Net, TEST, formats
+
+    from caffe import TEST, Net, formats
     param = formats.read_net_param(_write("net.prototxt", data))
     if any(layer.type in _FILE_LAYERS for layer in param.layer):
         return
@@ -159,7 +159,8 @@ def fixture_net():
     """The net every weights target loads into (built once per process)."""
     if "net" not in _state:
         import torch
-        from caffe import Net, TEST, formats
+
+        from caffe import TEST, Net, formats
         from caffe.proto import caffe_pb2
         param = formats.parse_text(FIXTURE_NET, caffe_pb2.NetParameter())
         _state["net"] = Net(param, phase=TEST, dtype=torch.float32, device="cpu")
@@ -194,6 +195,7 @@ def fixture_solver(fmt):
     key = "solver_" + fmt
     if key not in _state:
         import torch
+
         from caffe import formats
         from caffe.proto import caffe_pb2
         from caffe.solvers import get_solver
@@ -317,10 +319,11 @@ _params = {}
 
 
 def _data_layer(text, phase):
+    import torch
+
     from caffe import TEST, TRAIN
     from caffe.blob import Blob
     from caffe.testing import make_layer
-    import torch
     # Parsing the layer's own text is harness work: done once per distinct option set.
     key = (text, bool(phase))
     if key not in _params:

@@ -274,4 +274,8 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
         formats.atomic_write(path, failing)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["w.caffemodel"]
+    # Not the private 0600 of the temporary file: what open() would have given.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 

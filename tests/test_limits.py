@@ -17,8 +17,7 @@ import torch
 import caffe
 from caffe import blob, formats
 from caffe import io as cio
-from caffe.data import DataError, array_to_datum, datum_to_array, parse_datum
-from caffe.data import image
+from caffe.data import DataError, array_to_datum, datum_to_array, image, parse_datum
 from caffe.errors import CaffeError, ProtoError
 from caffe.proto import caffe_pb2
 from caffe.testing import make_layer
@@ -49,8 +48,8 @@ def _write(path, data):
 @pytest.mark.parametrize("layer", [
     'type: "Input" top: "x" input_param { shape { dim: 1000000 dim: 1000000 } }',
     'type: "DummyData" top: "x" dummy_data_param { shape { dim: 1000 dim: 1000 dim: 1000000 } }',
-    'type: "DummyData" top: "x" dummy_data_param { num: 10000 channels: 10000 height: 100 '
-    'width: 100 }',
+    ('type: "DummyData" top: "x" dummy_data_param { num: 10000 channels: 10000 height: 100 '
+     'width: 100 }'),
 ])
 def test_tera_element_prototxt(tmp_path, fast_and_small, layer):
     path = tmp_path / "huge.prototxt"

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import torch
 
-from ..data.db import DataError, datum_to_array, open_db, parse_datum
 from .. import formats, parallel
+from ..data.db import DataError, datum_to_array, open_db, parse_datum
 from ..data.image import (decode_image, hwc_to_chw, read_image, read_image_bytes,
                           read_image_list, resize_linear)
 from ..data.prefetch import Prefetcher
@@ -280,7 +280,7 @@ class HDF5DataLayer(_DataLayer):
     def _load(self, index):
         path = self.files[index]
         try:
-            formats._read_bytes_check(path, DataError)
+            formats.check_regular_file(path, DataError)
             with h5py.File(path, "r") as f:
                 arrays = []
                 for name in self.param.top:
@@ -646,6 +646,10 @@ class WindowDataLayer(_PrefetchingLayer):
                     label, overlap, x1, y1, x2, y2 = take(6, "a window")
                     window = [index, int(label), float(overlap), int(x1), int(y1), int(x2),
                               int(y2)]
+                    if not all(-2 ** 31 <= v < 2 ** 31 for v in window[3:]):
+                        # Caffe reads them as ints; beyond, the warp arithmetic overflows.
+                        raise DataError(f"window file '{p.source}': window {window[3:]} of "
+                                        f"image {index} does not fit 32-bit coordinates")
                     if window[2] >= p.fg_threshold:
                         if window[1] <= 0:
                             raise DataError(f"window file '{p.source}': foreground window of "

@@ -169,6 +169,9 @@ class BatchNormLayer(_OneToOne):
             dy, x, None, None, None, saved_mean, invstd, True, self.param.batch_norm_param.eps,
             [True, True, True], out0=dx, out1=spare1, out2=spare2)
 
+    def wants_own_input(self, bottom, top):
+        return top[0] is bottom[0] and not self.use_global_stats
+
     # -- run as one step with the in-place Scale that follows (the Net decides) ---------------
     def fuses_with(self, nxt, bottom, top, next_bottom, next_top):
         """A learned per-channel Scale in place on this top: the pair is one batch-norm kernel
@@ -236,7 +239,7 @@ class BatchNormLayer(_OneToOne):
             scale.blobs[0].diff.add_(d_gamma)
         if want[2]:
             scale.blobs[1].diff.add_(d_beta)
-        if scale_propagate_down[0] and top[0] is not bottom[0]:
+        if scale_propagate_down[0] and not top[0].shares_diff_with(bottom[0]):
             # Caffe leaves the Scale's bottom diff (this top's diff) at dy * gamma.
             dy.mul_(gamma.view(1, -1, 1))
 
