@@ -29,11 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from caffe.data import array_to_datum, open_db
 
-from caffe.data import array_to_datum, open_db  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 RECORDS = 4096
@@ -70,7 +68,7 @@ lr_policy: "inv" gamma: 0.0001 power: 0.75 display: %(display)d max_iter: %(iter
 snapshot_after_train: false random_seed: 1701 layer_wise_reduce: %(layer_wise)s
 solver_mode: CPU
 """
-DISPLAY = re.compile(r"^I(\d{4} \d\d:\d\d:\d\d\.\d{6}) .*\] Iteration (\d+) \(", re.M)
+DISPLAY = re.compile(r"^I(\d{4} \d\d:\d\d:\d\d\.\d{6}) .*\] Iteration (\d+) \(", re.MULTILINE)
 
 
 def build_lmdb(path):
@@ -116,7 +114,7 @@ def run(folder, args, extra, workers, layer_wise=True, threads=None):
         env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run([sys.executable, "-m", "caffe.tools.caffe", "train", "-solver",
                            str(solver), *extra], cwd=folder, env=env, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"caffe train {' '.join(extra)} failed:\n{proc.stderr[-3000:]}")
     return images_per_s(proc.stderr, args.batch, workers)

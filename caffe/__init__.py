@@ -12,6 +12,8 @@ from .detector import Detector
 from .solvers import (get_solver, SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
                       AdaDeltaSolver, AdamSolver)
 from . import io, draw  # noqa: E402  (draw imports pydot only when drawing)
+from .parallel import (NCCL, set_solver_count, set_solver_rank, set_multiprocess,
+                       solver_count, solver_rank)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
@@ -22,4 +24,6 @@ __all__ = ["Net", "Layer", "TRAIN", "TEST", "CaffeError", "caffe_pb2", "layer_ty
            "register_layer", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
            "set_python_layers_allowed", "layers", "params", "NetSpec", "to_proto", "Classifier",
            "Detector", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
-           "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "io", "draw"]
+           "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "io", "draw", "NCCL",
+           "set_solver_count", "set_solver_rank", "set_multiprocess", "solver_count",
+           "solver_rank"]

@@ -197,6 +197,14 @@ class Blob:
         """Whether the diff has storage yet (it is allocated on first use)."""
         return self._diff.buf is not None
 
+    def use_diff_buffer(self, buf):
+        """Keep the diff in the first count() elements of buf, a flat tensor (a Net recycling
+        diffs hands one buffer to blobs whose gradients are never alive at the same time)."""
+        mem = _Mem(self.dtype, self.device)
+        mem.buf, mem.shape, mem.count = buf, self._shape, self._count
+        mem.view = buf[:self._count].view(self._shape)
+        self._diff = mem
+
     def to(self, dtype=None, device=None):
         """Move (or cast) the storage in place, keeping values."""
         for mem in (self._data, self._diff):

@@ -324,7 +324,62 @@ class Net(PycaffeNet):
             if not hidden.shares_diff_with(blob):
                 hidden.share_diff(blob)
 
+    # Caffe keeps every blob's gradient after backward. A training loop that reads only the
+    # learned blobs' gradients may set recycle_diffs: blobs whose diffs are alive at different
+    # times of the backward pass then share storage, as few buffers as the busiest moment
+    # needs (the gradient memory of eager frameworks). Diffs still alive when backward ends
+    # (the inputs', loss weights, diffs nothing writes) keep their own storage; the diffs of
+    # other blobs hold scratch values afterwards.
+    recycle_diffs = False
+    _diff_plan = None
+
+    def _plan_diffs(self):
+        key = tuple(b.count() for b in self._blobs)
+        if key == self._diff_plan:
+            return
+        n, spans = len(self._layers), {}
+        fixed = set()
+        for i, layer in enumerate(self._layers):
+            if not self.layer_need_backward[i]:
+                continue
+            touched = [bid for j, bid in enumerate(self.bottom_ids[i])
+                       if self.bottom_need_backward[i][j]] + list(self.top_ids[i])
+            if getattr(layer, "shares_bottom_diff", False):
+                fixed.update(self.bottom_ids[i] + self.top_ids[i])
+            for bid in touched:
+                lo, hi = spans.get(bid, (i, i))
+                spans[bid] = (min(lo, i), max(hi, i))
+        written = {bid for i in range(n) if self.layer_need_backward[i]
+                   for j, bid in enumerate(self.bottom_ids[i]) if self.bottom_need_backward[i][j]}
+        slots = []      # [size, lowest layer index of the current tenant]
+        assign = []
+        for bid in sorted(spans, key=lambda b: -spans[b][1]):
+            lo, hi = spans[bid]
+            if bid in fixed or bid not in written or self._blob_loss_weights[bid]:
+                continue
+            produced = any(bid in self.top_ids[i] and self.layer_need_backward[i]
+                           for i in range(lo, hi + 1))
+            if not produced:
+                lo = -1   # nothing reads it back: a result of backward, kept to the end
+            count = self._blobs[bid].count()
+            free = [s for s in slots if s[1] > hi]
+            fits = [s for s in free if s[0] >= count]
+            slot = min(fits, key=lambda s: s[0]) if fits else \
+                max(free, key=lambda s: s[0]) if free else None
+            if slot is None:
+                slot = [0, 0]
+                slots.append(slot)
+            slot[0], slot[1] = max(slot[0], count), lo
+            assign.append((bid, slot))
+        buffers = {id(s): torch.zeros(s[0], dtype=self.dtype, device=self.device)
+                   for s in slots}
+        for bid, slot in assign:
+            self._blobs[bid].use_diff_buffer(buffers[id(slot)])
+        self._diff_plan = key
+
     def backward_from_to(self, start, end):
+        if self.recycle_diffs:
+            self._plan_diffs()
         i = start
         n = len(self._layers)
         while i >= end:

@@ -306,9 +306,6 @@ class _Bucket:
         self.layer, self.blobs = layer, blobs
         self.buffer = self.flat = self.views = self.work = None
 
-    def nbytes(self):
-        return sum(b.count() * _itemsize(b.dtype) for b in self.blobs)
-
     def launch(self, group):
         diffs = [b.diff for b in self.blobs]
         if len(diffs) == 1 and diffs[0].is_contiguous():

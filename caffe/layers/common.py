@@ -182,6 +182,7 @@ class _ReshapeBase(Layer):
 
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    shares_bottom_diff = True    # a Net recycling diffs leaves these blobs' diffs alone
 
     def setup(self, bottom, top):
         refuse_in_place(self, bottom, top)

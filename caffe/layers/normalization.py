@@ -195,15 +195,17 @@ class BatchNormLayer(_OneToOne):
         gamma = scale.blobs[0].data
         beta = scale.blobs[1].data if scale.has_bias else None
         mean, var, saved_mean, self.invstd, spare1, spare2 = self.stats
-        self.x = None
+        # In place, backward needs a copy of x (the Scale's gradient reads x_norm even with
+        # global statistics); the Net usually spares it through a hidden input.
+        keep = top[0] is bottom[0] and self.need_backward and \
+            (not self.use_global_stats or scale.param_propagate_down[0])
+        self.x = x.clone() if keep else None
         scale.x, scale.fused_source = None, (self, bottom[0])
         if self.use_global_stats:
             self._global_stats(mean, var, p.eps)
             torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, False, 0.0, p.eps,
                                                  out=y, save_mean=spare1, save_invstd=spare2)
             return
-        if top[0] is bottom[0] and self.need_backward:
-            self.x = x.clone()
         torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, True, 1.0, p.eps,
                                              out=y, save_mean=saved_mean,
                                              save_invstd=self.invstd)

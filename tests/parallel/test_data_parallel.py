@@ -22,8 +22,10 @@ from caffe.data import array_to_datum, open_db
 from caffe.formats import read_caffemodel
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
+# Each test starts 2-3 Python processes (a few seconds each on 2 cores).
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                 reason="torch.distributed with gloo is not available")]
 
 RECORDS = 24
 NET = """name: "small"
@@ -76,10 +78,10 @@ def clean_env(**extra):
 
 def caffe_train(folder, *args, env=None, log="log.txt"):
     """Start `caffe train <args>` in folder, its output going to folder/log."""
-    out = open(folder / log, "w")
-    return subprocess.Popen([sys.executable, "-m", "caffe.tools.caffe", "train", *args],
-                            cwd=folder, env=env or clean_env(), stdout=out,
-                            stderr=subprocess.STDOUT)
+    with open(folder / log, "w") as out:        # the child keeps its own copy
+        return subprocess.Popen([sys.executable, "-m", "caffe.tools.caffe", "train", *args],
+                                cwd=folder, env=env or clean_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 def finish(proc, folder, log="log.txt", timeout=120):
