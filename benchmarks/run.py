@@ -50,6 +50,7 @@ TORCH_MODEL = {"lenet.prototxt": "lenet", "cifar10_quick.prototxt": "cifar10_qui
 REFERENCE = {"lenet-train": (53.3, 27.3), "caffenet-fwd": (333.6, 278.1),
              "caffenet-train": (670.0, 730.0)}
 SOLVER = dict(base_lr=0.001, momentum=0.9, weight_decay=5e-4)
+RECYCLE_DIFFS = True
 
 
 # -- the two sides ---------------------------------------------------------------------
@@ -100,6 +101,9 @@ def build_ours(row, models, train):
         sp.net_param.CopyFrom(param)
         solver = caffe.get_solver(sp)
         net = solver.net
+        # A training loop reads only the learned blobs' gradients: let the intermediate
+        # blobs' diffs share storage (see Net.recycle_diffs).
+        net.recycle_diffs = RECYCLE_DIFFS
     else:
         solver, net = None, caffe.Net(param, caffe.TEST)
     for name, layer in zip(net._layer_names, net._layers):
