@@ -100,6 +100,12 @@ class Layer:
         as the two steps would."""
         return False
 
+    def diff_passthrough(self):
+        """(bottom, top) index pairs whose diffs backward makes equal (the bottom's written from
+        the top's), so that a Net recycling diffs may keep both in one buffer; the layer must
+        then skip the copy (Blob.shares_diff_with)."""
+        return []
+
     def wants_own_input(self, bottom, top):
         """Whether this in-place layer's backward reads its input: then, when the Net also runs
         the layer that produces it, that layer writes into a hidden blob this one reads (same

@@ -337,31 +337,43 @@ class Net(PycaffeNet):
         key = tuple(b.count() for b in self._blobs)
         if key == self._diff_plan:
             return
-        n, spans = len(self._layers), {}
-        fixed = set()
+        spans, fixed, written, read = {}, set(), set(), set()
+        group = list(range(len(self._blobs)))   # blobs whose diffs a layer lets share storage
+
+        def root(b):
+            while group[b] != b:
+                b = group[b]
+            return b
         for i, layer in enumerate(self._layers):
             if not self.layer_need_backward[i]:
                 continue
-            touched = [bid for j, bid in enumerate(self.bottom_ids[i])
-                       if self.bottom_need_backward[i][j]] + list(self.top_ids[i])
+            bottoms = [bid for j, bid in enumerate(self.bottom_ids[i])
+                       if self.bottom_need_backward[i][j]]
+            written.update(bottoms)
+            read.update(self.top_ids[i])
             if getattr(layer, "shares_bottom_diff", False):
                 fixed.update(self.bottom_ids[i] + self.top_ids[i])
-            for bid in touched:
+            for bid in bottoms + self.top_ids[i]:
                 lo, hi = spans.get(bid, (i, i))
                 spans[bid] = (min(lo, i), max(hi, i))
-        written = {bid for i in range(n) if self.layer_need_backward[i]
-                   for j, bid in enumerate(self.bottom_ids[i]) if self.bottom_need_backward[i][j]}
+            for j, k in layer.diff_passthrough():
+                if self.bottom_need_backward[i][j]:
+                    a, b = root(self.bottom_ids[i][j]), root(self.top_ids[i][k])
+                    group[a] = b
+        members = {}
+        for bid in spans:
+            members.setdefault(root(bid), []).append(bid)
+        plans = []
+        for blobs in members.values():
+            if any(b in fixed or b not in written or self._blob_loss_weights[b] for b in blobs):
+                continue
+            # Nothing reads a diff that no producer takes back: a result of backward, kept.
+            lo = min(spans[b][0] for b in blobs) if all(b in read for b in blobs) else -1
+            hi = max(spans[b][1] for b in blobs)
+            plans.append((hi, lo, max(self._blobs[b].count() for b in blobs), blobs))
         slots = []      # [size, lowest layer index of the current tenant]
         assign = []
-        for bid in sorted(spans, key=lambda b: -spans[b][1]):
-            lo, hi = spans[bid]
-            if bid in fixed or bid not in written or self._blob_loss_weights[bid]:
-                continue
-            produced = any(bid in self.top_ids[i] and self.layer_need_backward[i]
-                           for i in range(lo, hi + 1))
-            if not produced:
-                lo = -1   # nothing reads it back: a result of backward, kept to the end
-            count = self._blobs[bid].count()
+        for hi, lo, count, blobs in sorted(plans, key=lambda p: -p[0]):
             free = [s for s in slots if s[1] > hi]
             fits = [s for s in free if s[0] >= count]
             slot = min(fits, key=lambda s: s[0]) if fits else \
@@ -370,7 +382,7 @@ class Net(PycaffeNet):
                 slot = [0, 0]
                 slots.append(slot)
             slot[0], slot[1] = max(slot[0], count), lo
-            assign.append((bid, slot))
+            assign += [(bid, slot) for bid in blobs]
         buffers = {id(s): torch.zeros(s[0], dtype=self.dtype, device=self.device)
                    for s in slots}
         for bid, slot in assign:

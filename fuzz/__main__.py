@@ -65,9 +65,9 @@ def _run_libfuzzer(names, args):
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             log = open(os.path.join(WORK, f"{name}.log"), "w+")
-            target_env = env
+            target_env = dict(env, FUZZ_ADDRESS_SPACE_MB=str(args.address_space_mb))
             if args.collect:
-                target_env = dict(env, FUZZ_COLLECT=os.path.join(WORK, name, "collected"))
+                target_env["FUZZ_COLLECT"] = os.path.join(WORK, name, "collected")
             proc = subprocess.Popen(_libfuzzer_command(name, args), cwd=os.path.join(WORK, name),
                                     stdout=log, stderr=subprocess.STDOUT, env=target_env)
             running[name] = (proc, log, time.time())
@@ -110,8 +110,11 @@ def main(argv=None):
                         help="targets fuzzed at once (default: one per core)")
     parser.add_argument("--timeout", type=int, default=10,
                         help="seconds one input may take before it counts as a hang")
-    parser.add_argument("--rss_limit_mb", type=int, default=3072,
+    parser.add_argument("--rss_limit_mb", type=int, default=4096,
                         help="memory (MB) past which the process counts as leaking/bombed")
+    parser.add_argument("--address_space_mb", type=int, default=4096,
+                        help="cap on each fuzzing process's address space (0: none); "
+                        "libhdf5 allocations sized by a hostile file then fail cleanly")
     parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
     parser.add_argument("--collect", action="store_true",
                         help="atheris: go on after a failure, keeping one input per distinct "

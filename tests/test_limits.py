@@ -7,7 +7,10 @@ error naming the size and the limit, and the process's memory does not grow.
 """
 import os
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -246,3 +249,33 @@ def test_limits_do_not_cost_a_normal_net(tmp_path):
         'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }',
         caffe_pb2.NetParameter()), caffe.TEST, dtype=torch.float32)
     assert net.blobs["x"].data.shape == (2, 3)
+
+
+KNOWN_BOMBS = Path(__file__).resolve().parents[1] / "fuzz" / "known"
+REPLAY = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+from caffe.errors import CaffeError
+from fuzz import targets
+targets.setup()
+data = open(sys.argv[2], "rb").read()
+try:
+    targets.TARGETS[sys.argv[1]](data)
+except CaffeError as e:
+    print("refused:", e)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+print("peak MB", peak)
+"""
+
+
+@pytest.mark.skipif(not hasattr(resource, "RLIMIT_AS"), reason="needs RLIMIT_AS")
+@pytest.mark.parametrize("name", sorted(p.name for p in KNOWN_BOMBS.glob("*-libhdf5-*")))
+def test_libhdf5_allocation_bombs_fail_cleanly_under_a_memory_cap(name):
+    """fuzz/known/README.md: libhdf5 sizes these allocations from the file; capped, they fail."""
+    target = name.split("-libhdf5-")[0]
+    out = subprocess.run([sys.executable, "-c", REPLAY, target, str(KNOWN_BOMBS / name)],
+                         check=False, cwd=KNOWN_BOMBS.parents[1], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "refused:" in out.stdout and "HDF5" in out.stdout, out.stdout
+    assert int(out.stdout.split("peak MB")[1]) <= 1536, out.stdout

@@ -170,3 +170,33 @@ def test_recycled_diffs_train_the_same_and_keep_input_gradients():
     np.testing.assert_allclose(a["loss"][1], b["loss"][1])          # the loss weight
     storages = {blob._diff.buf.data_ptr() for blob in recycled._blobs if blob.diff_allocated()}
     assert len(storages) < sum(blob.diff_allocated() for blob in recycled._blobs)
+
+
+RESIDUAL = f"""
+  layer {{ name: "in" type: "Input" top: "x" top: "t"
+           input_param {{ shape {{ dim: 3 dim: 2 dim: 4 dim: 5 }} shape {{ dim: 3 }} }} }}
+  layer {{ name: "a" type: "Convolution" bottom: "x" top: "a"
+           convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 {FILL} }} }}
+  layer {{ name: "relu" type: "ReLU" bottom: "a" top: "a" }}
+  layer {{ name: "b" type: "Convolution" bottom: "a" top: "b"
+           convolution_param {{ num_output: 4 kernel_size: 1 {FILL} }} }}
+  layer {{ name: "bn" type: "BatchNorm" bottom: "b" top: "b" }}
+  layer {{ name: "sum" type: "Eltwise" bottom: "b" bottom: "a" top: "s" }}
+  layer {{ name: "ip" type: "InnerProduct" bottom: "s" top: "y"
+           inner_product_param {{ num_output: 3 {FILL} }} }}
+  layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "y" bottom: "t" top: "loss" }}"""
+
+
+def test_recycled_diffs_share_split_and_sum_buffers_and_train_the_same():
+    plain, recycled = build(RESIDUAL), build(RESIDUAL)
+    recycled.recycle_diffs = True
+    for _ in range(3):
+        a, b = run_whole(plain), run_whole(recycled)
+    for key in a:
+        if "/" in key:
+            for x, y in zip(a[key], b[key]):
+                np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14, err_msg=key)
+    blob = {name: recycled._blobs[recycled.blob_index[name]] for name in ("s", "b")}
+    assert blob["b"].shares_diff_with(blob["s"])          # the sum passes its diff through
+    split = [recycled._blobs[i] for i, name in enumerate(recycled._blob_names) if "split" in name]
+    assert split and split[0].shares_diff_with(recycled._blobs[recycled.blob_index["a"]])

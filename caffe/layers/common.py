@@ -72,12 +72,19 @@ class SplitLayer(Layer):
             if not blob.shares_data_with(bottom[0]):
                 blob.data.copy_(bottom[0].data)
 
+    def diff_passthrough(self):
+        """The bottom's diff may live in top 0's (a Net recycling diffs): it is summed there."""
+        return [(0, 0)]
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        diff = bottom[0].diff
-        torch.add(top[0].diff, top[1].diff, out=diff) if len(top) > 1 else diff.copy_(top[0].diff)
-        for blob in top[2:]:
+        diff, rest = bottom[0].diff, top[1:]
+        if not bottom[0].shares_diff_with(top[0]):
+            torch.add(top[0].diff, top[1].diff, out=diff) if len(top) > 1 else \
+                diff.copy_(top[0].diff)
+            rest = top[2:]
+        for blob in rest:
             diff.add_(blob.diff)
 
 

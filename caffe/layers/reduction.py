@@ -62,6 +62,11 @@ class EltwiseLayer(Layer):
                 self.mask.masked_fill_(x > y, k)
                 torch.maximum(y, x, out=y)
 
+    def diff_passthrough(self):
+        """(bottom, top) index pairs whose diffs are equal after backward, so that a Net
+        recycling diffs may give them one buffer: SUM's bottom 0 with coefficient 1."""
+        return [(0, 0)] if self.op == _ELTWISE.SUM and self.coeffs[0] == 1 else []
+
     def backward(self, top, propagate_down, bottom):
         dy, y = top[0].diff, top[0].data
         # Reversed: in place, bottom 0's diff is top's diff and must be written last.
@@ -70,7 +75,10 @@ class EltwiseLayer(Layer):
                 continue
             dx = bottom[i].diff
             if self.op == _ELTWISE.SUM:
-                dx.copy_(dy) if self.coeffs[i] == 1 else torch.mul(dy, self.coeffs[i], out=dx)
+                if self.coeffs[i] != 1:
+                    torch.mul(dy, self.coeffs[i], out=dx)
+                elif not bottom[i].shares_diff_with(top[0]):   # a Net recycling diffs
+                    dx.copy_(dy)
             elif self.op == _ELTWISE.MAX:
                 dx.copy_(dy).masked_fill_(self.mask != i, 0)
             else:
