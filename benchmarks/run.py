@@ -243,7 +243,10 @@ def run_child(args, *extra):
            "--models", args.models, *extra]
     if args.quick:
         cmd.append("--quick")
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if out.returncode:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"child {' '.join(extra)} failed")
@@ -252,18 +255,28 @@ def run_child(args, *extra):
 
 # -- the table -----------------------------------------------------------------------------
 def main(argv=None):
+    global RECYCLE_DIFFS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer iterations (a few minutes)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch.set_num_threads for both sides (default: all cores)")
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated: " + ", ".join(ROWS))
     ap.add_argument("--models", default=str(ROOT.parent / "shared" / "models"))
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    ap.add_argument("--keep-diffs", action="store_true",
+                    help="train rows: keep every blob's diff (Caffe's default) instead of "
+                         "recycling intermediate diffs (Net.recycle_diffs)")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE",
+                    help="OMP_WAIT_POLICY for the measuring processes (both sides share it); "
+                         "PASSIVE keeps multi-threaded runs sane on a loaded machine, '' leaves "
+                         "the OpenMP runtime's default")
     ap.add_argument("--child", choices=("time", "memory"), help=argparse.SUPPRESS)
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--side", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.warmup, args.min_reps, args.max_reps, args.budget = \
         (2, 5, 30, 6.0) if args.quick else (3, 11, 100, 30.0)
+    RECYCLE_DIFFS = not args.keep_diffs
     if args.child == "time":
         return child_time(args)
     if args.child == "memory":
@@ -273,33 +286,39 @@ def main(argv=None):
         if r not in ROWS:
             raise SystemExit(f"unknown row '{r}' (choose from {', '.join(ROWS)})")
     import torch
-    print(f"torch {torch.__version__}, {args.threads} thread(s), "
-          f"{'quick' if args.quick else 'full'} mode; times are medians of alternated runs")
-    head = (f"{'row':<22}{'batch':>5} {'ours ms':>9}{'torch ms':>9}{'ratio':>7} "
+    keep = ("--keep-diffs",) if args.keep_diffs else ()
+    print(f"torch {torch.__version__}, {args.threads} thread(s) both sides, OMP_WAIT_POLICY="
+          f"{args.omp_wait_policy or '(default)'}, {'quick' if args.quick else 'full'} mode, "
+          f"train rows {'keep all diffs' if args.keep_diffs else 'recycle intermediate diffs'}")
+    print("time: median per iteration, ours and PyTorch alternated in one process; "
+          "MB: peak RSS growth, one fresh process per cell")
+    head = (f"{'row':<21}{'batch':>5} {'ours ms':>8}{'torch ms':>9}{'ratio':>6} "
             f"{'ours im/s':>9}{'torch im/s':>10} {'ours MB':>8}{'torch MB':>9}{'ratio':>6}"
             f"{'check':>9}")
     print(head)
     print("-" * len(head))
     for r in rows:
         title, _, batch, _ = ROWS[r]
-        t = run_child(args, "--child", "time", "--row", r)
+        t = run_child(args, "--child", "time", "--row", r, *keep)
         mem = {}
         if not args.no_memory:
             for side in ("ours", "torch"):
                 mem[side] = run_child(args, "--child", "memory", "--row", r, "--side",
-                                      side)["peak_mb"]
+                                      side, *keep)["peak_mb"]
         ours, theirs = t["ours"] * 1e3, t["torch"] * 1e3
         mem_txt = (f"{mem['ours']:>8.0f}{mem['torch']:>9.0f}{mem['ours'] / mem['torch']:>6.2f}"
                    if mem else f"{'-':>8}{'-':>9}{'-':>6}")
         chk = "dropout" if t["check"] is None else f"{t['check']:.1e}"
-        print(f"{title:<22}{batch:>5} {ours:>9.1f}{theirs:>9.1f}{ours / theirs:>7.2f} "
+        print(f"{title:<21}{batch:>5} {ours:>8.1f}{theirs:>9.1f}{ours / theirs:>6.2f} "
               f"{batch / t['ours']:>9.1f}{batch / t['torch']:>10.1f} {mem_txt}{chk:>9}",
               flush=True)
+    print("check: largest relative difference of outputs (forward) or of loss and update "
+          "(train, one step); dropout rows draw different masks")
     refs = [r for r in rows if r in REFERENCE]
     if refs:
-        print("\nReference (issue author, 2-core AVX-512): BVLC Caffe CPU vs PyTorch, ms")
+        print("\nReference (issue author, 2-core AVX-512 machine), ms per iteration:")
         for r in refs:
-            print(f"  {ROWS[r][0]:<20} BVLC Caffe {REFERENCE[r][0]:>7.1f}   "
+            print(f"  {ROWS[r][0]:<20} BVLC Caffe CPU {REFERENCE[r][0]:>7.1f}   "
                   f"PyTorch {REFERENCE[r][1]:>7.1f}")
 
 
