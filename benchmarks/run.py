@@ -16,7 +16,9 @@ compared before timing ("check" column, largest relative difference).
 
 Peak memory is measured for every row and side in a fresh child process: ru_maxrss after a
 few iterations minus ru_maxrss after the imports, i.e. weights, gradients, solver history,
-activations and any transient peak.
+activations and any transient peak. Train rows let intermediate blobs share diff storage
+(Net.recycle_diffs; --keep-diffs keeps Caffe's every-blob diffs). The measuring processes run
+with OMP_WAIT_POLICY=PASSIVE (both sides alike) unless told otherwise; see README.md.
 """
 import argparse
 import json
@@ -49,7 +51,7 @@ TORCH_MODEL = {"lenet.prototxt": "lenet", "cifar10_quick.prototxt": "cifar10_qui
 # Measured by the issue's author on a 2-core AVX-512 machine (ms per iteration).
 REFERENCE = {"lenet-train": (53.3, 27.3), "caffenet-fwd": (333.6, 278.1),
              "caffenet-train": (670.0, 730.0)}
-SOLVER = dict(base_lr=0.001, momentum=0.9, weight_decay=5e-4)
+SOLVER = {"base_lr": 0.001, "momentum": 0.9, "weight_decay": 5e-4}
 RECYCLE_DIFFS = True
 
 
@@ -60,7 +62,6 @@ def caffe_net_param(path, batch, train):
     (weights 1/1, biases 2/0) where the prototxt gives none, and MSRA fillers where it gives
     none (deploy files carry no fillers; zero weights would make the timing meaningless)."""
     from caffe import formats
-    from caffe.proto import caffe_pb2
     param = formats.read_net_param(path)
     data = param.layer[0]
     data.input_param.shape[0].dim[0] = batch
@@ -154,7 +155,6 @@ def check(row, net, solver, model, tstep):
     """Relative difference between the two sides: of the outputs (forward rows), or of the loss
     and the whole update (norm over all parameters) after one step (train rows); None where
     dropout draws different masks on the two sides."""
-    import torch
     _, _, _, train = ROWS[row]
     if not train:
         net.forward_prefilled()
@@ -246,7 +246,7 @@ def run_child(args, *extra):
     env = dict(os.environ)
     if args.omp_wait_policy:
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
     if out.returncode:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"child {' '.join(extra)} failed")

@@ -277,6 +277,7 @@ class Net(PycaffeNet):
         for i in range(1, n):
             bottom, top, before = self.bottom_vecs[i], self.top_vecs[i], self.top_vecs[i - 1]
             if not (bottom and self.layer_need_backward[i] and not self._fuse_next[i - 1]
+                    and self._layers[i - 1].type != "Input"     # filled from outside
                     and self._layers[i].wants_own_input(bottom, top)
                     and any(t is bottom[0] for t in before)
                     and not any(b is bottom[0] for b in self.bottom_vecs[i - 1])):
@@ -401,7 +402,6 @@ class Net(PycaffeNet):
             if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
                 self._share_hidden_diff(i - 1)
                 bottom, top = self._vecs(i - 1)
-                nb, nt = self._vecs(i)
                 self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
                                                    self._layers[i], self.bottom_need_backward[i])
                 for callback in self._after_backward:

@@ -200,3 +200,21 @@ def test_recycled_diffs_share_split_and_sum_buffers_and_train_the_same():
     assert blob["b"].shares_diff_with(blob["s"])          # the sum passes its diff through
     split = [recycled._blobs[i] for i, name in enumerate(recycled._blob_names) if "split" in name]
     assert split and split[0].shares_diff_with(recycled._blobs[recycled.blob_index["a"]])
+
+
+def test_in_place_batch_norm_on_a_net_input_reads_the_input():
+    net = caffe.Net(parse_text("""
+      force_backward: true
+      layer { name: "in" type: "Input" top: "x" top: "t"
+              input_param { shape { dim: 4 dim: 3 } } }
+      layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }
+      layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "t" top: "loss" }""",
+                               caffe_pb2.NetParameter()), caffe.TRAIN, dtype=torch.float64)
+    assert net._hidden[net._layer_names.index("bn")] is None   # nothing computes an input
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3))
+    net.blobs["x"].data[...] = x
+    net.blobs["t"].data[...] = 0
+    net.forward()
+    np.testing.assert_allclose(net.blobs["x"].data, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5),
+                               rtol=1e-9)

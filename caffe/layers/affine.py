@@ -185,7 +185,7 @@ class ScaleLayer(Layer):
             top[0].reshape_like(bottom[0])
 
     def forward(self, bottom, top):
-        outer, dim, inner = self.dims
+        dim = self.dims[1]
         x = bottom[0].data
         # In place, backward still needs x for the scale's gradient (Caffe's temp_), unless
         # the Net will run no backward or the scale learns nothing.
