@@ -30,10 +30,15 @@ def _constant(t, p):
 
 
 def _uniform(t, p):
+    if not (math.isfinite(p.min) and math.isfinite(p.max) and p.min <= p.max):
+        raise LayerSetupError(f"uniform filler needs finite min <= max, got [{p.min}, {p.max}]")
     t.uniform_(p.min, p.max)
 
 
 def _gaussian(t, p):
+    if not (p.std >= 0 and math.isfinite(p.std) and math.isfinite(p.mean)):
+        raise LayerSetupError(f"gaussian filler needs a finite mean and std >= 0, got mean "
+                              f"{p.mean}, std {p.std}")
     t.normal_(p.mean, p.std)
     if p.sparse >= 0:
         # Each output keeps on average `sparse` non-zero inputs.

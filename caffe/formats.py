@@ -46,8 +46,8 @@ def _read_bytes(path, limit=None, error=ProtoError, what=None):
         raise error(f"{where!r}: not a valid file name") from None
     except OSError as e:
         reason = e.strerror or e
-        raise error(f"cannot read {where}: {reason}" if what else f"{path}: cannot read: {reason}") \
-            from None
+        message = f"cannot read {where}: {reason}" if what else f"{path}: cannot read: {reason}"
+        raise error(message) from None
     if len(data) > limit:
         size = max(info.st_size, len(data))
         variable = f" (caffe.formats.{name})" if name else ""

@@ -29,11 +29,8 @@ MAX_LEN = {"caffemodel": 16384, "caffemodel_h5": 32768, "solverstate": 16384,
 
 
 def _have_atheris():
-    try:
-        import atheris
-        return True
-    except ImportError:
-        return False
+    import importlib.util
+    return importlib.util.find_spec("atheris") is not None
 
 
 def _libfuzzer_command(name, args):

@@ -12,6 +12,7 @@ crash file (python -m fuzz.harness datum crash-1234). An exception other than Ca
 timeout (-timeout) or memory past -rss_limit_mb stops the run and leaves the input in a file.
 """
 import os
+import shutil
 import sys
 import traceback
 
@@ -46,7 +47,11 @@ def main():
         from fuzz import targets
     if name not in targets.TARGETS:
         sys.exit(f"unknown target '{name}' (targets: {', '.join(targets.TARGETS)})")
-    targets.setup()
+    # One scratch folder per target, reused: libFuzzer's exit skips atexit clean-up.
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else os.getcwd()
+    work = os.path.join(base, f"caffe-fuzz-{name}")
+    shutil.rmtree(work, ignore_errors=True)
+    targets.setup(work)
     # Fixtures are built before fuzzing starts, so their cost is not charged to an input.
     if name.startswith("caffemodel"):
         targets.fixture_net()

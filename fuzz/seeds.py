@@ -291,8 +291,6 @@ def main():
     targets.setup(work)
     import caffe
     caffe.set_random_seed(1701)     # the same seeds every time
-    from caffe.data.image import IMAGE_FORMATS
-    from caffe.proto import caffe_pb2
     corpora = {name: {} for name in targets.TARGETS}
     for target in ("net_prototxt", "net_build"):
         for name, text in NETS.items():
@@ -327,7 +325,6 @@ def main():
               b"# 1\nb.jpg\n1\n12\n9\n2\n1 1.0 0 0 8 11\n0 0.0 3 3 4 4\n")
     corpora["window_file"] = {"windows": bytes([0]) + window, "square_pad": bytes([3]) + window,
                               "cached_mirror": bytes([12]) + window}
-    del caffe_pb2
     for name, seeds in corpora.items():
         folder = os.path.join(CORPUS, name)
         os.makedirs(folder, exist_ok=True)

@@ -141,7 +141,8 @@ def solver_prototxt(data):
 # -- weights -------------------------------------------------------------------------------
 FIXTURE_NET = """
 name: "fixture"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 1 dim: 6 dim: 6 } } }
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 1 dim: 6 dim: 6 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
         convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "xavier" } } }
 layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }

@@ -18,17 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Failures found by fuzzing outside the readers (in layer setup code this task does not own),
 # pending a fix: file name -> the fix needed. They run as strict xfails, so a fix shows up.
-KNOWN = {
-    "regress-gaussian_negative_std": "filler.py: a gaussian std < 0 or NaN reaches torch's "
-                                     "normal_ (RuntimeError); Caffe CHECKs std > 0",
-    "regress-uniform_bad_range": "filler.py: a uniform min/max that is infinite or min > max "
-                                 "reaches torch's uniform_ (RuntimeError)",
-    "regress-argmax_scalar_bottom": "layers/reduction.py: ArgMax on a 0-axis bottom indexes "
-                                    "shape[0] (IndexError)",
-    "regress-recurrent_count_overflow": "layers/recurrent.py: LSTM num_output 2^31-1 makes "
-                                        "4 * num_output overflow the unrolled InnerProduct's "
-                                        "uint32 field (ValueError)",
-}
+KNOWN = {}
 
 CASES = [(name, path) for name in targets.TARGETS for path in hypo.corpus_files(name)]
 

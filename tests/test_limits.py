@@ -103,7 +103,8 @@ def test_blobproto_shape_must_match_its_values(tmp_path):
 
 
 def test_tera_element_caffemodel_blob(tmp_path, fast_and_small):
-    net_text = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 } } }'
+    net_text = ('layer { name: "in" type: "Input" top: "x" '
+                'input_param { shape { dim: 1 dim: 4 } } } '
                 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
                 'inner_product_param { num_output: 2 } }')
     net = caffe.Net(formats.parse_text(net_text, caffe_pb2.NetParameter()), caffe.TEST)
@@ -156,6 +157,7 @@ def test_image_bomb_gigapixel(fast_and_small):
         image.decode_image(bomb, True, "bomb.png")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_image_bomb_over_our_limit(tmp_path, fast_and_small):
     """Under Pillow's own refusal threshold, our limit is the one that speaks."""
     bomb = png_bomb(10000, 9000)

@@ -112,6 +112,9 @@ class RecurrentLayer(Layer):
             self.fail(f"bottom[1] (cont) must be T x N = {self.T} x {self.N}, got {cont.shape}")
         if p.num_output <= 0:
             self.fail("recurrent_param.num_output must be positive")
+        if 4 * p.num_output >= 2 ** 31:
+            # The unrolled net's InnerProduct for the (up to 4) gates must fit Caffe's uint32.
+            self.fail(f"recurrent_param.num_output {p.num_output} is too large")
         self.num_output = p.num_output
         self.expose_hidden = p.expose_hidden
         num_hidden = len(self.recurrent_input_names()) if self.expose_hidden else 0

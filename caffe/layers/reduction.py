@@ -193,6 +193,8 @@ class ArgMaxLayer(Layer):
         p = self.param.argmax_param
         if p.top_k < 1:
             self.fail("top_k must be at least 1")
+        if not bottom[0].num_axes:
+            self.fail("needs a bottom with at least one axis, got a scalar")
         if p.HasField("axis"):
             axis = canonical_axis(self, bottom[0], p.axis)
             if p.top_k > bottom[0].shape[axis]:
