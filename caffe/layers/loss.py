@@ -221,17 +221,21 @@ class InfogainLossLayer(LossLayer):
         return bottom_index == 0
 
 
-@register_layer
-class MultinomialLogisticLossLayer(LossLayer):
-    """loss = -sum_n log max(p[n, label_n], 1e-20) / N, p given as probabilities."""
-
-    type = "MultinomialLogisticLoss"
+class _OneLabelPerItemLoss(LossLayer):
+    """A loss over N items of any shape with exactly one class label per item."""
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
         if bottom[1].count() != bottom[0].num:
             self.fail(f"needs one label per item: {bottom[0].num} items, label shape "
                       f"{bottom[1].shape}")
+
+
+@register_layer
+class MultinomialLogisticLossLayer(_OneLabelPerItemLoss):
+    """loss = -sum_n log max(p[n, label_n], 1e-20) / N, p given as probabilities."""
+
+    type = "MultinomialLogisticLoss"
 
     def forward(self, bottom, top):
         num = bottom[0].num
@@ -251,16 +255,10 @@ class MultinomialLogisticLossLayer(LossLayer):
 
 
 @register_layer
-class HingeLossLayer(LossLayer):
+class HingeLossLayer(_OneLabelPerItemLoss):
     """loss = sum_{n,k} max(0, 1 - t_nk x_nk)^p / N; t = 1 at the label, -1 elsewhere; p = 1, 2."""
 
     type = "HingeLoss"
-
-    def reshape(self, bottom, top):
-        super().reshape(bottom, top)
-        if bottom[1].count() != bottom[0].num:
-            self.fail(f"needs one label per item: {bottom[0].num} items, label shape "
-                      f"{bottom[1].shape}")
 
     def forward(self, bottom, top):
         num = bottom[0].num
