@@ -14,7 +14,7 @@ from google.protobuf import message, text_format
 
 from . import blob as _blob
 from .errors import CaffeError, ProtoError, UpgradeError
-from .proto import caffe_pb2
+from .proto import caffe_pb2, dialects
 
 # Size limits on what a file may make us read; the user may raise them (caffe.formats.X = ...).
 # A text file (prototxt, solver, image list, window file) larger than this is almost certainly
@@ -146,7 +146,7 @@ def read_net_param(path):
         if b"\0" not in data[:4096] and _looks_textual(data):
             raise
         try:
-            parse_binary(data, param, path)
+            parse_binary(dialects.to_canonical(data), param, path)
         except ProtoError:
             raise text_error from None
     _upgrade(upgrade_net_as_needed, param, path)
@@ -169,7 +169,8 @@ def read_caffemodel(path):
     """A binary .caffemodel as a NetParameter, upgraded from V0/V1 if needed."""
     from .upgrade import upgrade_net_as_needed
     path = str(path)
-    param = read_binary_proto(path, caffe_pb2.NetParameter())
+    param = parse_binary(dialects.to_canonical(_read_bytes(path)), caffe_pb2.NetParameter(),
+                         path)
     if not len(param.layer) and not len(param.layers):
         raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
     _upgrade(upgrade_net_as_needed, param, path)
@@ -252,7 +253,8 @@ def write_text_proto(path, msg):
 
 
 def write_caffemodel(path, net_param):
-    write_binary_proto(path, net_param)
+    """A binary NetParameter, fork layers' parameters at their forks' numbers (dialects.py)."""
+    atomic_write(path, dialects.to_disk(net_param))
 
 
 # -- HDF5 (BVLC's layout: /data/<layer>/<i>, optional /diff/<layer>/<i>) ---------------
