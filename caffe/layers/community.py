@@ -58,10 +58,21 @@ class ShuffleChannelLayer(NeuronLayer):
             bottom[0].diff[...] = _shuffle(top[0].diff, c // g)
 
 
+def reorg_index(c, h, w, s):
+    """darknet's reorg (as OpenCV runs it) as a permutation: out.flat = x.flat[index].
+
+    It reads the C x H x W input's memory as C/s^2 x Hs x Ws and moves each s x s cell's
+    (dy, dx) entry to channel block dy * s + dx; the result is read as C s^2 x H/s x W/s.
+    """
+    return torch.arange(c * h * w).reshape(c // (s * s), h, s, w, s) \
+        .permute(2, 4, 0, 1, 3).reshape(-1)
+
+
 @register_layer
 class ReorgLayer(Layer):
-    """Space to depth, OpenCV's order: y[(dy * s + dx) * C + c, j, i] = x[c, j s + dy, i s + dx]
-    (N x C s^2 x H/s x W/s); reverse: the inverse, depth to space."""
+    """YOLO v2's reorg: y.flat = x.flat[reorg_index(C, H, W, s)], N x C s^2 x H/s x W/s
+    (darknet's order, which OpenCV reproduces; C must be a multiple of s^2); reverse: the
+    inverse permutation, N x C/s^2 x Hs x Ws."""
 
     type = "Reorg"
     exact_num_bottom_blobs = 1
@@ -73,37 +84,27 @@ class ReorgLayer(Layer):
         if len(shape) != 4 or s < 1:
             self.fail(f"needs a 4-D bottom and a positive stride, got {shape}, stride {s}")
         n, c, h, w = shape
-        if p.reverse:
-            if c % (s * s):
-                self.fail(f"channels {c} not divisible by stride^2 ({s * s})")
-            top[0].reshape((n, c // (s * s), h * s, w * s))
+        out = (n, c // (s * s), h * s, w * s) if p.reverse else (n, c * s * s, h // s, w // s)
+        big = out if p.reverse else shape      # the side the index is defined on
+        if big[1] % (s * s) or (not p.reverse and (h % s or w % s)):
+            self.fail(f"shape {shape} does not reorganise by stride {s}: channels "
+                      f"{big[1]} must be a multiple of {s * s}, height and width of {s}")
+        self.index = reorg_index(*big[1:], s).to(self.device)
+        top[0].reshape(out)
+
+    def _move(self, src, dst, gather):
+        n = src.shape[0]
+        if gather:
+            dst[...] = src.reshape(n, -1)[:, self.index].view(dst.shape)
         else:
-            if h % s or w % s:
-                self.fail(f"height {h} and width {w} must be multiples of the stride {s}")
-            top[0].reshape((n, c * s * s, h // s, w // s))
-
-    @staticmethod
-    def to_depth(x, s):
-        n, c, h, w = x.shape
-        return x.reshape(n, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4) \
-            .reshape(n, c * s * s, h // s, w // s)
-
-    @staticmethod
-    def to_space(y, s):
-        n, cs, h, w = y.shape
-        return y.reshape(n, s, s, cs // (s * s), h, w).permute(0, 3, 4, 1, 5, 2) \
-            .reshape(n, cs // (s * s), h * s, w * s)
+            dst.view(n, -1)[:, self.index] = src.reshape(n, -1)
 
     def forward(self, bottom, top):
-        p = self.param.reorg_param
-        op = self.to_space if p.reverse else self.to_depth
-        top[0].data[...] = op(bottom[0].data, p.stride)
+        self._move(bottom[0].data, top[0].data, not self.param.reorg_param.reverse)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            p = self.param.reorg_param
-            op = self.to_depth if p.reverse else self.to_space
-            bottom[0].diff[...] = op(top[0].diff, p.stride)
+            self._move(top[0].diff, bottom[0].diff, self.param.reorg_param.reverse)
 
 
 @register_layer

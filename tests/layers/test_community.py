@@ -44,17 +44,24 @@ def test_shuffle_channel(device):
 
 @pytest.mark.parametrize("reverse", ["false", "true"])
 def test_reorg(device, reverse):
-    x = random_blob((2, 8, 4, 6), device=device)
+    x = random_blob((2, 8, 4, 6) if reverse == "false" else (2, 16, 2, 3), device=device)
     layer = make_layer(f'type: "Reorg" reorg_param {{ stride: 2 reverse: {reverse} }}',
                        device=device)
     top = run(layer, [x])
     if reverse == "false":
         assert tuple(top.shape) == (2, 32, 2, 3)
-        # channel (dy * 2 + dx) * C + c holds x[c, 2j + dy, 2i + dx]
-        torch.testing.assert_close(top.data[:, 3 * 8 + 5], x.data[:, 5, 1::2, 1::2])
-        torch.testing.assert_close(top.data[:, 1 * 8 + 2], x.data[:, 2, 0::2, 1::2])
+        # darknet's loop, written out
+        expected = torch.empty(2, 8 * 4 * 6, dtype=x.data.dtype)
+        flat = x.data.reshape(2, -1).cpu()
+        for k in range(8):
+            for j in range(4):
+                for i in range(6):
+                    c2, off = k % 2, k // 2
+                    src = (i * 2 + off % 2) + 12 * ((j * 2 + off // 2) + 8 * c2)
+                    expected[:, i + 6 * (j + 4 * k)] = flat[:, src]
+        torch.testing.assert_close(top.data.reshape(2, -1).cpu(), expected)
     else:
-        assert tuple(top.shape) == (2, 2, 8, 12)
+        assert tuple(top.shape) == (2, 4, 4, 6)
     check_gradient(layer, [x])
 
 

@@ -1,75 +1,13 @@
 """Every case recorded by BVLC Caffe in ../shared/golden/layers, run through caffe.Net."""
-import numpy as np
 import pytest
 
-import caffe
-from caffe.formats import read_net_param
-from caffe.layer import LAYER_REGISTRY
 from tests.conftest import SHARED, shared_path
+from tests.golden_runner import run_case
 
 GOLDEN = SHARED / "golden" / "layers"
 CASES = sorted(p.name for p in GOLDEN.iterdir()) if GOLDEN.is_dir() else ["(absent)"]
 
 
-def assert_close(actual, expected, tol, what):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.size == expected.size, f"{what}: shape {actual.shape} vs golden {expected.shape}"
-    actual = actual.reshape(expected.shape)
-    scale = max(np.abs(expected).max(initial=0.0), 1e-12)
-    err = np.abs(actual - expected).max(initial=0.0)
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol} x {scale:.3g}"
-
-
-def run_case(case, device="cpu"):
-    folder = shared_path("golden", "layers", case)
-    param = read_net_param(folder / "net.prototxt")
-    layer_type = next(lp.type for lp in param.layer if lp.name == "layer")
-    assert layer_type in LAYER_REGISTRY, f"layer type {layer_type} is not registered"
-    phase = caffe.TRAIN if (folder / "phase").read_text().strip() == "TRAIN" else caffe.TEST
-    golden = np.load(folder / "golden.npz")
-    net = caffe.Net(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"), phase,
-                    device=device)
-    for key in golden.files:
-        if key.startswith("in/"):
-            name = key[3:]
-            if f"in_{name}" in net.params and net.layer_dict[f"in_{name}"].type == "Parameter":
-                net.params[f"in_{name}"][0].data[...] = golden[key]
-            else:
-                net.blobs[name].data[...] = golden[key]
-    layer = net.layer_dict["layer"]
-    use_global = net._layers[net.layer_index["layer"]].param.batch_norm_param.use_global_stats
-    if layer.type == "BatchNorm" and phase == caffe.TRAIN and not use_global:
-        # The case's weights file holds the running statistics *after* the reference's
-        # forward pass; the recorded run started them from zero, as a fresh net does.
-        for blob in layer.blobs:
-            blob.data[...] = 0
-    net.forward()
-    tops = net.top_names["layer"]
-    for i, top in enumerate(tops):
-        assert_close(net.blobs[top].data, golden[f"out/t{i}"], 1e-4, f"{case}: top t{i}")
-    if phase == caffe.TEST:
-        return
-    for i, top in enumerate(tops):
-        if f"topdiff/t{i}" in golden:
-            net.blobs[top].diff[...] = golden[f"topdiff/t{i}"]
-    for blobs in net.params.values():
-        for b in blobs:
-            b.diff[...] = 0
-    net._backward(len(net.layers) - 1, 0)
-    for key in golden.files:
-        if key.startswith("indiff/"):
-            name = key[7:]
-            if f"in_{name}" in net.params and net.layer_dict[f"in_{name}"].type == "Parameter":
-                actual = net.params[f"in_{name}"][0].diff
-            else:
-                actual = net.blobs[name].diff
-            assert_close(actual, golden[key], 1e-3, f"{case}: bottom diff of {name}")
-        elif key.startswith("param/"):
-            assert_close(layer.blobs[int(key[6:])].data, golden[key], 1e-4, f"{case}: {key}")
-        elif key.startswith("paramdiff/"):
-            assert_close(layer.blobs[int(key[10:])].diff, golden[key], 1e-3, f"{case}: {key}")
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_golden_layer(case, device):
-    run_case(case, device)
+    run_case(shared_path("golden", "layers", case), device)

@@ -1,0 +1,176 @@
+"""Record the forks' golden cases: run each case's net in a fork's own pycaffe (or OpenCV dnn
+for the community layers) and save what it computes, in ../shared/golden/layers' format.
+
+    PYTHONPATH=/opt/pspnet/src/python python tests/golden_forks/record.py pspnet [CASE ...]
+    PYTHONPATH=/opt/segnet/src/python python tests/golden_forks/record.py segnet
+    python tests/golden_forks/record.py opencv        # needs cv2 and pycaffe (this project)
+
+A case is a net: one Input layer per input ("in_<name>"), any helper layers, and the layer
+under test named "layer" with tops t0, t1, ...; force_backward. The weights are saved before
+the forward pass (BN's running statistics change in it); golden.npz holds in/<input>,
+out/t<i>, and in TRAIN topdiff/t<i>, indiff/<input>, param/<i> (after forward), paramdiff/<i>.
+This file is not imported by the tests; it needs the fork built (not part of this project).
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+IN = 'layer {{ name: "in_{0}" type: "Input" top: "{0}" input_param {{ shape {{ {1} }} }} }}\n'
+FILL = 'type: "uniform" min: -1 max: 1'
+
+
+def shape(*dims):
+    return " ".join(f"dim: {d}" for d in dims)
+
+
+def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=()):
+    """inputs: {name: dims}; layer: the body of layer "layer" (bottoms included)."""
+    text = "force_backward: true\n" + "".join(IN.format(n, shape(*d)) for n, d in inputs.items())
+    text += helpers
+    text += 'layer { name: "layer" %s %s }\n' % (" ".join(f'top: "t{i}"' for i in range(tops)),
+                                                 layer)
+    return dict(net=text, inputs=inputs, phase=phase, labels=set(labels), tops=tops)
+
+
+X = {"x": (2, 3, 5, 6)}
+PSP_BN = f'bn_param {{ slope_filler {{ {FILL} }} bias_filler {{ {FILL} }} momentum: 0.7 %s }}'
+SEG_BN = f'bn_param {{ bn_mode: %s scale_filler {{ {FILL} }} shift_filler {{ {FILL} }} }}'
+POOL = ('layer { name: "pool" type: "Pooling" bottom: "x" top: "p" top: "mask" '
+        'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n')
+SCORES = {"x": (2, 4, 3, 5), "label": (2, 1, 3, 5)}
+
+CASES = {
+    "pspnet": {
+        "interp_zoom": case(X, 'type: "Interp" bottom: "x" interp_param { zoom_factor: 3 }'),
+        "interp_shrink": case(X, 'type: "Interp" bottom: "x" interp_param { shrink_factor: 2 }'),
+        "interp_size": case(X, 'type: "Interp" bottom: "x" interp_param { height: 4 width: 9 }'),
+        "interp_zoom_shrink": case(X, 'type: "Interp" bottom: "x" interp_param { '
+                                      'zoom_factor: 3 shrink_factor: 2 }'),
+        "interp_crop": case(X, 'type: "Interp" bottom: "x" interp_param { zoom_factor: 2 '
+                               'pad_beg: -1 pad_end: -1 }'),
+        "bn_psp_train": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % ""),
+        "bn_psp_frozen": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "frozen: true"),
+        "bn_psp_test": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "eps: 0.001", "TEST"),
+        "seg_accuracy": case(SCORES, 'type: "SegAccuracy" bottom: "x" bottom: "label"',
+                             "TEST", labels=["label"]),
+        "seg_accuracy_ignore": case(SCORES, 'type: "SegAccuracy" bottom: "x" bottom: "label" '
+                                    'seg_accuracy_param { ignore_label: 1 ignore_label: 3 }',
+                                    "TEST", labels=["label"]),
+    },
+    "segnet": {
+        "bn_segnet_learn": case(X, 'type: "BN" bottom: "x" ' + SEG_BN % "LEARN", tops=3),
+        "bn_segnet_inference": case(X, 'type: "BN" bottom: "x" ' + SEG_BN % "INFERENCE"),
+        "upsample_scale": case({"x": (2, 3, 6, 8)}, 'type: "Upsample" bottom: "p" bottom: "mask" '
+                               'upsample_param { scale: 2 }', helpers=POOL),
+        "upsample_size": case({"x": (2, 3, 5, 7)}, 'type: "Upsample" bottom: "p" bottom: "mask" '
+                              'upsample_param { upsample_h: 5 upsample_w: 7 }',
+                              helpers=POOL.replace("stride: 2 }", "stride: 2 }")),
+        "upsample_pad_out": case({"x": (2, 3, 5, 7)}, 'type: "Upsample" bottom: "p" '
+                                 'bottom: "mask" upsample_param { scale: 2 pad_out_h: true '
+                                 'pad_out_w: true }', helpers=POOL),
+    },
+    # Forward only, through OpenCV dnn (weights written by this project, read by OpenCV).
+    "opencv": {
+        "conv_depthwise": case({"x": (2, 4, 6, 5)}, 'type: "ConvolutionDepthwise" bottom: "x" '
+                               'convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+                               f'stride: 2 weight_filler {{ {FILL} }} bias_filler {{ {FILL} }} }}',
+                               "TEST"),
+        "depthwise_convolution": case({"x": (2, 3, 5, 5)}, 'type: "DepthwiseConvolution" '
+                                      'bottom: "x" convolution_param { num_output: 3 '
+                                      f'kernel_size: 3 weight_filler {{ {FILL} }} '
+                                      'bias_term: false }', "TEST"),
+        "shuffle_channel": case({"x": (2, 6, 3, 4)}, 'type: "ShuffleChannel" bottom: "x" '
+                                'shuffle_channel_param { group: 3 }', "TEST"),
+        "reorg": case({"x": (2, 4, 6, 4)}, 'type: "Reorg" bottom: "x" reorg_param { stride: 2 }',
+                      "TEST"),
+        "interp_opencv": case(X, 'type: "Interp" bottom: "x" interp_param { zoom_factor: 3 }',
+                              "TEST"),
+    },
+}
+
+
+def record_opencv(name, spec):
+    import cv2
+    import caffe
+    folder = HERE / name
+    folder.mkdir(exist_ok=True)
+    (folder / "net.prototxt").write_text(spec["net"])
+    (folder / "phase").write_text("TEST\n")
+    caffe.set_random_seed(1701)
+    caffe.Net(str(folder / "net.prototxt"), caffe.TEST).save(str(folder / "weights.caffemodel"))
+    # OpenCV knows the depthwise layer by one of its two names only.
+    text = spec["net"].replace('"DepthwiseConvolution"', '"ConvolutionDepthwise"')
+    net = cv2.dnn.readNetFromCaffe(bytearray(text.encode()),
+                                   bytearray((folder / "weights.caffemodel").read_bytes()))
+    out = {f"in/{k}": v for k, v in inputs(spec, np.random.default_rng(sum(map(ord, name)))).items()}
+    for k, v in out.items():
+        net.setInput(v, k[3:])
+    out["out/t0"] = net.forward("layer")
+    np.savez_compressed(folder / "golden.npz", **out)
+    print("recorded", name, "with OpenCV", cv2.__version__)
+
+
+def inputs(spec, rng):
+    values = {}
+    for name, dims in spec["inputs"].items():
+        if name in spec["labels"]:
+            values[name] = rng.integers(0, 4, dims).astype(np.float32)
+        else:
+            values[name] = rng.uniform(-1, 1, dims).astype(np.float32)
+    return values
+
+
+def record_caffe(name, spec, caffe):
+    folder = HERE / name
+    folder.mkdir(exist_ok=True)
+    (folder / "net.prototxt").write_text(spec["net"])
+    (folder / "phase").write_text(spec["phase"] + "\n")
+    phase = caffe.TRAIN if spec["phase"] == "TRAIN" else caffe.TEST
+    net = caffe.Net(str(folder / "net.prototxt"), phase)
+    net.save(str(folder / "weights.caffemodel"))
+    rng = np.random.default_rng(sum(map(ord, name)))
+    out = {}
+    for k, v in inputs(spec, rng).items():
+        net.blobs[k].data[...] = v
+        out[f"in/{k}"] = v
+    net.forward()
+    tops = [f"t{i}" for i in range(spec["tops"])]
+    for i, t in enumerate(tops):
+        out[f"out/t{i}"] = net.blobs[t].data.copy()
+    params = net.params["layer"] if "layer" in net.params else []
+    if phase == caffe.TRAIN:
+        for i, t in enumerate(tops):
+            out[f"topdiff/t{i}"] = rng.uniform(-1, 1, net.blobs[t].data.shape).astype(np.float32)
+            net.blobs[t].diff[...] = out[f"topdiff/t{i}"]
+        for blobs in net.params.values():
+            for b in blobs:
+                b.diff[...] = 0
+        net.backward()
+        for k in spec["inputs"]:
+            if k not in spec["labels"]:
+                out[f"indiff/{k}"] = net.blobs[k].diff.copy()
+        for i, b in enumerate(params):
+            out[f"param/{i}"] = b.data.copy()
+            out[f"paramdiff/{i}"] = b.diff.copy()
+    np.savez_compressed(folder / "golden.npz", **out)
+    print("recorded", name, sorted(out))
+
+
+def main():
+    fork, names = sys.argv[1], sys.argv[2:]
+    if fork == "opencv":
+        for name, spec in CASES[fork].items():
+            if not names or name in names:
+                record_opencv(name, spec)
+        return
+    import caffe
+    caffe.set_mode_cpu()
+    for name, spec in CASES[fork].items():
+        if not names or name in names:
+            record_caffe(name, spec, caffe)
+
+
+if __name__ == "__main__":
+    main()
