@@ -172,5 +172,65 @@ def main():
             record_caffe(name, spec, caffe)
 
 
+
+# -- whole nets ------------------------------------------------------------------------
+# Step 1, in this project:   python record.py prepare-models   (prototxt, seeded weights,
+# input under /tmp/fork_models/<model>/); step 2, in the reference:
+#   PYTHONPATH=/opt/pspnet/src/python python record.py run-models pspnet
+#   python record.py run-models opencv
+# writes tests/golden_forks/models/<model>.npz: the reference's outputs, strided.
+MODELS = {  # model: (generator call, reference, outputs kept -> stride)
+    "pspnet50": ("pspnet(41, 21, 50)", "pspnet", {"conv6": 1, "conv6_interp": 4}),
+    "pspnet101": ("pspnet(41, 21, 101)", "pspnet", {"conv6": 1, "conv6_interp": 4}),
+    "deeplab_largefov": ("deeplab_largefov(65, 21)", "opencv", {"fc8": 1, "fc8_interp": 4}),
+    "segnet": ("segnet(64, 12)", "segnet", {"conv1_1_D": 4, "prob": 4}),
+}
+WORK = Path("/tmp/fork_models")
+
+
+def prepare_models():
+    sys.path.insert(0, str(HERE.parents[1]))
+    from tests import fork_nets
+    for name, (call, _, _) in MODELS.items():
+        folder = WORK / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "net.prototxt").write_text(eval("fork_nets." + call))
+        net = fork_nets.seeded_weights(str(folder / "net.prototxt"), folder / "weights.caffemodel")
+        np.save(folder / "input.npy", fork_nets.seeded_input(net.blobs["data"].data.shape))
+        print("prepared", name)
+
+
+def run_models(reference):
+    out_dir = HERE / "models"
+    out_dir.mkdir(exist_ok=True)
+    for name, (_, ref, keep) in MODELS.items():
+        if ref != reference:
+            continue
+        folder = WORK / name
+        x = np.load(folder / "input.npy")
+        if reference == "opencv":
+            import cv2
+            net = cv2.dnn.readNetFromCaffe(str(folder / "net.prototxt"),
+                                           str(folder / "weights.caffemodel"))
+            net.setInput(x, "data")
+            outs = dict(zip(keep, net.forward(list(keep))))
+        else:
+            import caffe
+            caffe.set_mode_cpu()
+            net = caffe.Net(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"),
+                            caffe.TEST)
+            net.blobs["data"].data[...] = x
+            net.forward()
+            outs = {k: net.blobs[k].data for k in keep}
+        np.savez_compressed(out_dir / f"{name}.npz", **{
+            k: outs[k][:, :, ::s, ::s].copy() for k, s in keep.items()})
+        print("recorded", name, {k: outs[k].shape for k in keep}, "with", reference)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "prepare-models":
+        prepare_models()
+    elif sys.argv[1] == "run-models":
+        run_models(sys.argv[2])
+    else:
+        main()
