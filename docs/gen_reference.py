@@ -33,10 +33,13 @@ EXTRA_PARAMS = {
     "Convolution": ["convolution_param"], "Deconvolution": ["convolution_param"],
     "Im2col": ["convolution_param"], "RNN": ["recurrent_param"], "LSTM": ["recurrent_param"],
     "SoftmaxWithLoss": ["softmax_param", "loss_param"],
+    "ConvolutionDepthwise": ["convolution_param"], "DepthwiseConvolution": ["convolution_param"],
+    "ImageSegData": ["image_data_param"],
 }
 LOSS_PARAM = {"EuclideanLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss",
               "SigmoidCrossEntropyLoss", "ContrastiveLoss"}
-TRANSFORM_PARAM = {"Data", "ImageData", "WindowData", "MemoryData"}
+TRANSFORM_PARAM = {"Data", "ImageData", "WindowData", "MemoryData", "ImageSegData",
+                   "DenseImageData"}
 # LayerParameter fields every layer has, documented once.
 COMMON_FIELDS = ["name", "type", "bottom", "top", "phase", "loss_weight", "param", "blobs",
                  "propagate_down", "include", "exclude"]

@@ -52,6 +52,7 @@ SMALL = {
     "python_layer": [],
     "net_surgery": [],
     "export": [],
+    "segmentation": [("size = 473 ", "size = 41 ")],
 }
 
 
@@ -194,6 +195,23 @@ def test_net_surgery(tmp_path, monkeypatch):
     Image.fromarray(rng.randint(0, 256, (360, 480, 3)).astype(np.uint8)).save(
         tmp_path / "images" / "cat.jpg")
     run_tutorial("net_surgery")
+
+
+@pytest.mark.slow
+def test_segmentation(tmp_path, monkeypatch):
+    """PSPNet-50's published structure (tests/fork_nets.py) at 41 x 41 stands in for the
+    473 x 473 download, with seeded random weights; the image is random."""
+    from PIL import Image
+
+    from tests import fork_nets
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pspnet50_ADE20K_473.prototxt").write_text(fork_nets.pspnet(41, 150))
+    fork_nets.seeded_weights("pspnet50_ADE20K_473.prototxt", "pspnet50_ADE20K.caffemodel")
+    rng = np.random.RandomState(0)
+    Image.fromarray(rng.randint(0, 256, (30, 50, 3)).astype(np.uint8)).save("image.jpg")
+    namespace = run_tutorial("segmentation")
+    assert namespace["labels"].shape == (30, 50)
+    assert (tmp_path / "overlay.png").exists()
 
 
 # -- the site ------------------------------------------------------------------------------
