@@ -17,6 +17,7 @@ from .torch_module import CaffeModule, to_torch
 def to_onnx(net, path=None, opset=None, outputs=None, name=None):
     """The net as an onnx.ModelProto, saved to `path` when given (see caffe.export.onnx)."""
     from . import onnx as _onnx
+    from . import onnx_forks  # noqa: F401  (the forks' layers' converters)
     return _onnx.to_onnx(net, path, _onnx.DEFAULT_OPSET if opset is None else opset,
                          outputs, name)
 

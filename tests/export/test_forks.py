@@ -1,0 +1,56 @@
+"""The forks' segmentation and community layers through ONNX (onnxruntime against caffe.Net),
+and the whole DeepLab-LargeFOV / SegNet / PSPNet structures."""
+import pytest
+import torch
+
+import caffe
+from tests import fork_nets
+from tests.export.test_layers import layer, make_net
+from tests.export.util import check_exports
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+CASES = [
+    (layer("Interp", "interp_param { zoom_factor: 3 }"), [(2, 3, 5, 4)]),
+    (layer("Interp", "interp_param { height: 6 width: 9 pad_beg: -1 pad_end: -1 }"),
+     [(1, 2, 6, 7)]),
+    (layer("ConvolutionDepthwise", "convolution_param { num_output: 3 kernel_size: 3 pad: 1 }"),
+     [(2, 3, 6, 6)]),
+    (layer("ShuffleChannel", "shuffle_channel_param { group: 3 }"), [(2, 6, 3, 4)]),
+    (layer("Reorg", "reorg_param { stride: 2 }"), [(2, 8, 4, 6)]),
+    (layer("Reorg", "reorg_param { stride: 2 reverse: true }"), [(2, 16, 2, 3)]),
+    (layer("Upsample", "upsample_param { scale: 2 }"), [(2, 3, 3, 4)]),
+    (layer("Region", "region_param { classes: 3 coords: 4 boxes_of_each_grid: 2 softmax: true }"),
+     [(1, 16, 3, 3)]),
+    (layer("Axpy", "", bottoms=("a", "x", "b")), [(2, 3, 1, 1), (2, 3, 4, 5), (2, 3, 4, 5)]),
+    (layer("BN", "bn_param { eps: 0.001 }"), [(2, 3, 4, 4)]),
+    (layer("BN", "bn_param { bn_mode: INFERENCE }"), [(2, 3, 4, 4)]),
+    (layer("BN", "bn_param { bn_mode: LEARN }"), [(2, 3, 4, 4)]),
+    (layer("Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }", tops=("p", "m"),
+           name="pool") + layer("Upsample", "upsample_param { scale: 2 pad_out_w: true }",
+                                bottoms=("p", "m")), [(2, 3, 6, 7)]),
+]
+
+
+@pytest.mark.parametrize("body,shapes", CASES, ids=[c[0].split('"')[3] + str(i)
+                                                    for i, c in enumerate(CASES)])
+def test_fork_layer_exports(body, shapes):
+    names = ("a", "x", "b") if len(shapes) == 3 else ("x",)
+    net = make_net(body, shapes, names=names)
+    for lay in net._layers:
+        if lay.type == "BN":
+            for i, blob in enumerate(lay.blobs):
+                blob.data[...] = torch.rand(blob.shape) + (0.5 if i == 3 else 0)
+    check_exports(net, outputs=["y"], torch_=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("call", ["deeplab_largefov(65, 21)", "segnet(64, 12)",
+                                  "pspnet(41, 21, 50)"])
+def test_fork_model_exports(call, tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(eval("fork_nets." + call))
+    net = fork_nets.seeded_weights(str(path), tmp_path / "w.caffemodel")
+    feeds = {"data": fork_nets.seeded_input(net.blobs["data"].data.shape)}
+    check_exports(net, feeds, outputs=[net.outputs[-1]], torch_=False)
