@@ -13,8 +13,9 @@ from caffe.proto import caffe_pb2
 
 class _Net:
     def __init__(self, name, size, channels=3):
-        self.lines = [f'name: "{name}"\nlayer {{ name: "input" type: "Input" top: "data" '
-                      f'input_param {{ shape {{ dim: 1 dim: {channels} dim: {size} dim: {size} }} }} }}']
+        # Net-level input, as the published files have it (the forks predate Input layers).
+        self.lines = [f'name: "{name}"\ninput: "data"\ninput_dim: 1\ninput_dim: {channels}\n'
+                      f'input_dim: {size}\ninput_dim: {size}']
 
     def add(self, name, kind, bottom, top=None, body="", tops=()):
         bottoms = [bottom] if isinstance(bottom, str) else bottom

@@ -5,7 +5,7 @@ for the community layers) and save what it computes, in ../shared/golden/layers'
     PYTHONPATH=/opt/segnet/src/python python tests/golden_forks/record.py segnet
     python tests/golden_forks/record.py opencv        # needs cv2 and pycaffe (this project)
 
-A case is a net: one Input layer per input ("in_<name>"), any helper layers, and the layer
+A case is a net: net-level inputs (the forks have no Input layer), any helper layers, and the layer
 under test named "layer" with tops t0, t1, ...; force_backward. The weights are saved before
 the forward pass (BN's running statistics change in it); golden.npz holds in/<input>,
 out/t<i>, and in TRAIN topdiff/t<i>, indiff/<input>, param/<i> (after forward), paramdiff/<i>.
@@ -17,21 +17,22 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-IN = 'layer {{ name: "in_{0}" type: "Input" top: "{0}" input_param {{ shape {{ {1} }} }} }}\n'
+# Net-level inputs: the forks predate the Input layer.
+IN = 'input: "{0}" {1}\n'
 FILL = 'type: "uniform" min: -1 max: 1'
 
 
 def shape(*dims):
-    return " ".join(f"dim: {d}" for d in dims)
+    return " ".join(f"input_dim: {d}" for d in dims)
 
 
-def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=()):
+def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=(), stats=False):
     """inputs: {name: dims}; layer: the body of layer "layer" (bottoms included)."""
     text = "force_backward: true\n" + "".join(IN.format(n, shape(*d)) for n, d in inputs.items())
     text += helpers
     text += 'layer { name: "layer" %s %s }\n' % (" ".join(f'top: "t{i}"' for i in range(tops)),
                                                  layer)
-    return dict(net=text, inputs=inputs, phase=phase, labels=set(labels), tops=tops)
+    return dict(net=text, inputs=inputs, phase=phase, labels=set(labels), tops=tops, stats=stats)
 
 
 X = {"x": (2, 3, 5, 6)}
@@ -51,8 +52,10 @@ CASES = {
         "interp_crop": case(X, 'type: "Interp" bottom: "x" interp_param { zoom_factor: 2 '
                                'pad_beg: -1 pad_end: -1 }'),
         "bn_psp_train": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % ""),
-        "bn_psp_frozen": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "frozen: true"),
-        "bn_psp_test": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "eps: 0.001", "TEST"),
+        "bn_psp_frozen": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "frozen: true",
+                              stats=True),
+        "bn_psp_test": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "eps: 0.001", "TEST",
+                            stats=True),
         "seg_accuracy": case(SCORES, 'type: "SegAccuracy" bottom: "x" bottom: "label"',
                              "TEST", labels=["label"]),
         "seg_accuracy_ignore": case(SCORES, 'type: "SegAccuracy" bottom: "x" bottom: "label" '
@@ -129,8 +132,12 @@ def record_caffe(name, spec, caffe):
     (folder / "phase").write_text(spec["phase"] + "\n")
     phase = caffe.TRAIN if spec["phase"] == "TRAIN" else caffe.TEST
     net = caffe.Net(str(folder / "net.prototxt"), phase)
-    net.save(str(folder / "weights.caffemodel"))
     rng = np.random.default_rng(sum(map(ord, name)))
+    if spec.get("stats"):      # BN's running statistics: not zero, variance positive
+        for i, blob in enumerate(net.params["layer"][2:]):
+            blob.data[...] = rng.uniform(0.5, 1.5, blob.data.shape) if i else \
+                rng.uniform(-0.5, 0.5, blob.data.shape)
+    net.save(str(folder / "weights.caffemodel"))
     out = {}
     for k, v in inputs(spec, rng).items():
         net.blobs[k].data[...] = v
