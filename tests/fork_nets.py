@@ -144,10 +144,10 @@ def segnet(size=64, classes=12):
     return net.text()
 
 
-def seeded_weights(prototxt, path, seed=0):
-    """Write a .caffemodel of `prototxt`'s learned blobs from numpy's seeded generator:
-    convolutions He-normal, biases and BN shifts small, BN scales near 1, statistics
-    (PSPNet: mean near 0, variance near 1). Returns the net."""
+def seeded_weights(prototxt, path=None, seed=0):
+    """`prototxt`'s net with its learned blobs from numpy's seeded generator: convolutions
+    He-normal, biases and BN shifts small, BN scales near 1, statistics (PSPNet: mean near 0,
+    variance near 1); saved as a .caffemodel at `path` when given."""
     net = caffe.Net(prototxt, caffe.TEST)
     rng = np.random.RandomState(seed)
     for name, blobs in net.params.items():
@@ -163,7 +163,8 @@ def seeded_weights(prototxt, path, seed=0):
             else:
                 values = rng.uniform(-0.1, 0.1, shape)
             blob.data[...] = values.astype(np.float32)
-    net.save(str(path))
+    if path is not None:
+        net.save(str(path))
     return net
 
 

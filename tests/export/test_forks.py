@@ -51,6 +51,6 @@ def test_fork_layer_exports(body, shapes):
 def test_fork_model_exports(call, tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text(eval("fork_nets." + call))
-    net = fork_nets.seeded_weights(str(path), tmp_path / "w.caffemodel")
+    net = fork_nets.seeded_weights(str(path))
     feeds = {"data": fork_nets.seeded_input(net.blobs["data"].data.shape)}
     check_exports(net, feeds, outputs=[net.outputs[-1]], torch_=False)
