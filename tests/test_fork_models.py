@@ -59,3 +59,58 @@ def test_generated_nets_build_with_the_expected_output_shapes(tmp_path):
         assert caffe.Net(str(path), caffe.TEST).blobs[blob].data.shape == shape
     with pytest.raises(ValueError, match="bins"):
         fork_nets.pspnet(45)
+
+
+PSP_TRAIN = """
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 3 dim: 17 dim: 17 } shape { dim: 4 dim: 1 dim: 17 dim: 17 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param {
+        num_output: 8 kernel_size: 3 pad: 1 stride: 2 weight_filler { type: "msra" } } }
+layer { name: "conv1/bn" type: "BN" bottom: "conv1" top: "conv1" bn_param {
+        slope_filler { type: "constant" value: 1 } momentum: 0.9 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score" convolution_param {
+        num_output: 2 kernel_size: 1 weight_filler { type: "msra" } } }
+layer { name: "score_interp" type: "Interp" bottom: "score" top: "score_interp"
+        interp_param { zoom_factor: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score_interp" bottom: "label" top: "loss" }
+"""
+SEGNET_TRAIN = """
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 3 dim: 16 dim: 16 } shape { dim: 4 dim: 1 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param {
+        num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "conv1_bn" type: "BN" bottom: "conv1" top: "conv1" bn_param {
+        scale_filler { type: "constant" value: 1 } shift_filler { type: "constant" value: 0 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" top: "pool1_mask"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "upsample1" type: "Upsample" bottom: "pool1" bottom: "pool1_mask" top: "up1"
+        upsample_param { scale: 2 } }
+layer { name: "conv1_D" type: "Convolution" bottom: "up1" top: "score" convolution_param {
+        num_output: 2 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+        loss_param { weight_by_label_freqs: false } }
+"""
+
+
+@pytest.mark.parametrize("net", [PSP_TRAIN, SEGNET_TRAIN], ids=["pspnet", "segnet"])
+def test_segmentation_nets_train(net):
+    """SGD steps on a synthetic task lower the loss: the label says where the first channel
+    of a blocky (2 x 2 upsampled) random image is positive."""
+    import torch
+
+    from tests.solvers.nets import make_solver
+    solver = make_solver("base_lr: 0.1 momentum: 0.9 lr_policy: 'fixed' random_seed: 1",
+                         net, dtype=torch.float32)
+    rng = np.random.RandomState(0)
+    losses = []
+    for _ in range(40):
+        n, c, h, w = solver.net.blobs["data"].data.shape
+        low = rng.uniform(-1, 1, (n, c, (h + 1) // 2, (w + 1) // 2))
+        data = low.repeat(2, 2).repeat(2, 3)[:, :, :h, :w].astype(np.float32)
+        solver.net.blobs["data"].data[...] = data
+        solver.net.blobs["label"].data[...] = (data[:, :1] > 0)
+        solver.step(1)
+        losses.append(float(solver.net.blobs["loss"].data))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
