@@ -26,13 +26,14 @@ def shape(*dims):
     return " ".join(f"input_dim: {d}" for d in dims)
 
 
-def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=(), stats=False):
+def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=(), stats=False, fixed=None):
     """inputs: {name: dims}; layer: the body of layer "layer" (bottoms included)."""
     text = "force_backward: true\n" + "".join(IN.format(n, shape(*d)) for n, d in inputs.items())
     text += helpers
     text += 'layer { name: "layer" %s %s }\n' % (" ".join(f'top: "t{i}"' for i in range(tops)),
                                                  layer)
-    return dict(net=text, inputs=inputs, phase=phase, labels=set(labels), tops=tops, stats=stats)
+    return dict(net=text, inputs=inputs, phase=phase, labels=set(labels), tops=tops, stats=stats,
+                fixed=fixed or {})
 
 
 X = {"x": (2, 3, 5, 6)}
@@ -41,6 +42,10 @@ SEG_BN = f'bn_param {{ bn_mode: %s scale_filler {{ {FILL} }} shift_filler {{ {FI
 POOL = ('layer { name: "pool" type: "Pooling" bottom: "x" top: "p" top: "mask" '
         'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n')
 SCORES = {"x": (2, 4, 3, 5), "label": (2, 1, 3, 5)}
+CRF_IN = {"x": (1, 3, 9, 11), "dim": (1, 1, 1, 2), "image": (1, 3, 9, 11)}
+CRF = ('type: "DenseCRF" bottom: "x" bottom: "dim" %s dense_crf_param { max_iter: %d '
+       'pos_xy_std: 3 pos_w: 3 %s }')
+BILATERAL = "bi_xy_std: 5 bi_rgb_std: 0.2 bi_w: 4"
 
 CASES = {
     "pspnet": {
@@ -56,6 +61,14 @@ CASES = {
                               stats=True),
         "bn_psp_test": case(X, 'type: "BN" bottom: "x" ' + PSP_BN % "eps: 0.001", "TEST",
                             stats=True),
+        # The fork's DenseCRF reads a third bottom unconditionally (a crash with two), so
+        # its cases all have the image and bilateral kernels; and it reads item 0's image
+        # for every item, so they hold one item.
+        "densecrf_bilateral": case(CRF_IN, CRF % ('bottom: "image"', 5, BILATERAL), "TEST",
+                                   fixed={"dim": [9, 11]}),
+        "densecrf_log_crop": case(CRF_IN, CRF % ('bottom: "image"', 3, BILATERAL +
+                                                 " output_probability: false"), "TEST",
+                                  fixed={"dim": [7, 8]}),
         "seg_accuracy": case(SCORES, 'type: "SegAccuracy" bottom: "x" bottom: "label"',
                              "TEST", labels=["label"]),
         "seg_accuracy_ignore": case(SCORES, 'type: "SegAccuracy" bottom: "x" bottom: "label" '
@@ -118,7 +131,9 @@ def record_opencv(name, spec):
 def inputs(spec, rng):
     values = {}
     for name, dims in spec["inputs"].items():
-        if name in spec["labels"]:
+        if name in spec.get("fixed", {}):
+            values[name] = np.asarray(spec["fixed"][name], np.float32).reshape(dims)
+        elif name in spec["labels"]:
             values[name] = rng.integers(0, 4, dims).astype(np.float32)
         else:
             values[name] = rng.uniform(-1, 1, dims).astype(np.float32)
