@@ -30,7 +30,8 @@ def proto_values(proto, count, what="data"):
     doubles = getattr(proto, "double_" + what)
     values = doubles if len(doubles) else getattr(proto, what)
     if len(values) != count:
-        raise LayerSetupError(f"blob declares {count} elements but holds {len(values)} {what} values")
+        raise LayerSetupError(f"blob declares {count} elements but holds {len(values)} {what} "
+                              f"values")
     # upb's repeated fields expose a buffer, so this is a copy, not a Python loop.
     return torch.from_numpy(np.array(values, dtype=np.float64 if len(doubles) else np.float32))
 

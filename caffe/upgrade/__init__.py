@@ -95,7 +95,7 @@ def upgrade_net_as_needed(net, source_name="<net>"):
 
 
 def _upgrade_layers(net, upgrade, version, source_name):
-    """Rewrite net's layers with upgrade(original, net); False (and logged) if settings were lost."""
+    """Rewrite net's layers with upgrade(original, net); False (logged) if settings were lost."""
     log.info("Attempting to upgrade %s layer definitions in %s", version, source_name)
     original = caffe_pb2.NetParameter()
     original.CopyFrom(net)
