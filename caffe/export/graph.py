@@ -22,10 +22,10 @@ def layer_error(layer, message):
 
 # Layers that only make sense while training or that read data themselves.
 DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData",
-              "Python"}
+              "Python", "ImageSegData", "DenseImageData"}
 TRAIN_ONLY_TYPES = {"Accuracy", "ContrastiveLoss", "EuclideanLoss", "HingeLoss",
                     "InfogainLoss", "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss",
-                    "SoftmaxWithLoss", "HDF5Output"}
+                    "SoftmaxWithLoss", "HDF5Output", "SegAccuracy"}
 
 
 @dataclass

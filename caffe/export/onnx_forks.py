@@ -10,7 +10,8 @@ ONNX form.
 import numpy as np
 
 from .graph import layer_error
-from .onnx import _convolution, converter
+from .onnx_builder import converter
+from .onnx_vision import _convolution
 
 converter("ConvolutionDepthwise", "DepthwiseConvolution")(_convolution)
 

@@ -2,7 +2,8 @@
 
 Data, ImageData and WindowData load batches in a background thread (caffe.data.prefetch, queue
 length data_param.prefetch, as Caffe) and pass every image through the DataTransformer; HDF5Data,
-MemoryData and DummyData fill their tops in forward; HDF5Output writes its bottoms to a file.
+MemoryData and DummyData fill their tops in forward; HDF5Output writes its bottoms to a file;
+the segmentation forks' ImageSegData and DenseImageData read image + label-image lists.
 Errors in the data (a missing file, a bad record) raise caffe.data.DataError naming the layer and
 the record or file.
 """
@@ -11,6 +12,7 @@ from .image import ImageDataLayer
 from .hdf5 import HDF5DataLayer, HDF5OutputLayer
 from .memory import DummyDataLayer, MemoryDataLayer
 from .window import WindowDataLayer
+from .segmentation import DenseImageDataLayer, ImageSegDataLayer
 
 __all__ = ["DataLayer", "ImageDataLayer", "HDF5DataLayer", "HDF5OutputLayer", "MemoryDataLayer",
-           "DummyDataLayer", "WindowDataLayer"]
+           "DummyDataLayer", "WindowDataLayer", "ImageSegDataLayer", "DenseImageDataLayer"]

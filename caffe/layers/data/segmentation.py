@@ -12,11 +12,11 @@ transform_param's mean_value and scale on the image. Tops: data, label.
 import numpy as np
 import torch
 
-from ..data.db import DataError
-from ..data.image import read_image, resize_linear
-from ..formats import read_text_file
-from ..layer import Layer, register_layer
-from ..proto import caffe_pb2
+from ...data.image import read_image, resize_linear
+from ...errors import DataError
+from ...formats import read_text_file
+from ...layer import Layer, register_layer
+from ...proto import caffe_pb2
 
 
 def resize_nearest(img, height, width):
