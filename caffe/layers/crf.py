@@ -139,3 +139,120 @@ class DenseCRFLayer(Layer):
                 q = np.log(np.maximum(q, FLT_MIN))
             out[n, :, :h, :w] = q.T.reshape(-1, h, w)
         top[0].data[...] = torch.from_numpy(out).to(top[0].data)
+
+
+def _softmax_backward(prob, dprob):
+    """d in = prob * (d prob - sum_c prob d prob), over the channel axis 0."""
+    return prob * (dprob - (prob * dprob).sum(axis=0, keepdims=True))
+
+
+@register_layer
+class MultiStageMeanfieldLayer(Layer):
+    """CRF-RNN (torrvision/caffe): num_iterations mean-field steps as one layer.
+
+    Bottoms: unaries U (N x C x H x W), the first step's input (usually U again), the image
+    (N x 3 x H x W). Step t: P = softmax(in_t); S = k_s * P, B = k_b * P (permutohedral
+    Gaussians over (x, y) / theta_gamma and (x, y) / theta_alpha, rgb / theta_beta, each
+    normalised per pixel); out_t = U - Comp (W_s S + W_b B); in_{t+1} = out_t; top = out_T.
+    Blobs (1 x 1 x C x C): W_s, W_b, Comp; new ones are spatial_filter_weight and
+    bilateral_filter_weight on the diagonal (the fork reads them from spatial.par and
+    bilateral.par in the working folder) and Comp = -I (Potts). Backward as the fork: to U
+    (summed over the steps), to the first input, and the three blobs (their diffs are
+    overwritten with the sum over the steps); the lattices' transposes blur in reverse order.
+    """
+
+    type = "MultiStageMeanfield"
+    exact_num_bottom_blobs = 3
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.param.multi_stage_meanfield_param
+        if p.num_iterations <= 1:
+            self.fail(f"num_iterations must be greater than 1, got {p.num_iterations}")
+        c = bottom[0].shape[1]
+        if bottom[2].shape[1] != 3:
+            self.fail(f"the image bottom must have 3 channels, got {bottom[2].shape[1]}")
+        if not self.blobs:
+            eye = torch.eye(c, dtype=self.dtype, device=self.device)
+            self.blobs = [self.new_blob((1, 1, c, c)) for _ in range(3)]
+            self.blobs[0].data[0, 0] = eye * p.spatial_filter_weight
+            self.blobs[1].data[0, 0] = eye * p.bilateral_filter_weight
+            self.blobs[2].data[0, 0] = -eye
+
+    def reshape(self, bottom, top):
+        n, c, h, w = bottom[0].shape
+        if any(tuple(b.shape) != (n, c, h, w) for b in bottom[:2]) or \
+                tuple(bottom[2].shape) != (n, 3, h, w):
+            self.fail(f"bottoms must be N x C x H x W twice and N x 3 x H x W, got "
+                      f"{[tuple(b.shape) for b in bottom]}")
+        p = self.param.multi_stage_meanfield_param
+        if getattr(self, "_size", None) != (h, w):
+            self._size = (h, w)
+            self.spatial = Permutohedral(self._positions(h, w, p.theta_gamma))
+            self.spatial_norm = self._norm(self.spatial)
+        top[0].reshape_like(bottom[0])
+
+    @staticmethod
+    def _positions(h, w, theta):
+        pix = np.arange(h * w)
+        return np.stack([(pix % w).astype(F32) / F32(theta),
+                         (pix // w).astype(F32) / F32(theta)], 1)
+
+    @staticmethod
+    def _norm(lattice):
+        return F32(1) / (lattice.compute(np.ones((lattice.n, 1), F32))[:, 0] + F32(1e-20))
+
+    def forward(self, bottom, top):
+        p = self.param.multi_stage_meanfield_param
+        h, w = self._size
+        dt = np.float64 if self.dtype == torch.float64 else F32
+        unary = bottom[0].data.detach().cpu().numpy().astype(dt)
+        x = bottom[1].data.detach().cpu().numpy().astype(dt)
+        image = bottom[2].data.detach().cpu().numpy().reshape(len(unary), 3, -1)
+        ws, wb, comp = (b.data.detach().cpu().numpy()[0, 0].astype(dt) for b in self.blobs)
+        self.steps, out = [], np.empty_like(unary)
+        for n in range(len(unary)):
+            rgb = (image[n] / dt(p.theta_beta)).astype(F32)
+            lattice = Permutohedral(np.concatenate(
+                [self._positions(h, w, p.theta_alpha), rgb.T], 1))
+            norms = (self.spatial_norm.astype(dt), self._norm(lattice).astype(dt))
+            u, cur, steps = unary[n].reshape(len(ws), -1), x[n].reshape(len(ws), -1), []
+            for _ in range(p.num_iterations):
+                e = np.exp(cur - cur.max(axis=0, keepdims=True))
+                prob = e / e.sum(axis=0, keepdims=True)
+                s = self.spatial.compute(prob.T).T * norms[0]
+                b = lattice.compute(prob.T).T * norms[1]
+                msg = ws @ s + wb @ b
+                cur = u - comp @ msg
+                steps.append((prob, s, b, msg))
+            self.steps.append((lattice, norms, steps))
+            out[n] = cur.reshape(out[n].shape)
+        top[0].data[...] = torch.from_numpy(out).to(top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        dt = np.float64 if self.dtype == torch.float64 else F32
+        ws, wb, comp = (b.data.detach().cpu().numpy()[0, 0].astype(dt) for b in self.blobs)
+        grads = [np.zeros_like(ws) for _ in range(3)]
+        dy = top[0].diff.detach().cpu().numpy().astype(dt)
+        d_unary, d_first = np.zeros_like(dy), np.zeros_like(dy)
+        for n, (lattice, norms, steps) in enumerate(self.steps):
+            dout = dy[n].reshape(len(ws), -1)
+            du = np.zeros_like(dout)
+            for prob, s, b, msg in reversed(steps):
+                du += dout
+                dpair = -dout
+                grads[2] += dpair @ msg.T
+                dmsg = comp.T @ dpair
+                grads[0] += dmsg @ s.T
+                grads[1] += dmsg @ b.T
+                ds, db = (ws.T @ dmsg) * norms[0], (wb.T @ dmsg) * norms[1]
+                dprob = self.spatial.compute(ds.T, reverse=True).T + \
+                    lattice.compute(db.T, reverse=True).T
+                dout = _softmax_backward(prob, dprob)
+            d_unary[n], d_first[n] = du.reshape(dy[n].shape), dout.reshape(dy[n].shape)
+        for i, (blob, g) in enumerate(zip(self.blobs, grads)):
+            if self.param_propagate_down[i]:
+                blob.diff[0, 0] = torch.from_numpy(g).to(blob.diff)
+        for i, g in ((0, d_unary), (1, d_first)):
+            if propagate_down[i]:
+                bottom[i].diff[...] = torch.from_numpy(g).to(bottom[i].diff)

@@ -105,21 +105,26 @@ class Permutohedral:
         found = inside & (self._codes[pos] == codes)
         return np.where(found, self._ids[pos], -1)
 
-    def compute(self, values):
-        values = np.ascontiguousarray(values, F32)
+    def compute(self, values, reverse=False):
+        """The filtered (N, V) values; reverse blurs the axes in the opposite order, which
+        makes it the transpose (CRF-RNN's backward). float64 values are filtered in float64
+        (for gradient checks), anything else in float32 as the fork."""
+        dtype = np.float64 if np.asarray(values).dtype == np.float64 else F32
+        values = np.ascontiguousarray(values, dtype)
+        weights = self.weights.astype(dtype)
         v = values.shape[1]
-        lattice = np.zeros((self.m + 2, v), F32)     # row 0: the absent neighbour
+        lattice = np.zeros((self.m + 2, v), dtype)    # row 0: the absent neighbour
         for j in range(self.d + 1):                  # splat, in the fork's order per vertex
-            np.add.at(lattice, self.offsets[:, j] + 1, self.weights[:, j, None] * values)
-        for n1, n2 in self.neighbours:               # blur
+            np.add.at(lattice, self.offsets[:, j] + 1, weights[:, j, None] * values)
+        half = dtype(0.5)
+        for n1, n2 in (self.neighbours[::-1] if reverse else self.neighbours):   # blur
             new = lattice.copy()
-            new[1:self.m + 1] = lattice[1:self.m + 1] + F32(0.5) * (lattice[n1 + 1] +
-                                                                     lattice[n2 + 1])
+            new[1:self.m + 1] = lattice[1:self.m + 1] + half * (lattice[n1 + 1] + lattice[n2 + 1])
             lattice = new
         alpha = F32(1) / (F32(1) + F32(2) ** F32(-self.d))
-        out = np.zeros((self.n, v), F32)
+        out = np.zeros((self.n, v), dtype)
         for j in range(self.d + 1):                  # slice
-            out += (self.weights[:, j, None] * alpha) * lattice[self.offsets[:, j] + 1]
+            out += (weights[:, j, None] * dtype(alpha)) * lattice[self.offsets[:, j] + 1]
         return out
 
 

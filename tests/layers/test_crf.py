@@ -35,3 +35,28 @@ def test_dense_crf_gives_distributions_inside_the_image():
     q = top.data.numpy()[0]
     np.testing.assert_allclose(q[:, :5, :6].sum(0), 1, rtol=1e-5)
     assert (q[:, 5:] == 0).all() and (q[:, :, 6:] == 0).all()
+
+
+def test_multi_stage_meanfield_gradient():
+    from caffe.testing import check_gradient
+    layer = make_layer('type: "MultiStageMeanfield" multi_stage_meanfield_param { '
+                       'num_iterations: 3 theta_alpha: 4 theta_beta: 0.5 theta_gamma: 2 '
+                       'spatial_filter_weight: 2 bilateral_filter_weight: 3 }')
+    g = torch.Generator().manual_seed(3)
+    unary = random_blob((2, 3, 4, 5), -2, 2)
+    first = random_blob((2, 3, 4, 5), -2, 2, generator=g)
+    image = random_blob((2, 3, 4, 5), generator=torch.Generator().manual_seed(5))
+    check_gradient(layer, [unary, first, image], check_bottom=[0, 1], threshold=1e-4)
+
+
+def test_multi_stage_meanfield_first_step_is_the_formula():
+    """With W_s = W_b = 0 the output is the unaries whatever the messages."""
+    layer = make_layer('type: "MultiStageMeanfield" multi_stage_meanfield_param { '
+                       'num_iterations: 2 spatial_filter_weight: 0 bilateral_filter_weight: 0 }',
+                       dtype=torch.float32)
+    unary = random_blob((1, 3, 4, 5), dtype=torch.float32)
+    image = random_blob((1, 3, 4, 5), dtype=torch.float32)
+    top = Blob((), torch.float32)
+    layer.layer_setup([unary, unary, image], [top])
+    layer.forward([unary, unary, image], [top])
+    torch.testing.assert_close(top.data, unary.data)
