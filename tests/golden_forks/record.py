@@ -26,14 +26,15 @@ def shape(*dims):
     return " ".join(f"input_dim: {d}" for d in dims)
 
 
-def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=(), stats=False, fixed=None):
+def case(inputs, layer, phase="TRAIN", tops=1, helpers="", labels=(), stats=False, fixed=None,
+         random_blobs=False):
     """inputs: {name: dims}; layer: the body of layer "layer" (bottoms included)."""
     text = "force_backward: true\n" + "".join(IN.format(n, shape(*d)) for n, d in inputs.items())
     text += helpers
     text += 'layer { name: "layer" %s %s }\n' % (" ".join(f'top: "t{i}"' for i in range(tops)),
                                                  layer)
     return dict(net=text, inputs=inputs, phase=phase, labels=set(labels), tops=tops, stats=stats,
-                fixed=fixed or {})
+                fixed=fixed or {}, random_blobs=random_blobs)
 
 
 X = {"x": (2, 3, 5, 6)}
@@ -86,6 +87,14 @@ CASES = {
         "upsample_pad_out": case({"x": (2, 3, 5, 7)}, 'type: "Upsample" bottom: "p" '
                                  'bottom: "mask" upsample_param { scale: 2 pad_out_h: true '
                                  'pad_out_w: true }', helpers=POOL),
+    },
+    # Run in a folder holding spatial.par and bilateral.par (3 numbers each): the fork reads
+    # its initial kernel weights from there; the recorder then draws all three blobs.
+    "crfasrnn": {
+        "meanfield": case({"u": (1, 3, 5, 6), "q": (1, 3, 5, 6), "image": (1, 3, 5, 6)},
+                          'type: "MultiStageMeanfield" bottom: "u" bottom: "q" bottom: "image" '
+                          'multi_stage_meanfield_param { num_iterations: 3 theta_alpha: 3 '
+                          'theta_beta: 0.5 theta_gamma: 2 }', random_blobs=True),
     },
     # Forward only, through OpenCV dnn (weights written by this project, read by OpenCV).
     "opencv": {
@@ -148,6 +157,9 @@ def record_caffe(name, spec, caffe):
     phase = caffe.TRAIN if spec["phase"] == "TRAIN" else caffe.TEST
     net = caffe.Net(str(folder / "net.prototxt"), phase)
     rng = np.random.default_rng(sum(map(ord, name)))
+    if spec.get("random_blobs"):   # CRF-RNN's kernel weights and compatibility, random
+        for blob in net.params["layer"]:
+            blob.data[...] = rng.uniform(-1, 1, blob.data.shape)
     if spec.get("stats"):      # BN's running statistics: not zero, variance positive
         for i, blob in enumerate(net.params["layer"][2:]):
             blob.data[...] = rng.uniform(0.5, 1.5, blob.data.shape) if i else \
@@ -171,7 +183,7 @@ def record_caffe(name, spec, caffe):
                 b.diff[...] = 0
         net.backward()
         for k in spec["inputs"]:
-            if k not in spec["labels"]:
+            if k not in spec["labels"] and k != "image":   # images get no gradient
                 out[f"indiff/{k}"] = net.blobs[k].diff.copy()
         for i, b in enumerate(params):
             out[f"param/{i}"] = b.data.copy()
