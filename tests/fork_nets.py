@@ -48,7 +48,8 @@ def pspnet(size=473, classes=150, depth=50, bins=(1, 2, 3, 6)):
     """PSPNet-50/101: dilated ResNet (deep stem), pyramid pooling, x8 Interp. size = 8k + 1."""
     feat = (size - 1) // 8 + 1
     if (size - 1) % 8 or any(feat % b for b in bins):
-        raise ValueError(f"input {size}: the {feat} x {feat} feature map must split into bins {bins}")
+        raise ValueError(f"input {size}: the {feat} x {feat} feature map must split into "
+                         f"bins {bins}")
     net = _Net(f"pspnet{depth}", size)
     x = _psp_unit(net, "conv1_1_3x3_s2", "data", 64, 3, 2, 1)
     x = _psp_unit(net, "conv1_2_3x3", x, 64, 3, 1, 1)

@@ -28,7 +28,8 @@ layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }'''
 SEGNET = '''name: "segnet"
 layer { name: "b" type: "BN" bottom: "x" top: "x" bn_param { bn_mode: LEARN } }
 layer { name: "b2" type: "BN" bottom: "x" top: "x" bn_param { bn_mode: INFERENCE } }
-layer { name: "u" type: "Upsample" bottom: "x" bottom: "m" top: "u" upsample_param { upsample_h: 5 } }
+layer { name: "u" type: "Upsample" bottom: "x" bottom: "m" top: "u"
+        upsample_param { upsample_h: 5 } }
 layer { name: "l" type: "SoftmaxWithLoss" bottom: "u" bottom: "t" top: "loss"
         loss_param { weight_by_label_freqs: true class_weighting: 0.5 } }'''
 

@@ -63,7 +63,8 @@ def test_generated_nets_build_with_the_expected_output_shapes(tmp_path):
 
 PSP_TRAIN = """
 layer { name: "in" type: "Input" top: "data" top: "label"
-        input_param { shape { dim: 4 dim: 3 dim: 17 dim: 17 } shape { dim: 4 dim: 1 dim: 17 dim: 17 } } }
+        input_param { shape { dim: 4 dim: 3 dim: 17 dim: 17 }
+                      shape { dim: 4 dim: 1 dim: 17 dim: 17 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param {
         num_output: 8 kernel_size: 3 pad: 1 stride: 2 weight_filler { type: "msra" } } }
 layer { name: "conv1/bn" type: "BN" bottom: "conv1" top: "conv1" bn_param {
@@ -77,7 +78,8 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score_interp" bottom: "lab
 """
 SEGNET_TRAIN = """
 layer { name: "in" type: "Input" top: "data" top: "label"
-        input_param { shape { dim: 4 dim: 3 dim: 16 dim: 16 } shape { dim: 4 dim: 1 dim: 16 dim: 16 } } }
+        input_param { shape { dim: 4 dim: 3 dim: 16 dim: 16 }
+                      shape { dim: 4 dim: 1 dim: 16 dim: 16 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param {
         num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
 layer { name: "conv1_bn" type: "BN" bottom: "conv1" top: "conv1" bn_param {

@@ -321,8 +321,8 @@ class SegAccuracyLayer(Layer):
                                                 device=label.device))
         pred, label = pred[keep], label[keep]
         if label.numel() and (label.min() < 0 or label.max() >= classes):
-            self.fail(f"unexpected label {int(label.max() if label.max() >= classes else label.min())}"
-                      f" for {classes} classes")
+            bad = int(label.max() if label.max() >= classes else label.min())
+            self.fail(f"unexpected label {bad} for {classes} classes")
         self.confusion += torch.bincount(label.cpu() * classes + pred.cpu(),
                                          minlength=classes * classes).view(classes, classes)
         m = self.confusion

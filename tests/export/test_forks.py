@@ -3,7 +3,6 @@ and the whole DeepLab-LargeFOV / SegNet / PSPNet structures."""
 import pytest
 import torch
 
-import caffe
 from tests import fork_nets
 from tests.export.test_layers import layer, make_net
 from tests.export.util import check_exports

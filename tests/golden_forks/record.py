@@ -129,7 +129,8 @@ def record_opencv(name, spec):
     text = spec["net"].replace('"DepthwiseConvolution"', '"ConvolutionDepthwise"')
     net = cv2.dnn.readNetFromCaffe(bytearray(text.encode()),
                                    bytearray((folder / "weights.caffemodel").read_bytes()))
-    out = {f"in/{k}": v for k, v in inputs(spec, np.random.default_rng(sum(map(ord, name)))).items()}
+    rng = np.random.default_rng(sum(map(ord, name)))
+    out = {f"in/{k}": v for k, v in inputs(spec, rng).items()}
     for k, v in out.items():
         net.setInput(v, k[3:])
     out["out/t0"] = net.forward("layer")

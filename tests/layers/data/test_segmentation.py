@@ -4,7 +4,6 @@ import pytest
 from PIL import Image
 
 import caffe
-from caffe.proto import caffe_pb2
 
 NET = """layer {{ name: "d" type: "{kind}" top: "data" top: "label" {extra_top}
   transform_param {{ mean_value: 10 mean_value: 20 mean_value: 30 scale: 0.5 {transform} }}
@@ -44,7 +43,8 @@ def test_image_seg_data_pads_with_mean_and_ignore_then_centre_crops(listed):
     assert data.shape == (2, 3, 6, 6) and label.shape == (2, 1, 6, 6)
     # image 0 (5 x 7): padded to 6 x 7 (one mean row, ignore row), centre crop x from 0
     img, seg = image(listed, "0.png"), image(listed, "0_l.png", False)
-    np.testing.assert_allclose(data[0, :, :5], ((img - [10, 20, 30]) * 0.5).transpose(2, 0, 1)[:, :, :6])
+    expected = ((img - [10, 20, 30]) * 0.5).transpose(2, 0, 1)
+    np.testing.assert_allclose(data[0, :, :5], expected[:, :, :6])
     np.testing.assert_allclose(data[0, :, 5], 0)
     np.testing.assert_array_equal(label[0, 0, :5], seg[:, :6])
     np.testing.assert_array_equal(label[0, 0, 5], 255)
