@@ -57,6 +57,7 @@ TOOLS = {
     "draw_net": ("draw_net", "main"),
     "export": ("export", "main"),
     "zoo": ("zoo", "main"),
+    "vis": ("vis", "main"),
 }
 
 
