@@ -23,7 +23,13 @@ graphviz:
 	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "graphviz could not be installed: the image-rendering tests will skip"
 
-test: install graphviz
+# caffe view's test drives a real headless Chromium (selenium + chromedriver).
+chromium:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will skip"
+
+test: install graphviz chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz lenet test
+.PHONY: install graphviz chromium lenet test

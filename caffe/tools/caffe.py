@@ -58,6 +58,7 @@ TOOLS = {
     "export": ("export", "main"),
     "zoo": ("zoo", "main"),
     "vis": ("vis", "main"),
+    "view": ("view", "main"),
 }
 
 
