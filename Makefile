@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lenet: install
-	$(PY) examples/train_lenet.py
+	$(PY) examples/mnist/train_lenet.py
 
 # graphviz's `dot` renders caffe.draw's images; without it (no root) those tests skip.
 graphviz:
