@@ -56,7 +56,8 @@ def outputs(net, arrays, names):
                                                                net.blobs[name].data.shape[1:])
         net.forward()
         for name in names:
-            result[name].append(net.blobs[name].data[:k].copy())
+            data = net.blobs[name].data
+            result[name].append(data[:k].copy() if data.ndim else data.reshape(1).copy())
     return {name: np.concatenate(v) for name, v in result.items()}
 
 
