@@ -29,10 +29,15 @@ def feeder(net, arrays, seed=0):
     state = {"order": rng.permutation(n), "pos": 0}
 
     def feed():
-        if state["pos"] + batch > n:
-            state["order"], state["pos"] = rng.permutation(n), 0
-        pick = state["order"][state["pos"]:state["pos"] + batch]
-        state["pos"] += batch
+        picks, need = [], batch
+        while need:                       # wrap around (and reshuffle) at the end of an epoch
+            if state["pos"] >= n:
+                state["order"], state["pos"] = rng.permutation(n), 0
+            take = min(need, n - state["pos"])
+            picks.append(state["order"][state["pos"]:state["pos"] + take])
+            state["pos"] += take
+            need -= take
+        pick = np.concatenate(picks)
         for name, blob in blobs.items():
             blob.data[...] = arrays[name][pick].reshape(blob.data.shape)
     return feed

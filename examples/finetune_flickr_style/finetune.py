@@ -97,6 +97,7 @@ def main(argv=None):
     p.add_argument("--pretrain_iters", type=int, default=400)
     p.add_argument("--iters", type=int, default=200, help="fine-tuning iterations")
     p.add_argument("--images", type=int, default=2000, help="style training images")
+    p.add_argument("--test_images", type=int, default=500)
     p.add_argument("--weights", help="pretrained weights (default: pretrain here)")
     p.add_argument("--out", default="finetune_out")
     args = p.parse_args(argv)
@@ -110,11 +111,11 @@ def main(argv=None):
                               out / "pretrained")
         train(content, {"data": (x - 128) / 64, "label": y.astype(np.float32)})
         weights = str(out / f"pretrained_iter_{args.pretrain_iters}.caffemodel")
-        xt, yt = synthetic_cifar(500, seed=11)
+        xt, yt = synthetic_cifar(args.test_images, seed=11)
         print(f"Pretrained on 10 content classes ({args.pretrain_iters} iterations): "
               f"accuracy {accuracy(content, (xt - 128) / 64, yt):.3f}; weights {weights}")
     x, y = style_data(args.images, seed=20)
-    x_test, y_test = style_data(500, seed=21)
+    x_test, y_test = style_data(args.test_images, seed=21)
     style_net = caffenet_small(len(STYLES), classifier="fc8_flickr", new_lr=10)
     (out / "finetune_style_train.prototxt").write_text(str(style_net))
     results = {}
