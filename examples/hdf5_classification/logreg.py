@@ -69,10 +69,12 @@ def train_and_score(out, name, hidden, iters, n_test):
     param.max_iter, param.snapshot_prefix = iters, str(out / name)
     solver = caffe.get_solver(param)
     solver.solve()
-    net = caffe.Net(str(out / f"{name}_test.prototxt"), caffe.TEST)
-    net.share_with(solver.net)
+    # Score the snapshot with the test definition, as `caffe test` would.
+    net = caffe.Net(str(out / f"{name}_test.prototxt"),
+                    str(out / f"{name}_iter_{iters}.caffemodel"), caffe.TEST)
     batches = n_test // 10
-    return float(np.mean([net.forward()["accuracy"] for _ in range(batches)]))
+    # float(): forward() returns views of the blobs, which the next batch overwrites.
+    return float(np.mean([float(net.forward()["accuracy"]) for _ in range(batches)]))
 
 
 def main(argv=None):
