@@ -16,14 +16,20 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lenet: install
-	$(PY) examples/train_lenet.py
+	$(PY) examples/mnist/train_lenet.py
 
 # graphviz's `dot` renders caffe.draw's images; without it (no root) those tests skip.
 graphviz:
 	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "graphviz could not be installed: the image-rendering tests will skip"
 
-test: install graphviz
+# caffe view's test drives a real headless Chromium (selenium + chromedriver).
+chromium:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will skip"
+
+test: install graphviz chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz lenet test
+.PHONY: install graphviz chromium lenet test

@@ -254,3 +254,12 @@ class PycaffeNet:
                 ", ".join(f"{self._blob_names[b]} {self._blobs[b].shape}" for b in ids)
                 for n, l, ids in zip(self._layer_names, self._layers, self.top_ids)]
         return "\n".join([f"Net '{self.name}' ({len(self._layers)} layers)"] + rows)
+
+    # Jupyter shows a net as its layer/blob/param table with the graph (caffe.vis.notebook).
+    def _repr_html_(self):
+        from .vis.notebook import net_html
+        return net_html(self)
+
+    def _repr_svg_(self):
+        from .vis.notebook import net_svg
+        return net_svg(self)

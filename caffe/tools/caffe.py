@@ -56,6 +56,9 @@ TOOLS = {
     "plot_training_log": ("plot_training_log", "main"),
     "draw_net": ("draw_net", "main"),
     "export": ("export", "main"),
+    "zoo": ("zoo", "main"),
+    "vis": ("vis", "main"),
+    "view": ("view", "main"),
 }
 
 

@@ -1,4 +1,4 @@
-"""examples/train_lenet.py: LeNet on scikit-learn's digits, end to end."""
+"""examples/mnist/train_lenet.py: LeNet on scikit-learn's digits, end to end."""
 import importlib.util
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 import caffe
 from caffe.formats import read_caffemodel
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_lenet.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist" / "train_lenet.py"
 
 
 def load_example():

@@ -1,7 +1,7 @@
 """Train Caffe's LeNet with pycaffe's solver on handwritten digits, then score it.
 
-    python examples/train_lenet.py                 # scikit-learn's 1,797 8x8 digits
-    python examples/train_lenet.py --mnist DIR     # MNIST IDX files (.gz or raw) in DIR
+    python examples/mnist/train_lenet.py                 # scikit-learn's 1,797 8x8 digits
+    python examples/mnist/train_lenet.py --mnist DIR     # MNIST IDX files (.gz or raw) in DIR
 
 The digits are upscaled to 28 x 28 and scaled to [0, 1) as Caffe's MNIST example scales
 bytes (x 1/256); a stratified fifth is held out for testing. With --mnist, DIR's
@@ -10,7 +10,8 @@ there, its first 8,000 images train and the last 2,000 test (as the reference ru
 
 Batches go in through the net's Input layers from an on_start callback, the pycaffe way;
 the solver and the snapshot it leaves are ordinary Caffe files (lenet_iter_N.caffemodel
-and .solverstate) that BVLC's `caffe test -model examples/lenet_train_test.prototxt` reads.
+and .solverstate) that BVLC's `caffe test -model examples/mnist/lenet_train_test.prototxt`
+reads. --solver picks one of the variants of BVLC's examples/mnist/lenet_solver*.prototxt.
 """
 import argparse
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import caffe  # noqa: E402
 from caffe.formats import parse_text, read_net_param  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
@@ -39,6 +40,18 @@ lr_policy: "inv" gamma: 0.0001 power: 0.75
 display: 50
 random_seed: 1701
 """
+# The other solvers of BVLC's MNIST examples, with their settings.
+SOLVERS = {
+    "sgd": SOLVER,
+    "nesterov": SOLVER.replace('"SGD"', '"Nesterov"'),
+    "adam": """type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 delta: 1e-8
+               lr_policy: "fixed" display: 50 random_seed: 1701""",
+    "rmsprop": """type: "RMSProp" base_lr: 0.01 momentum: 0.0 weight_decay: 0.0005
+                  lr_policy: "inv" gamma: 0.0001 power: 0.75 rms_decay: 0.98
+                  display: 50 random_seed: 1701""",
+    "adadelta": """type: "AdaDelta" base_lr: 1.0 momentum: 0.95 weight_decay: 0.0005
+                   lr_policy: "fixed" delta: 1e-6 display: 50 random_seed: 1701""",
+}
 
 
 def load_digits(seed):
@@ -80,8 +93,8 @@ def load_mnist(folder):
     return train[0], train[1], test[0], test[1]
 
 
-def make_solver(iters, out_dir):
-    param = parse_text(SOLVER, caffe_pb2.SolverParameter())
+def make_solver(iters, out_dir, solver="sgd"):
+    param = parse_text(SOLVERS[solver], caffe_pb2.SolverParameter())
     param.net_param.CopyFrom(read_net_param(NET))
     param.max_iter = iters
     param.snapshot_prefix = str(Path(out_dir) / "lenet")
@@ -128,6 +141,7 @@ def main(argv=None):
                    "(default ./lenet_digits or ./lenet_mnist)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the batch order")
     p.add_argument("--quiet", action="store_true", help="no training log")
+    p.add_argument("--solver", choices=SOLVERS, default="sgd", help="the solver variant")
     args = p.parse_args(argv)
 
     log_to_stderr(logging.WARNING)
@@ -141,9 +155,9 @@ def main(argv=None):
     x_train, y_train, x_test, y_test = load_mnist(args.mnist) if args.mnist else \
         load_digits(args.seed)
     print(f"{dataset}: {len(x_train)} training and {len(x_test)} test images, "
-          f"{iters} iterations of {64} images")
+          f"{iters} iterations of {64} images, {args.solver}")
     start = time.perf_counter()
-    solver = make_solver(iters, out_dir)
+    solver = make_solver(iters, out_dir, args.solver)
     solver.add_callback(feeder(solver, x_train, y_train, args.seed), None)
     solver.solve()  # snapshot_after_train leaves lenet_iter_<iters>.caffemodel/.solverstate
     elapsed = time.perf_counter() - start
