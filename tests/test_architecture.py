@@ -32,13 +32,15 @@ LAYERS = [
     ("net", ["caffe.net", "caffe.net_weights", "caffe.pycaffe", "caffe.net_spec",
              "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.export", "caffe.io", "caffe.classifier",
-                        "caffe.detector", "caffe.draw"]),
+                        "caffe.detector", "caffe.draw", "caffe.zoo", "caffe.vis", "caffe.view"]),
     ("commands", ["caffe.tools"]),
 ]
 # Imports that go up a layer, each inside a function, each for a reason.
 UPWARD = {
     ("caffe.layers.recurrent", "caffe.net"):
         "RNN and LSTM run an unrolled inner Net, as Caffe's RecurrentLayer does",
+    ("caffe.pycaffe", "caffe.vis.notebook"):
+        "Jupyter's display of a Net (_repr_html_/_repr_svg_) draws it only when shown",
 }
 
 
