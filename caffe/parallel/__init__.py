@@ -23,13 +23,18 @@ Data layers consult data_shard(): worker r of N keeps records r, r + N, r + 2N, 
 database (BVLC's DataLayer::Skip); ImageData and HDF5Data stride through their list and rows the
 same way. Test-phase data layers read everything, as only worker 0 tests.
 
-A worker that dies makes the others fail at their next exchange with a WorkerError naming it
-(when it ran on the same machine); a worker that hangs makes them fail after CAFFE_DIST_TIMEOUT
-seconds (default 1800). Worker 0's testing is waited for without that limit.
+Failures end every worker with an error that names the lost one, in bounded time:
+- joining waits CAFFE_RDZV_TIMEOUT seconds (default 300) for all workers to turn up;
+- a worker that dies makes the others fail at their next exchange (a few seconds);
+- a worker that is stopped, hung or cut off (its host gone, the link down) stops beating in
+  the rendezvous store and the others stop after CAFFE_DIST_HEARTBEAT seconds (default 60);
+- any collective gives up after CAFFE_DIST_TIMEOUT seconds (default 1800). Worker 0's testing
+  is waited for without that limit (the heartbeat still watches it).
+A resumed snapshot keeps its effective batch on another number of workers (resume.py).
 
 The package: world (rank, count, sharding, settings), comm (rendezvous, process groups,
 failures), allreduce (bucketed gradients, DataParallel), nccl (pycaffe's API), launch (the
-caffe command's side).
+caffe command's side), heartbeat (silent workers), resume (the effective batch on resume).
 """
 from .world import (DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT_S, LAUNCH_GRACE_S, PATIENT_TIMEOUT,
                     WorkerError, _state, current_worker, data_shard, env_world, is_root,
@@ -38,6 +43,7 @@ from .world import (DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT_S, LAUNCH_GRACE_S, PATIEN
 from .comm import Worker, init_worker
 from .allreduce import DataParallel, plan_buckets
 from .nccl import NCCL
+from .resume import keep_effective_batch
 from .launch import (attach, exit_on_failure, launch, should_launch, worker_count,
                      worker_from_env, _free_port)  # noqa: F401
 
@@ -46,4 +52,4 @@ __all__ = ["DEFAULT_BUCKET_MB", "DEFAULT_TIMEOUT_S", "LAUNCH_GRACE_S", "PATIENT_
            "multiprocess", "set_multiprocess", "set_solver_count", "set_solver_rank",
            "solver_count", "solver_rank", "timeout", "Worker", "init_worker", "DataParallel",
            "plan_buckets", "NCCL", "attach", "exit_on_failure", "launch", "should_launch",
-           "worker_count", "worker_from_env"]
+           "worker_count", "worker_from_env", "keep_effective_batch"]

@@ -56,6 +56,7 @@ def worker_from_env(gpus=()):
     _watch_launcher()
     worker = Worker(rank, world, torch.device("cuda", gpu) if gpu is not None else "cpu")
     worker.gpu = gpu
+    worker.start_heartbeat(lambda message: _give_up(f"worker {rank}: {message}. Stopping."))
     log.info("Worker %d of %d (%s, %s)", rank, world,
              f"GPU {gpu}" if gpu is not None else "CPU", worker.backend)
     return worker
@@ -83,6 +84,16 @@ def exit_on_failure(worker):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130 if isinstance(e, KeyboardInterrupt) else 1)
+
+
+def _give_up(message):
+    """End this worker now: the main thread may be stuck in a collective that waits for a
+    peer that will not come back."""
+    log.error("%s", message)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def attach(solver):

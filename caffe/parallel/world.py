@@ -10,6 +10,8 @@ DEFAULT_TIMEOUT_S = 1800.0     # torch's own default for gloo and NCCL
 DEFAULT_BUCKET_MB = 4.0
 PATIENT_TIMEOUT = datetime.timedelta(days=7)
 LAUNCH_GRACE_S = 30.0          # how long the launcher lets survivors fail by themselves
+DEFAULT_RDZV_TIMEOUT_S = 300.0  # how long workers wait for each other to turn up
+DEFAULT_HEARTBEAT_S = 60.0     # how long a worker may go unheard before the others stop
 
 _state = {"count": 1, "rank": 0, "multiprocess": False, "worker": None}
 
@@ -79,12 +81,27 @@ def _env_float(name, default):
         raise CaffeError(f"{name}={value!r} is not a number") from None
 
 
+def _positive_seconds(name, default):
+    seconds = _env_float(name, default)
+    if seconds <= 0:
+        raise CaffeError(f"{name} must be positive, got {seconds:g}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def timeout():
     """How long a collective may wait for the others (CAFFE_DIST_TIMEOUT seconds)."""
-    seconds = _env_float("CAFFE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
-    if seconds <= 0:
-        raise CaffeError(f"CAFFE_DIST_TIMEOUT must be positive, got {seconds}")
-    return datetime.timedelta(seconds=seconds)
+    return _positive_seconds("CAFFE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
+
+
+def rendezvous_timeout():
+    """How long joining waits for every worker to turn up (CAFFE_RDZV_TIMEOUT seconds)."""
+    return _positive_seconds("CAFFE_RDZV_TIMEOUT", DEFAULT_RDZV_TIMEOUT_S)
+
+
+def heartbeat_timeout():
+    """How long a worker may go unheard (stopped, hung, cut off) before the others stop
+    (CAFFE_DIST_HEARTBEAT seconds)."""
+    return _positive_seconds("CAFFE_DIST_HEARTBEAT", DEFAULT_HEARTBEAT_S)
 
 
 def env_world():
