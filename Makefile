@@ -23,7 +23,12 @@ graphviz:
 	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "graphviz could not be installed: the image-rendering tests will skip"
 
-test: install graphviz
+# iproute2's `ip` makes the two network namespaces of tests/parallel/test_two_hosts.py.
+iproute2:
+	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null) \
+	  || echo "iproute2 could not be installed: the two-host tests will skip"
+
+test: install graphviz iproute2
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz lenet test
+.PHONY: install graphviz iproute2 lenet test

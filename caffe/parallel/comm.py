@@ -115,7 +115,7 @@ class Worker:
             return None
         store, where = found
         # Under torchrun the store is its agent's on node 0; else worker 0 serves it.
-        owner = ("the torchrun agent of node 0"
+        owner = ("node 0's torchrun agent (the host of worker 0)"
                  if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" else
                  self.describe(0) if self.rank else None)
         self.heartbeat = Heartbeat(store, where, self.rank, self.world, stall, on_lost,

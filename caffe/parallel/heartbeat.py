@@ -46,13 +46,20 @@ class Heartbeat:
         self.store_owner = store_owner
         self.heard = {}               # rank -> (counter, monotonic time it last moved)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="caffe-heartbeat", daemon=True)
+        self._error = ""
+        # Two threads: a store call to a host that is cut off can block past its timeout, and
+        # the watcher must still see the time go by.
+        self._threads = [threading.Thread(target=self._beat_loop, name="caffe-heartbeat",
+                                          daemon=True),
+                         threading.Thread(target=self._watch_loop, name="caffe-heartbeat-watch",
+                                          daemon=True)]
 
     def start(self):
         now = time.monotonic()
         self.heard = {r: (-1, now) for r in range(self.world) if r != self.rank}
         self._store_ok = now
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self):
@@ -73,19 +80,23 @@ class Heartbeat:
                 self.heard[r] = (value, now)
         self._store_ok = now
 
-    def _run(self):
+    def _beat_loop(self):
         while not self._stop.wait(self.period):
             try:
                 self._beat()
             except Exception as e:           # the store's own errors: timeouts, resets
-                quiet = time.monotonic() - self._store_ok
-                if quiet >= self.stall_s:
-                    owner = f", served by {self.store_owner}" if self.store_owner else ""
-                    self._lost(f"the rendezvous store at {self.where}{owner} has not answered "
-                               f"for {quiet:.0f} s (CAFFE_DIST_HEARTBEAT={self.stall_s:g}): "
-                               f"its host is gone or cut off ({str(e).splitlines()[0]})")
-                    return
-                continue
+                self._error = str(e).splitlines()[0] if str(e) else type(e).__name__
+
+    def _watch_loop(self):
+        while not self._stop.wait(self.period):
+            quiet = time.monotonic() - self._store_ok
+            if quiet >= self.stall_s:
+                owner = f", served by {self.store_owner}," if self.store_owner else ""
+                cause = f" ({self._error})" if self._error else ""
+                self._lost(f"the rendezvous store at {self.where}{owner} has not answered for "
+                           f"{quiet:.0f} s (CAFFE_DIST_HEARTBEAT={self.stall_s:g}): its host is "
+                           f"gone or cut off{cause}")
+                return
             silent = self.silent(self.stall_s)
             if silent:
                 names = ", ".join(self.describe(r) for r in silent)

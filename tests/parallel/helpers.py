@@ -59,7 +59,8 @@ TEST_OUTPUT = re.compile(r"Iteration (\d+), Testing net|Test net output #\d+: (\
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "CAFFE_LAUNCHER_PID", "CAFFE_BUCKET_MB", "CAFFE_DIST_TIMEOUT")}
+                        "CAFFE_LAUNCHER_PID", "CAFFE_BUCKET_MB", "CAFFE_DIST_TIMEOUT",
+                        "CAFFE_DIST_HEARTBEAT", "CAFFE_RDZV_TIMEOUT")}
     env.update(PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
                OMP_NUM_THREADS="1", **extra)
     return env
