@@ -2,8 +2,9 @@
 
 Each host has its own network stack, address (10.<n>.0.1 and .2) and host name (a UTS
 namespace per command), so torch.distributed sees two machines that share a file system, as
-cluster nodes do over NFS. Needs root and iproute2; `TwoHosts.create()` skips the test when
-namespaces cannot be made, except with PYCAFFE_REQUIRE_NETNS=1 (CI), where it fails.
+cluster nodes do over NFS. Needs root and iproute2; `TwoHosts.create()` raises
+NetnsUnavailable (saying why) where namespaces cannot be made. Used by the two-host tests and
+benchmarks/bench_network.py.
 """
 import os
 import shutil
@@ -11,9 +12,10 @@ import signal
 import subprocess
 import time
 
-import pytest
 
-REQUIRED = os.environ.get("PYCAFFE_REQUIRE_NETNS") == "1"
+
+class NetnsUnavailable(RuntimeError):
+    """This machine (or user) cannot make network namespaces."""
 
 
 def _ip(*args, check=True):
@@ -48,10 +50,7 @@ class TwoHosts:
                 hosts.close()
                 why = f"`{' '.join(e.cmd)}` failed: {e.stderr.strip()}"
         if why is not None:
-            message = f"cannot make two network namespaces: {why}"
-            if REQUIRED:
-                pytest.fail(message + " (PYCAFFE_REQUIRE_NETNS=1)")
-            pytest.skip(message)
+            raise NetnsUnavailable(f"cannot make two network namespaces: {why}")
         return hosts
 
     def _setup(self):
