@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 NET = """name: "caffenet_gradients"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
         dummy_data_param { shape { dim: %(batch)d dim: 256 } shape { dim: %(batch)d }
-                           data_filler { type: "gaussian" std: 1 } } }
+                           data_filler { type: "gaussian" std: 1 }
+                           data_filler { type: "constant" value: 3 } } }
 layer { name: "convs" type: "InnerProduct" bottom: "data" top: "convs"
         inner_product_param { num_output: 9216 weight_filler { type: "gaussian" std: 0.005 } } }
 layer { name: "relu5" type: "ReLU" bottom: "convs" top: "convs" }
@@ -165,7 +166,7 @@ def main():
             if kind is None:
                 raise SystemExit("neither tc netem nor tc tbf works on this kernel")
             label = "veth" if rate is None else rate + (
-                f" + {delay} ms" if kind == "netem" else f" (tbf; {delay} ms not applied)")
+                f" + {delay} ms" if kind == "netem" else f" (tbf, no {delay} ms)")
             for row in run_hosts(hosts, args, tmp / "two.json"):
                 rows.append(dict(row, link=label, qdisc=kind))
     finally:
