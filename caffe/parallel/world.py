@@ -104,8 +104,55 @@ def heartbeat_timeout():
     return _positive_seconds("CAFFE_DIST_HEARTBEAT", DEFAULT_HEARTBEAT_S)
 
 
+def first_host(nodelist):
+    """The first host of a Slurm node list: "gpu[03-08,11],cpu1" -> "gpu03"."""
+    head, depth = "", 0
+    for ch in nodelist.strip():
+        if ch == "," and depth == 0:
+            break
+        depth += (ch == "[") - (ch == "]")
+        head += ch
+    if "[" not in head:
+        return head
+    prefix, rest = head.split("[", 1)
+    inside, suffix = rest.split("]", 1)
+    return prefix + inside.split(",")[0].split("-")[0] + suffix
+
+
+def slurm_to_env():
+    """Under `srun`, torchrun's variables from Slurm's (unless set already, or CAFFE_SLURM=0):
+    RANK = SLURM_PROCID, WORLD_SIZE = SLURM_STEP_NUM_TASKS (or SLURM_NTASKS), LOCAL_RANK =
+    SLURM_LOCALID, MASTER_ADDR = the first host of SLURM_STEP_NODELIST (or SLURM_JOB_NODELIST,
+    SLURM_NODELIST), MASTER_PORT = 29500 + SLURM_JOB_ID % 20000 unless set."""
+    env = os.environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
+    if "WORLD_SIZE" in env or env.get("CAFFE_SLURM") == "0" or "SLURM_PROCID" not in env or \
+            not tasks:
+        return False
+    nodes = (env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or
+             env.get("SLURM_NODELIST") or "")
+    try:
+        if int(tasks.split("(")[0]) <= 1:
+            return False
+        port = 29500 + int(env.get("SLURM_JOB_ID", "0")) % 20000
+    except ValueError:
+        raise CaffeError(f"SLURM_NTASKS={tasks!r} / SLURM_JOB_ID="
+                         f"{env.get('SLURM_JOB_ID')!r} are not numbers") from None
+    if not nodes and "MASTER_ADDR" not in env:
+        raise CaffeError("srun gave SLURM_PROCID but no SLURM_NODELIST: set MASTER_ADDR to the "
+                         "host of task 0")
+    env["WORLD_SIZE"] = tasks.split("(")[0]
+    env["RANK"] = env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env.setdefault("MASTER_ADDR", first_host(nodes))
+    env.setdefault("MASTER_PORT", str(port))
+    return True
+
+
 def env_world():
-    """(rank, world size, local rank) from torchrun-style variables; None for a lone process."""
+    """(rank, world size, local rank) from torchrun-style variables (or Slurm's, see
+    slurm_to_env); None for a lone process."""
+    slurm_to_env()
     if "WORLD_SIZE" not in os.environ:
         return None
     try:
