@@ -28,7 +28,12 @@ iproute2:
 	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null) \
 	  || echo "iproute2 could not be installed: the two-host tests will skip"
 
-test: install graphviz iproute2
+# Java runs Spark for tests/test_spark.py (caffe.spark in local mode).
+java:
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null) \
+	  || echo "Java could not be installed: the Spark tests will skip"
+
+test: install graphviz iproute2 java
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz iproute2 lenet test
+.PHONY: install graphviz iproute2 java lenet test

@@ -52,6 +52,8 @@ def train(solver, num_tasks=2, snapshot_prefix=None, *, data=None, data_path=Non
     else:
         raise CaffeError(f"{solver}: caffe.spark.train needs a snapshot prefix (the solver's "
                          f"snapshot_prefix or snapshot_prefix=) where every task can write")
+    # The driver names the path: it makes the folder (on storage the tasks share).
+    os.makedirs(os.path.dirname(param.snapshot_prefix), exist_ok=True)
     if data is not None:
         data_path = os.path.abspath(data_path or param.snapshot_prefix + "_train_lmdb")
         dataframe_to_lmdb(data, data_path, columns)

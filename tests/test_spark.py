@@ -10,7 +10,7 @@ from PIL import Image
 
 from caffe.data import datum_to_array, open_db, parse_datum
 from tests.parallel.helpers import (COMMON, NET, SOLVERS, assert_weights_close, caffe_train,
-                                    clean_env, finish, make_folder)
+                                    clean_env, finish)
 
 REQUIRED = os.environ.get("PYCAFFE_REQUIRE_SPARK") == "1"     # CI installs Java
 pytestmark = pytest.mark.slow
@@ -46,70 +46,62 @@ def snapshots(folder):
     return sorted(n for n in os.listdir(folder) if n.startswith("s_iter_"))
 
 
-def test_spark_tasks_train_as_two_workers(spark, tmp_path):
-    from caffe.spark import train
-    folder = make_folder(tmp_path, "sgd")
-    workers = caffe_train(folder, "-solver", "sgd3.prototxt", "-workers", "2")
-    cwd = os.getcwd()
-    os.chdir(folder)            # the solver's paths are relative, as a user's would be
-    try:
-        last = train("sgd3.prototxt", num_tasks=2, snapshot_prefix="spark/s", spark=spark)
-    finally:
-        os.chdir(cwd)
-    code, log = finish(workers, folder)
-    assert code == 0, log
-    assert last == (str(folder / "spark/s_iter_6.caffemodel"),
-                    str(folder / "spark/s_iter_6.solverstate"))
-    assert snapshots(folder / "spark") == snapshots(folder / "out3")
-    for i in range(1, 7):
-        assert_weights_close(folder / f"out3/s_iter_{i}.caffemodel",
-                             folder / f"spark/s_iter_{i}.caffemodel")
-
-
-def test_spark_trains_on_a_dataframe_of_image_bytes(spark, tmp_path):
-    from caffe.spark import train
+def encoded_images(n=24):
     rng = np.random.default_rng(1)
-    rows, images = [], []
-    for i in range(24):
+    rows = []
+    for i in range(n):
         img = rng.integers(0, 60, size=(4, 4), dtype=np.uint8)
         img[i % 3] += 150
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG")
-        rows.append((buf.getvalue(), i % 3))
-        images.append(img)
-    df = spark.createDataFrame(rows, ["image", "label"]).repartition(2)
+        rows.append((buf.getvalue(), i % 3, img))
+    return rows
+
+
+def decoded(path):
+    with open_db(path, "lmdb") as db:
+        out = []
+        for _, value in db:
+            datum = parse_datum(value)
+            assert datum.encoded
+            out.append((datum_to_array(datum)[0].tobytes(), datum.label))
+    return out
+
+
+def test_spark_tasks_train_on_a_dataframe_as_two_workers(spark, tmp_path, monkeypatch):
+    """One run covers both data paths: the DataFrame becomes an LMDB every task reads."""
+    from caffe.spark import dataframe_to_lmdb, train
+    rows = encoded_images()
+    df = spark.createDataFrame([r[:2] for r in rows], ["image", "label"])     # 2 partitions
     folder = tmp_path
-    # Pixels scaled to [0, 1]; the train source is what data= replaces, the test net reads
-    # the DataFrame's LMDB once it exists.
+    monkeypatch.chdir(folder)       # the solver's paths are relative, as a user's would be
+    # Pixels scaled to [0, 1]; the train source is what data= replaces.
     net = NET.replace('data_param { source: "db"', 'transform_param { scale: 0.0039 } '
                       'data_param { source: "unused"', 1)
     net = net.replace('data_param { source: "db"', 'transform_param { scale: 0.0039 } '
-                      f'data_param {{ source: "{folder / "df"}"')
+                      'data_param { source: "ref_lmdb"')
     (folder / "net3.prototxt").write_text(net % {"batch": 3, "hidden": 8})
-    (folder / "sgd3.prototxt").write_text(
-        COMMON % {"net": str(folder / "net3.prototxt"), "out": str(folder / "spark")} +
-        SOLVERS["sgd"] + "\n")
-    (folder / "spark").mkdir()
-    last = train(str(folder / "sgd3.prototxt"), num_tasks=2, spark=spark,
-                 data=df, data_path=str(folder / "df"))
-    assert last[0] == str(folder / "spark/s_iter_6.caffemodel")
-    # The DataFrame became an LMDB of encoded Datums holding the very images, in row order
-    # of the collected DataFrame.
-    with open_db(folder / "df", "lmdb") as db:
-        decoded = {}
-        for key, value in db:
-            datum = parse_datum(value)
-            assert datum.encoded
-            decoded[datum_to_array(datum)[0].tobytes()] = datum.label
-    assert decoded == {img.tobytes(): i % 3 for i, img in enumerate(images)}
-    # `-workers 2` reading that LMDB steps the same way.
-    (folder / "net_ref.prototxt").write_text((folder / "net3.prototxt").read_text()
-                                             .replace('"unused"', f'"{folder / "df"}"'))
-    (folder / "ref").mkdir()
-    (folder / "ref.prototxt").write_text(
-        COMMON % {"net": "net_ref.prototxt", "out": "ref"} + SOLVERS["sgd"] + "\n")
-    code, log = finish(caffe_train(folder, "-solver", "ref.prototxt", "-workers", "2"), folder)
+    (folder / "ref.prototxt").write_text(net.replace('"unused"', '"ref_lmdb"') %
+                                         {"batch": 3, "hidden": 8})
+    for name, net_file in (("sgd3", "net3"), ("workers", "ref")):
+        (folder / f"{name}.prototxt").write_text(
+            COMMON % {"net": f"{net_file}.prototxt", "out": name} + SOLVERS["sgd"] + "\n")
+    # The reference: `caffe train -workers 2` on the same rows, as an LMDB of encoded Datums.
+    assert dataframe_to_lmdb(df, str(folder / "ref_lmdb")) == 24
+    (folder / "workers").mkdir()
+    workers = caffe_train(folder, "-solver", "workers.prototxt", "-workers", "2")
+    last = train("sgd3.prototxt", num_tasks=2, snapshot_prefix="spark/s", spark=spark,
+                 data=df, data_path="spark_lmdb")
+    code, log = finish(workers, folder)
     assert code == 0, log
+    assert last == (str(folder / "spark/s_iter_6.caffemodel"),
+                    str(folder / "spark/s_iter_6.solverstate"))
+    # The rows' very images and labels, in the DataFrame's order.
+    images = decoded(folder / "spark_lmdb")
+    assert images == decoded(folder / "ref_lmdb")
+    assert sorted(images) == sorted((img.tobytes(), label) for _, label, img in rows)
+    # Worker 0 alone wrote one set of snapshots, at the driver's path, as -workers 2 did.
+    assert snapshots(folder / "spark") == snapshots(folder / "workers")
     for i in range(1, 7):
-        assert_weights_close(folder / f"ref/s_iter_{i}.caffemodel",
+        assert_weights_close(folder / f"workers/s_iter_{i}.caffemodel",
                              folder / f"spark/s_iter_{i}.caffemodel")
