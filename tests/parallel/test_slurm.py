@@ -1,4 +1,6 @@
 """srun's variables become torchrun's: `srun caffe train ...` runs one worker per task."""
+import os
+
 import pytest
 
 from caffe import parallel
@@ -11,14 +13,16 @@ SLURM = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"
 
 
 @pytest.fixture
-def env(monkeypatch):
+def env():
+    # env_world() writes torchrun's variables into os.environ: put everything back after.
+    saved = dict(os.environ)
     for name in SLURM:
-        monkeypatch.delenv(name, raising=False)
-
-    def set_(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, v)
-    return set_
+        os.environ.pop(name, None)
+    try:
+        yield os.environ.update
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.mark.parametrize("nodelist, host", [
@@ -30,7 +34,6 @@ def test_first_host(nodelist, host):
 
 
 def test_srun_variables_make_a_worker(env):
-    import os
     env(SLURM_PROCID="3", SLURM_NTASKS="4", SLURM_LOCALID="1", SLURM_JOB_ID="1234",
         SLURM_NODELIST="gpu[07-08]")
     assert parallel.env_world() == (3, 4, 1)
