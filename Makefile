@@ -29,7 +29,17 @@ chromium:
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "chromium could not be installed: the browser test will skip"
 
-test: install graphviz chromium
+# iproute2's `ip` makes the two network namespaces of tests/parallel/test_two_hosts.py.
+iproute2:
+	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null) \
+	  || echo "iproute2 could not be installed: the two-host tests will skip"
+
+# Java runs Spark for tests/test_spark.py (caffe.spark in local mode).
+java:
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null) \
+	  || echo "Java could not be installed: the Spark tests will skip"
+
+test: install graphviz chromium iproute2 java
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz chromium lenet test
+.PHONY: install graphviz chromium iproute2 java lenet test

@@ -131,7 +131,7 @@ def test_hdf5_object_datasets_are_refused(tmp_path):
 
 
 # Calls that would turn file contents into code. The Python layer's import is the documented
-# exception (python_layer.py, behind set_python_layers_allowed); parallel.py starts its own
+# exception (python_layer.py, behind set_python_layers_allowed); parallel/launch.py starts its own
 # workers with a fixed command line.
 FORBIDDEN = [r"\bpickle\b", r"\btorch\.load\(", r"allow_pickle\s*=\s*True", r"(?<![.\w])eval\(",
              r"(?<![.\w])exec\(", r"\byaml\.(unsafe_)?load\(", r"\bos\.system\(",

@@ -23,6 +23,8 @@ log = logging.getLogger("caffe.solver")
 class SnapshotMixin:
     """The Solver's snapshot, state_proto and restore (Caffe's Solver::Snapshot/Restore)."""
 
+    restored_batches = None   # (world_size, iter_size) of the run a restored state came from
+
     def check_snapshot_prefix(self, only_if_periodic=False):
         """Fail before training if snapshots cannot be written (CheckSnapshotWritePermissions)."""
         p = self.param
@@ -60,7 +62,9 @@ class SnapshotMixin:
         return model, state
 
     def state_proto(self, learned_net=""):
-        state = caffe_pb2.SolverState(iter=self.iter, current_step=self.current_step)
+        state = caffe_pb2.SolverState(iter=self.iter, current_step=self.current_step,
+                                      world_size=parallel.solver_count(),
+                                      iter_size=self.param.iter_size)
         if learned_net:
             state.learned_net = learned_net
         for blob in self.history:
@@ -73,6 +77,8 @@ class SnapshotMixin:
                 h5.create_dataset("iter", data=np.array([self.iter], np.int32))
                 h5.create_dataset("learned_net", data=np.bytes_(learned_net.encode()))
                 h5.create_dataset("current_step", data=np.array([self.current_step], np.int32))
+                h5.create_dataset("world_size", data=np.array([parallel.solver_count()], np.int32))
+                h5.create_dataset("iter_size", data=np.array([self.param.iter_size], np.int32))
                 group = h5.create_group("history")
                 for i, blob in enumerate(self.history):
                     group.create_dataset(str(i), data=blob.data.cpu().numpy())
@@ -83,11 +89,14 @@ class SnapshotMixin:
         path = str(path)
         if path.endswith(".h5"):
             iteration, learned_net, step, history = _read_state_hdf5(path)
+            self.restored_batches = _read_batches_hdf5(path)
         else:
             state = formats.read_binary_proto(path, caffe_pb2.SolverState())
             iteration, step = state.iter, state.current_step
             learned_net = state.learned_net if state.HasField("learned_net") else ""
             history = [(proto_shape(h), h) for h in state.history]
+            self.restored_batches = ((state.world_size, state.iter_size)
+                                     if state.HasField("world_size") else None)
         if len(history) != len(self.history):
             raise SolverError(f"{path}: incorrect length of history blobs: the file has "
                               f"{len(history)}, this {self.type} solver needs "
@@ -107,6 +116,14 @@ class SnapshotMixin:
             blob.data.copy_(value.reshape(blob.shape))
         self.iter, self.current_step = int(iteration), int(step)
         log.info("Restored solver state from %s at iteration %d", path, self.iter)
+
+
+def _read_batches_hdf5(path):
+    """(world_size, iter_size) a pycaffe run recorded in a .solverstate.h5, else None."""
+    with h5py.File(path, "r") as h5:
+        if "world_size" not in h5 or "iter_size" not in h5:
+            return None
+        return tuple(int(_hdf5_scalar(h5, key, path)) for key in ("world_size", "iter_size"))
 
 
 def _read_state_hdf5(path):

@@ -200,6 +200,7 @@ def train(args):
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
+            parallel.keep_effective_batch(solver)
         if not args.overwrite_snapshots:
             _refuse_foreign_snapshots(solver, args.snapshot)
         if worker is not None:
