@@ -4,6 +4,7 @@ SSD (weiliu89/caffe) and Faster R-CNN (rbgirshick/caffe-fast-rcnn) each register
 "SmoothL1Loss"; one class serves both, telling them apart by the layer itself (see
 SmoothL1LossLayer and docs/forks/detection.md).
 """
+import numpy as np
 import torch
 
 from ..errors import CaffeError
@@ -187,7 +188,8 @@ class MultiBoxLossLayer(LossLayer):
             return []
         idx, ov = matches[-1]
         labels = torch.full((self.num_priors,), p.background_label_id, dtype=torch.long)
-        labels[torch.from_numpy(idx > -1)] = torch.from_numpy(self.gt_labels[i][np.maximum(idx, 0)][idx > -1])
+        hit = idx > -1
+        labels[torch.from_numpy(hit)] = torch.from_numpy(self.gt_labels[i][idx[hit]])
         cost = self._conf_loss(conf[i], labels.to(conf.device))[0].cpu() + loc_cost
         if p.mining_type == _MB.MAX_NEGATIVE:
             eligible = (idx == -1) & (ov < p.neg_overlap)

@@ -117,8 +117,9 @@ def test_roi_pooling_matches_the_rule(device):
 
 
 def test_roi_pooling_gradient(device):
-    x = random_blob((2, 2, 7, 8), device=device)
-    rois = random_blob((len(ROIS), 5), device=device, values=ROIS)
+    x = random_blob((2, 1, 4, 5), device=device)
+    rois = [[0, 0, 0, 7, 5], [1, 2, 3, 13, 13], [0, 5, 1, 6, 2]]
+    rois = random_blob((3, 5), device=device, values=rois)
     check_gradient(roi_layer(device=device), [x, rois], check_bottom=[0])
 
 
