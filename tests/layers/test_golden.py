@@ -21,7 +21,13 @@ def assert_close(actual, expected, tol, what):
 
 
 def run_case(case, device="cpu"):
-    folder = shared_path("golden", "layers", case)
+    run_golden_folder(shared_path("golden", "layers", case), device)
+
+
+def run_golden_folder(folder, device="cpu"):
+    """Run one recorded case (net.prototxt, weights.caffemodel, phase, golden.npz) and compare
+    forward (1e-4) and backward (1e-3) with what the reference recorded."""
+    case = folder.name
     param = read_net_param(folder / "net.prototxt")
     layer_type = next(lp.type for lp in param.layer if lp.name == "layer")
     assert layer_type in LAYER_REGISTRY, f"layer type {layer_type} is not registered"
