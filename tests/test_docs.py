@@ -52,6 +52,7 @@ SMALL = {
     "python_layer": [],
     "net_surgery": [],
     "export": [],
+    "ssd_detection": [],
 }
 
 
@@ -194,6 +195,23 @@ def test_net_surgery(tmp_path, monkeypatch):
     Image.fromarray(rng.randint(0, 256, (360, 480, 3)).astype(np.uint8)).save(
         tmp_path / "images" / "cat.jpg")
     run_tutorial("net_surgery")
+
+
+def test_ssd_detection(tmp_path, monkeypatch):
+    # MobileNet-SSD's layout (channels cut down) with random weights stands in for the
+    # download; a street image for a photo.
+    from tests.detection_nets import mobilenet_ssd
+    from tests.test_detection_models import randomize
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "MobileNetSSD_deploy.prototxt").write_text(mobilenet_ssd(width=4))
+    net = caffe.Net("MobileNetSSD_deploy.prototxt", caffe.TEST)
+    randomize(net, np.random.RandomState(0))
+    net.save("MobileNetSSD_deploy.caffemodel")
+    from PIL import Image
+    pixels = np.random.RandomState(1).randint(0, 256, (240, 320, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "street.jpg")
+    namespace = run_tutorial("ssd_detection")
+    assert namespace["detections"] and (tmp_path / "detections.png").exists()
 
 
 # -- the site ------------------------------------------------------------------------------
