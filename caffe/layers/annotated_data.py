@@ -12,7 +12,8 @@ ymax, difficult), or one row of -1 when the batch holds no box.
 import numpy as np
 import torch
 
-from ..data.db import DataError, datum_to_array, open_db
+from ..data.db import datum_to_array, open_db
+from ..errors import DataError
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
 

@@ -16,9 +16,10 @@ import xml.etree.ElementTree as ET
 
 from tqdm import tqdm
 
-from ..data.cli import Parser, run, setup_logging
-from ..data.db import DataError, image_to_datum, open_db
+from .cli import Parser, run, setup_logging
+from ..data.db import image_to_datum, open_db
 from ..data.image import read_image
+from ..errors import DataError
 from ..formats import parse_text
 from ..proto import caffe_pb2
 
