@@ -24,8 +24,9 @@ class Text:
             (f" dilation: {dilation}" if dilation > 1 else "") + \
             (f" group: {group}" if group > 1 else "") + ("" if bias else " bias_term: false")
         self.layer(name, "Convolution", bottom, name,
-                   f'convolution_param {{ num_output: {n} kernel_size: {k}{extra} weight_filler {{ type: "msra" }} bias_filler {{ type: "constant" '
-                   f'value: 0.01 }} }}')
+                   f'convolution_param {{ num_output: {n} kernel_size: {k}{extra} '
+                   f'weight_filler {{ type: "msra" }} '
+                   f'bias_filler {{ type: "constant" value: 0.01 }} }}')
         if relu:
             self.layer(f"{name}_relu", "ReLU", name, name)
         return name

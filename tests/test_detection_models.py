@@ -3,7 +3,6 @@ equal to OpenCV dnn's (cv2.dnn.readNetFromCaffe), and to the SSD fork's own buil
 is installed (PYCAFFE_SSD_ROOT, default /opt/ssd)."""
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -46,7 +46,8 @@ def ssd_train_net(n=4):
             name = f"{src}_{kind}"
             text += conv(name, src, m, relu=False)
             text += (f'layer {{ name: "{name}_perm" type: "Permute" bottom: "{name}" '
-                     f'top: "{name}_perm" permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}\n'
+                     f'top: "{name}_perm" '
+                     f'permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}\n'
                      f'layer {{ name: "{name}_flat" type: "Flatten" bottom: "{name}_perm" '
                      f'top: "{name}_flat" flatten_param {{ axis: 1 }} }}\n')
             out.append(f"{name}_flat")
@@ -85,9 +86,11 @@ def rcnn_train_net(n=4, rois=8):
              'inner_product_param { num_output: 32 weight_filler { type: "xavier" } } }\n'
              'layer { name: "fc_relu" type: "ReLU" bottom: "fc" top: "fc" }\n'
              'layer { name: "cls" type: "InnerProduct" bottom: "fc" top: "cls" '
-             'inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.01 } } }\n'
+             'inner_product_param { num_output: 3 '
+             'weight_filler { type: "gaussian" std: 0.01 } } }\n'
              'layer { name: "bbox" type: "InnerProduct" bottom: "fc" top: "bbox" '
-             'inner_product_param { num_output: 12 weight_filler { type: "gaussian" std: 0.001 } } }\n'
+             'inner_product_param { num_output: 12 '
+             'weight_filler { type: "gaussian" std: 0.001 } } }\n'
              'layer { name: "loss_cls" type: "SoftmaxWithLoss" bottom: "cls" bottom: "labels" '
              'top: "loss_cls" }\n'
              'layer { name: "loss_bbox" type: "SmoothL1Loss" bottom: "bbox" bottom: "targets" '

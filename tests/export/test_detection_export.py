@@ -9,7 +9,8 @@ from tests.export.util import assert_close, caffe_forward, fill_weights, random_
     run_onnx
 
 HEAD = """name: "ssd_head"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 2 dim: 3 dim: 12 dim: 12 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
   convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2 } }
 layer { name: "norm" type: "Normalize" bottom: "conv" top: "norm"
