@@ -134,7 +134,8 @@ FRCNN_CASES = {
     "frcnn_roi_pooling_6x6": dict(type="ROIPooling", phase="TEST", legacy=True,
                                   param="roi_pooling_param { pooled_h: 6 pooled_w: 6 "
                                         "spatial_scale: 0.0625 }",
-                                  inputs={"x": uniform((2, 2, 5, 6)), "rois": ROIS * 4}),
+                                  inputs={"x": uniform((2, 2, 5, 6)),
+                                          "rois": ROIS * [1, 4, 4, 4, 4]}),
     "frcnn_dropout_scale_train": dict(type="Dropout", phase="TEST", legacy=True, force=True,
                                       param="dropout_param { dropout_ratio: 0.3 "
                                             "scale_train: false }",
