@@ -53,6 +53,7 @@ SMALL = {
     "net_surgery": [],
     "export": [],
     "segmentation": [("size = 473 ", "size = 41 ")],
+    "ssd_detection": [],
 }
 
 
@@ -212,6 +213,21 @@ def test_segmentation(tmp_path, monkeypatch):
     namespace = run_tutorial("segmentation")
     assert namespace["labels"].shape == (30, 50)
     assert (tmp_path / "overlay.png").exists()
+def test_ssd_detection(tmp_path, monkeypatch):
+    # MobileNet-SSD's layout (channels cut down) with random weights stands in for the
+    # download; a street image for a photo.
+    from tests.detection_nets import mobilenet_ssd
+    from tests.test_detection_models import randomize
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "MobileNetSSD_deploy.prototxt").write_text(mobilenet_ssd(width=4))
+    net = caffe.Net("MobileNetSSD_deploy.prototxt", caffe.TEST)
+    randomize(net, np.random.RandomState(0))
+    net.save("MobileNetSSD_deploy.caffemodel")
+    from PIL import Image
+    pixels = np.random.RandomState(1).randint(0, 256, (240, 320, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "street.jpg")
+    namespace = run_tutorial("ssd_detection")
+    assert namespace["detections"] and (tmp_path / "detections.png").exists()
 
 
 # -- the site ------------------------------------------------------------------------------

@@ -66,7 +66,9 @@ _NEURONS = {
     "TanH": lambda p: torch.tanh,
     "AbsVal": lambda p: torch.abs,
     "BNLL": lambda p: F.softplus,
-    "Dropout": lambda p: (lambda x: x),
+    # Faster R-CNN's scale_train: false scales at test time instead.
+    "Dropout": lambda p: (lambda x: x) if p.dropout_param.scale_train else
+    (lambda x, k=1.0 - p.dropout_param.dropout_ratio: x * k),
     "ELU": lambda p: (lambda x, a=p.elu_param.alpha: F.elu(x, a)),
     "Clip": lambda p: (lambda x, lo=p.clip_param.min, hi=p.clip_param.max:
                        torch.clamp(x, lo, hi)),

@@ -385,3 +385,34 @@ class ParameterLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if self.param_propagate_down[0]:
             self.blobs[0].diff.add_(top[0].diff)
+
+
+@register_layer
+class PermuteLayer(Layer):
+    """SSD's Permute: top = bottom with its axes reordered by permute_param.order (axes not
+    named follow in their order); with the identity order top shares bottom's storage."""
+
+    type = "Permute"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        n, order = bottom[0].num_axes, list(self.param.permute_param.order)
+        if any(o >= n for o in order) or len(set(order)) != len(order):
+            self.fail(f"order {order} must name distinct axes of the {n}-D bottom")
+        self.order = order + [i for i in range(n) if i not in order]
+        self.identity = self.order == list(range(n))
+
+    def reshape(self, bottom, top):
+        top[0].reshape(tuple(bottom[0].shape[i] for i in self.order))
+        if self.identity:
+            share_storage(top[0], bottom[0])
+
+    def forward(self, bottom, top):
+        if not top[0].shares_data_with(bottom[0]):
+            top[0].data[...] = bottom[0].data.permute(self.order)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0] and not top[0].shares_diff_with(bottom[0]):
+            inverse = sorted(range(len(self.order)), key=self.order.__getitem__)
+            bottom[0].diff[...] = top[0].diff.permute(inverse)

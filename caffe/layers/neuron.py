@@ -90,7 +90,11 @@ class ClipLayer(_InputNeuron):
 
 @register_layer
 class DropoutLayer(NeuronLayer):
-    """TRAIN: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); TEST: y = x."""
+    """TRAIN: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); TEST: y = x.
+
+    Faster R-CNN's scale_train: false moves the scale to test time: TRAIN y = x * mask,
+    TEST y = x * (1 - p).
+    """
 
     type = "Dropout"
 
@@ -99,12 +103,18 @@ class DropoutLayer(NeuronLayer):
         if not 0.0 <= ratio < 1.0:
             self.fail(f"dropout_ratio must be in [0, 1), got {ratio:g}")
         self.ratio, self.scale = ratio, 1.0 / (1.0 - ratio)
+        # What TEST multiplies by; 1 (a plain copy) unless Faster R-CNN's scale_train is off.
+        self.test_scale = 1.0
+        if not self.param.dropout_param.scale_train:
+            self.scale, self.test_scale = 1.0, 1.0 - ratio
         self.mask = None
 
     def forward(self, bottom, top):
         x = bottom[0].data
         if self.phase != caffe_pb2.TRAIN:
-            if top[0] is not bottom[0]:
+            if self.test_scale != 1.0:
+                torch.mul(x, self.test_scale, out=top[0].data)
+            elif top[0] is not bottom[0]:
                 top[0].data.copy_(x)
             return
         keep = torch.rand(x.shape, dtype=x.dtype, device=x.device) >= self.ratio
@@ -116,7 +126,9 @@ class DropoutLayer(NeuronLayer):
         if not propagate_down[0]:
             return
         if self.phase != caffe_pb2.TRAIN:
-            if top[0] is not bottom[0]:
+            if self.test_scale != 1.0:
+                torch.mul(top[0].diff, self.test_scale, out=bottom[0].diff)
+            elif top[0] is not bottom[0]:
                 bottom[0].diff.copy_(top[0].diff)
             return
         torch.mul(top[0].diff, self.mask, out=bottom[0].diff)

@@ -251,3 +251,50 @@ class BatchNormLayer(_OneToOne):
         mean, _, saved_mean, invstd = self.stats[:4]
         centre = mean if self.use_global_stats else saved_mean
         return (x - centre.view(1, -1, 1)) * invstd.view(1, -1, 1)
+
+
+@register_layer
+class NormalizeLayer(_OneToOne):
+    """SSD's Normalize: y = scale x / sqrt(sum x^2 + eps), the sum over channels and space
+    (across_spatial) or over channels at each position; scale is one learned value
+    (channel_shared) or one per channel, filled by scale_filler (default 1)."""
+
+    type = "Normalize"
+
+    def setup(self, bottom, top):
+        p = self.param.norm_param
+        if bottom[0].num_axes < 2:
+            self.fail(f"needs a bottom of at least 2 axes, got {bottom[0].shape}")
+        shape = () if p.channel_shared else (bottom[0].channels,)
+        if not self.blobs:
+            filler = p.scale_filler if p.HasField("scale_filler") else \
+                caffe_pb2.FillerParameter(type="constant", value=1.0)
+            self.blobs = [self.new_blob(shape, filler)]
+        if self.blobs[0].count() != (1 if p.channel_shared else bottom[0].channels):
+            self.fail(f"scale of shape {self.blobs[0].shape} does not fit channel_shared: "
+                      f"{str(p.channel_shared).lower()} and {bottom[0].channels} channels")
+
+    def _views(self, bottom):
+        """x as (N, C, H W), the scale broadcast to it, and the axes of the norm."""
+        x = bottom[0].data.reshape(bottom[0].num, bottom[0].channels, -1)
+        scale = self.blobs[0].data.reshape(1, -1, 1)
+        return x, scale, (1, 2) if self.param.norm_param.across_spatial else (1,)
+
+    def forward(self, bottom, top):
+        x, scale, axes = self._views(bottom)
+        self.norm = (x.square().sum(axes, keepdim=True) + self.param.norm_param.eps).sqrt()
+        self.xhat = x / self.norm
+        top[0].data.view(x.shape)[...] = self.xhat * scale
+
+    def backward(self, top, propagate_down, bottom):
+        x, scale, axes = self._views(bottom)
+        dy = top[0].diff.reshape(x.shape)
+        if self.param_propagate_down[0]:
+            g = (dy * self.xhat).sum((0, 1, 2) if self.param.norm_param.channel_shared
+                                     else (0, 2))
+            self.blobs[0].diff.view(-1)[...] += g.view(-1)
+        if propagate_down[0]:
+            # As the fork: the scale multiplies at the end, outside the sum (exact only when
+            # the channels share one scale).
+            along = (dy * self.xhat).sum(axes, keepdim=True)
+            bottom[0].diff.view(x.shape)[...] = (dy - self.xhat * along) / self.norm * scale

@@ -20,6 +20,7 @@ import torch
 from ..blob import Blob, PyBlob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
+from ..proto import caffe_pb2
 
 _allowed = [True]
 _search = threading.local()
@@ -72,6 +73,17 @@ def _import_module(name, layer_name):
     finally:
         for d in added:
             sys.path.remove(d)
+
+
+
+class PhaseValue(int):
+    """A phase as pycaffe's Boost.Python enum shows it: equal to caffe.TRAIN / caffe.TEST,
+    and str() gives 'TRAIN' / 'TEST' (py-faster-rcnn indexes its config by str(self.phase))."""
+
+    def __str__(self):
+        return caffe_pb2.Phase.Name(int(self))
+
+    __repr__ = __str__
 
 
 class BlobVec:
@@ -127,8 +139,9 @@ class PythonLayer(Layer):
         self.where = f"Python layer '{param.name}' ({p.module}.{p.layer})"
         impl = self._call("__init__", cls, param)
         # pycaffe's attributes: the user sees NumPy views and this layer's learned blobs.
-        impl.param_str = p.param_str
-        impl.phase, impl.type = self.phase, self.type
+        # param_str_ is the name older pycaffe forks (caffe-fast-rcnn) give it.
+        impl.param_str = impl.param_str_ = p.param_str
+        impl.phase, impl.type = PhaseValue(self.phase), self.type
         impl.dtype, impl.device = self.dtype, self.device
         impl.blobs = BlobVec(self)
         self.impl = impl

@@ -157,3 +157,25 @@ def test_net_searches_the_prototxt_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path.parent)
     net = caffe.Net(proto, caffe.TEST)
     np.testing.assert_allclose(net.forward(data=np.zeros((2, 3, 4)))["out"], 2)
+
+
+def test_fork_python_layer_attributes(tmp_path, monkeypatch):
+    """py-faster-rcnn's layers read self.param_str_ (caffe-fast-rcnn's name) and index their
+    config by str(self.phase)."""
+    (tmp_path / "forklayer.py").write_text(
+        "import caffe\n"
+        "class L(caffe.Layer):\n"
+        "    def setup(self, bottom, top):\n"
+        "        assert self.param_str_ == self.param_str == 'feat_stride: 16'\n"
+        "        assert str(self.phase) == 'TEST' and self.phase == caffe.TEST\n"
+        "    def reshape(self, bottom, top):\n"
+        "        top[0].reshape(1)\n"
+        "    def forward(self, bottom, top):\n"
+        "        top[0].data[...] = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net_file = tmp_path / "net.prototxt"
+    net_file.write_text('layer { name: "p" type: "Python" top: "y" python_param { '
+                        'module: "forklayer" layer: "L" param_str: "feat_stride: 16" } }')
+    import caffe
+    net = caffe.Net(str(net_file), caffe.TEST)
+    assert net.forward()["y"].tolist() == [1]
