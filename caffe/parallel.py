@@ -44,6 +44,7 @@ import uuid
 import torch
 import torch.distributed as dist
 
+from . import threads
 from .errors import CaffeError
 from .proto import caffe_pb2
 
@@ -655,8 +656,8 @@ def launch(argv, workers, gpus=()):
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(count),
                LOCAL_WORLD_SIZE=str(count), CAFFE_LAUNCHER_PID=str(os.getpid()),
                PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
-    # Share the cores instead of every worker starting a thread per core.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+    # Each worker chooses its threads afresh for its share of the cores (caffe.threads).
+    threads.for_children(env)
     log.info("Launching %d workers on %s", count,
              f"GPUs {', '.join(map(str, gpus))}" if gpus else "the CPU")
     procs = []
