@@ -16,6 +16,7 @@ from .. import formats, parallel
 from ..data.db import DataError, datum_to_array, open_db, parse_datum
 from ..data.image import (decode_image, hwc_to_chw, read_image, read_image_bytes,
                           read_image_list, resize_linear)
+from ..data.pipeline import BatchPipeline, read_datum
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, draw_seed, load_mean
 from ..errors import CaffeError
@@ -32,6 +33,10 @@ def _np_dtype(dtype):
 
 def _set_top(blob, array):
     blob.reshape(array.shape)
+    if isinstance(array, torch.Tensor):
+        # A page-locked batch (the pipeline's pin): the copy to the GPU overlaps the caller.
+        blob.data.copy_(array, non_blocking=array.is_pinned())
+        return
     if blob.device.type == "cpu" and blob.dtype in (torch.float32, torch.float64):
         # NumPy copies on this thread; torch's parallel copy stalls when the cores are busy
         # (as they are while a prefetch thread works) and gains nothing at these sizes.
@@ -63,6 +68,9 @@ class _PrefetchingLayer(_DataLayer):
             source = self.make_source(top)
         except DataError as e:
             self.fail(str(e))
+        pipeline = getattr(source, "pipeline", None)
+        if pipeline is not None and self.device.type == "cuda":
+            pipeline.pin = True
         # Every prefetching layer reads the queue length from data_param, as Caffe does.
         self.prefetcher = Prefetcher(source, self.param.data_param.prefetch,
                                      name=f"prefetch '{self.name}'")
@@ -93,6 +101,7 @@ class _DBSource:
         self.db, self.batch_size, self.transformer = db, batch_size, transformer
         self.skip, self.dtype = skip, dtype
         self._records = None
+        self.pipeline, self.read = BatchPipeline(transformer), read_datum(transformer)
 
     def _next_record(self):
         for _ in range(2):
@@ -117,18 +126,12 @@ class _DBSource:
         for _ in range(self.skip):
             self._next_record()
         self.skip = 0
-        images, labels, names = [], [], []
-        for _ in range(self.batch_size):
-            key, value = self._next_own_record()
-            datum = parse_datum(value, key)
-            images.append(datum_to_array(datum, key, self.transformer.color))
-            labels.append(datum.label)
-            names.append(f"record '{key.decode(errors='replace')}'")
-        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
-            images = np.stack(images)           # the transformer's one-pass batch path
-        return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
+        # Records are read in order here; decoded and transformed on the pipeline's threads.
+        records = [self._next_own_record() for _ in range(self.batch_size)]
+        return self.pipeline.run(records, self.read, self.dtype)
 
     def close(self):
+        self.pipeline.close()
         if self._records is not None:
             self._records.close()
         self.db.close()
@@ -169,6 +172,7 @@ class DataLayer(_PrefetchingLayer):
         # rand_skip (deprecated in Caffe): start up to rand_skip - 1 records into the database.
         skip = int(torch.randint(p.rand_skip, ())) if p.rand_skip else 0
         source = _DBSource(db, p.batch_size, transformer, skip, _np_dtype(self.dtype))
+        source.pipeline.expected = image.shape
         source.rank, source.count = parallel.data_shard(self.phase)
         return source
 
@@ -182,25 +186,33 @@ class _ImageListSource:
         self.lines, self.index, self.p = lines, start, param
         self.transformer, self.rng, self.dtype = transformer, rng, dtype
 
+        self.pipeline = BatchPipeline(transformer)
+
     def read(self, index):
-        path, label = self.lines[index]
+        return self._read_entry(self.lines[index])
+
+    def _read_entry(self, entry):
+        path, label = entry
         p = self.p
         img = read_image(p.root_folder + path, p.new_height, p.new_width, p.is_color)
-        return hwc_to_chw(img), label, p.root_folder + path
+        return img.transpose(2, 0, 1), label, p.root_folder + path
+
+    def _read_named(self, entry):
+        img, label, name = self._read_entry(entry)
+        return img, label, f"image '{name}'"
 
     def load_batch(self):
-        images, labels, names = [], [], []
+        entries = []
         for _ in range(self.p.batch_size):
             while self.offset % self.count != self.rank:    # worker r keeps r, r + N, ...
                 self._advance()
-            img, label, name = self.read(self.index)
-            images.append(img)
-            labels.append(label)
-            names.append(f"image '{name}'")
+            # Taken now: _advance reshuffles self.lines at the end of an epoch.
+            entries.append(self.lines[self.index])
             self._advance()
-        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
-            images = np.stack(images)           # the transformer's one-pass batch path
-        return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
+        return self.pipeline.run(entries, self._read_named, self.dtype)
+
+    def close(self):
+        self.pipeline.close()
 
     def _advance(self):
         self.offset += 1
@@ -241,6 +253,7 @@ class ImageDataLayer(_PrefetchingLayer):
         source = _ImageListSource(lines, start, p, transformer, rng, _np_dtype(self.dtype))
         source.rank, source.count = parallel.data_shard(self.phase)
         img, _, name = source.read(start)
+        source.pipeline.expected = img.shape
         shape = transformer.output_shape(img.shape, f"image '{name}'")
         top[0].reshape((p.batch_size,) + shape)
         top[1].reshape((p.batch_size,))
