@@ -1,4 +1,4 @@
-"""CPU threads that never fight: thread counts and the OpenMP wait policy, chosen before torch starts.
+"""Threads that never fight: thread counts and the OpenMP wait policy, chosen before torch starts.
 
 A torch CPU build runs its intra-op work on an OpenMP team (one thread per core by default) whose
 threads spin for a while after each parallel region, waiting for the next one. Alone on a machine

@@ -3,9 +3,9 @@
 A prefetching data layer's source hands a batch's records to a BatchPipeline with a function that
 reads one record (parse the Datum, decode the JPEG/PNG, or read and resize an image file) into a
 C x H x W array. Pillow's decoders and NumPy's arithmetic release the GIL, so the records are
-split into contiguous chunks, one per thread (the prefetch thread takes the first itself), and
-each thread decodes its records and crops, mirrors and mean-subtracts them straight into the
-batch, while the image is still in cache.
+split into small contiguous chunks that the threads (the prefetch thread among them) take in
+turn; each thread decodes its records and crops, mirrors and mean-subtracts them straight into
+the batch, while the image is still in cache.
 
 Same numbers, same order: the transformer's random draws (mirror, then crop row, then crop
 column, image after image) are made up front on the prefetch thread for the image size the
@@ -22,8 +22,10 @@ import numpy as np
 from .. import threads as _threads
 from .db import DataError
 
-# Below this many records per thread the hand-off costs more than it saves.
+# Records per hand-off: at least MIN_CHUNK (below that the hand-off costs more than it saves),
+# about CHUNKS_PER_THREAD hand-offs per thread and batch so that the threads finish together.
 MIN_CHUNK = 4
+CHUNKS_PER_THREAD = 4
 
 
 def default_threads():
@@ -137,16 +139,30 @@ class BatchPipeline:
         return torch.empty(shape, dtype=dtype, pin_memory=True)
 
     def _run(self, work, n):
-        """work(lo, hi) over contiguous chunks on the threads; the first failure in order."""
-        chunks = max(1, min(self.threads, n // MIN_CHUNK))
-        bounds = [n * k // chunks for k in range(chunks + 1)]
-        if chunks == 1:
-            return work(0, n)
-        if self._pool is None:
+        """work(lo, hi) over chunks of the records on the threads; the first failure in order.
+
+        Chunks are handed out as the threads come for them (a thread that the scheduler holds
+        back takes fewer), and every chunk is done, so the failure with the lowest index is
+        the first bad record of the batch.
+        """
+        size = max(MIN_CHUNK, -(-n // (self.threads * CHUNKS_PER_THREAD)))
+        starts = iter(range(0, n, size))        # shared: each next() is atomic under the GIL
+        failures = []
+
+        def loop():
+            for lo in starts:
+                failure = work(lo, min(lo + size, n))
+                if failure is not None:
+                    failures.append(failure)
+
+        helpers = min(self.threads - 1, -(-n // size) - 1)
+        if helpers > 0 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="caffe-decode")
-        futures = [self._pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, chunks)]
-        results = [work(bounds[0], bounds[1])] + [f.result() for f in futures]
-        return next((r for r in results if r is not None), None)
+        futures = [self._pool.submit(loop) for _ in range(helpers)]
+        loop()                                  # the prefetch thread works too
+        for f in futures:
+            f.result()
+        return min(failures, key=lambda f: f[0]) if failures else None
 
     def close(self):
         if self._pool is not None:
