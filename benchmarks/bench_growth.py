@@ -123,8 +123,8 @@ def worker_rows(iters):
         for workers in (1, 2):
             solver = bench_bvlc.lenet_files(tmp / f"w{workers}", tmp, iters)
             text = solver.read_text().replace("display: 100", "display: 20")
-            solver.write_text(text + "test_initialization: false\ntest_interval: 100000\n"
-                                     "snapshot_after_train: false\n")
+            text = re.sub(r"test_interval: \d+", "test_interval: 100000", text)
+            solver.write_text(text + "test_initialization: false\nsnapshot_after_train: false\n")
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith(bench_bvlc.THREAD_VARS)}
             env.update(PYTHONPATH=str(ROOT), GLOG_logtostderr="1")
