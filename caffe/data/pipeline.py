@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import threads as _threads
-from .db import DataError
+from ..errors import DataError
 
 # Records per hand-off: at least MIN_CHUNK (below that the hand-off costs more than it saves),
 # about CHUNKS_PER_THREAD hand-offs per thread and batch so that the threads finish together.
