@@ -53,12 +53,14 @@ class _DataLayer(Layer):
 class _PrefetchingLayer(_DataLayer):
     """Caffe's BasePrefetchingDataLayer: make_source() sets up; batches come from a thread."""
 
+    _pipeline = None    # the source's caffe.data.pipeline.BatchPipeline, if it has one
+
     def setup(self, bottom, top):
         try:
             source = self.make_source(top)
         except DataError as e:
             self.fail(str(e))
-        pipeline = getattr(source, "pipeline", None)
+        self._pipeline = pipeline = getattr(source, "pipeline", None)
         if pipeline is not None and self.device.type == "cuda":
             pipeline.pin = True
         # Every prefetching layer reads the queue length from data_param, as Caffe does.
@@ -80,3 +82,5 @@ class _PrefetchingLayer(_DataLayer):
         _set_top(top[0], data)
         if len(top) > 1:
             _set_top(top[1], label)
+        if self._pipeline is not None:
+            self._pipeline.give_back(data)      # copied into the top: reuse its memory
