@@ -1,4 +1,5 @@
 """pycaffe: Caffe rebuilt in Python on PyTorch. `import caffe` works as BVLC's pycaffe."""
+from . import threads as _threads; _threads.configure()  # noqa: E702,I001  (first: before torch)
 from .proto import caffe_pb2
 from .common import set_mode_cpu, set_mode_gpu, set_device, set_random_seed
 from .errors import CaffeError

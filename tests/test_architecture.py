@@ -24,8 +24,9 @@ PENDING_SPLIT = {}
 
 # The layers of the package, lowest first: a module may import its own layer and those below.
 LAYERS = [
-    ("core", ["caffe.errors", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
-              "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param"]),
+    ("core", ["caffe.threads", "caffe.errors", "caffe.proto", "caffe.common", "caffe.blob",
+              "caffe.blob_proto", "caffe.filler", "caffe.formats", "caffe.upgrade",
+              "caffe.net_param"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),

@@ -260,15 +260,17 @@ def parse_datum(value, key="?"):
     return datum
 
 
-def datum_to_array(datum, key="?", color=None):
+def datum_to_array(datum, key="?", color=None, contiguous=True):
     """The Datum's image as a C x H x W array: uint8 for raw or encoded pixels, float32 for floats.
 
     Encoded images are decoded as Caffe's DecodeDatumToCVMat: color None keeps their own
-    channel count, True forces 3 channels (BGR), False forces grey.
+    channel count, True forces 3 channels (BGR), False forces grey. contiguous=False returns
+    a decoded image as a strided C x H x W view of the decoder's pixels (no copy).
     """
     if datum.encoded:
         from .image import decode_image, hwc_to_chw
-        return hwc_to_chw(decode_image(datum.data, color, f"record '{_name(key)}'"))
+        img = decode_image(datum.data, color, f"record '{_name(key)}'", contiguous)
+        return hwc_to_chw(img) if contiguous else img.transpose(2, 0, 1)
     shape = (datum.channels, datum.height, datum.width)
     if min(shape) <= 0:
         raise DataError(f"record '{_name(key)}': Datum has invalid size {shape[0]}x{shape[1]}x"

@@ -43,13 +43,14 @@ _PIL_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tif"
                 "tiff": "TIFF", "ppm": "PPM", "pgm": "PPM", "pbm": "PPM", "webp": "WEBP"}
 
 
-def decode_image(data, color=None, source="image"):
+def decode_image(data, color=None, source="image", contiguous=True):
     """Decode encoded image bytes as cv::imdecode would: HxWxC uint8, BGR.
 
     color: True (3 channels), False (1 channel) or None (native: grey stays grey);
-    source names the bytes in errors ("image file 'x.png'", "record 'key'").
+    source names the bytes in errors ("image file 'x.png'", "record 'key'");
+    contiguous=False may return a strided view (BGR over the decoder's RGB), saving a copy.
     """
-    return _decode(io.BytesIO(data), color, source)
+    return _decode(io.BytesIO(data), color, source, contiguous)
 
 
 def read_image(path, height=0, width=0, color=True):
@@ -93,7 +94,9 @@ def open_image(stream, source, prepare=None):
         if prepare is not None:
             prepare(im)
         im.load()
-        return ImageOps.exif_transpose(im)    # imread/imdecode honour EXIF orientation
+        # imread/imdecode honour EXIF orientation; in place: no copy when there is none.
+        ImageOps.exif_transpose(im, in_place=True)
+        return im
     except DataError:
         raise
     except UnidentifiedImageError:
@@ -106,7 +109,7 @@ def open_image(stream, source, prepare=None):
         raise ImageError(f"{source} could not be decoded: {type(e).__name__}: {e}") from None
 
 
-def _decode(stream, color, source):
+def _decode(stream, color, source, contiguous=True):
     def prepare(im):
         if color is False and im.format == "JPEG" and im.mode in ("RGB", "YCbCr"):
             # OpenCV asks libjpeg for grey output, which is the luma channel itself.
@@ -116,7 +119,8 @@ def _decode(stream, color, source):
     try:
         grey = _grey_array(im)
         if grey is None:
-            rgb = np.asarray(im.convert("RGB"))
+            # convert() of an RGB image would only copy it.
+            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except (ValueError, OSError) as e:
         raise ImageError(f"{source} could not be decoded: {type(e).__name__}: {e}") from None
     if grey is not None:
@@ -124,7 +128,7 @@ def _decode(stream, color, source):
         return np.repeat(img, 3, axis=2) if color else img
     if color is False:
         return rgb_to_gray(rgb)[:, :, None]
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return np.ascontiguousarray(rgb[:, :, ::-1]) if contiguous else rgb[:, :, ::-1]
 
 
 def _grey_array(im):

@@ -95,9 +95,14 @@ class DataTransformer:
                                 f"{images[0].shape[2]}; without crop_size a batch needs "
                                 f"equal sizes")
             # One image at a time, so that it stays in cache through every step.
-            mirror = bool(self.param.mirror and self.rng.integers(2))
-            self._window(img, out[i], self._offsets(img.shape[1:]), mirror)
+            corner, mirror = self.draw(img.shape[1:])
+            self._window(img, out[i], corner, mirror)
         return out
+
+    def draw(self, size):
+        """One image's random choices, in Caffe's order: mirror flag, then the crop's corner."""
+        mirror = bool(self.param.mirror and self.rng.integers(2))
+        return self._offsets(size), mirror
 
     def _offsets(self, size):
         """Top-left corner of the crop: random in TRAIN (row, then column), else centred."""

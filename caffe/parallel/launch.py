@@ -15,6 +15,7 @@ import torch
 from .allreduce import DataParallel
 from .comm import Worker
 from .world import LAUNCH_GRACE_S, env_world
+from .. import threads
 from ..errors import CaffeError
 
 log = logging.getLogger("caffe.parallel")
@@ -171,8 +172,8 @@ def launch(argv, workers, gpus=()):
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(count),
                LOCAL_WORLD_SIZE=str(count), CAFFE_LAUNCHER_PID=str(os.getpid()),
                PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
-    # Share the cores instead of every worker starting a thread per core.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+    # Each worker chooses its threads afresh for its share of the cores (caffe.threads).
+    threads.for_children(env)
     log.info("Launching %d workers on %s", count,
              f"GPUs {', '.join(map(str, gpus))}" if gpus else "the CPU")
     procs = []

@@ -194,6 +194,9 @@ def train(args):
         param.weights.append(args.weights)
     with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
         solver = get_solver(param)
+        # No one reads intermediate blobs' diffs in this loop (debug_info prints them): let
+        # them share storage. pycaffe's Solver keeps Caffe's every-blob diffs for scripts.
+        solver.net.recycle_diffs = not param.debug_info
         solver.set_action_function(handler)
         if param.snapshot_after_train:
             solver.check_snapshot_prefix()

@@ -1,7 +1,8 @@
 """What every data layer shares: no bottoms, no backward, and the prefetching base.
 
 Data, ImageData and WindowData load batches in a background thread (caffe.data.prefetch, queue
-length data_param.prefetch, as Caffe) and pass every image through the DataTransformer.
+length data_param.prefetch, as Caffe) and pass every image through the DataTransformer; Data
+and ImageData decode and transform a batch on several threads (caffe.data.pipeline).
 """
 import logging
 
@@ -22,6 +23,10 @@ def _np_dtype(dtype):
 
 def _set_top(blob, array):
     blob.reshape(array.shape)
+    if isinstance(array, torch.Tensor):
+        # A page-locked batch (the pipeline's pin): the copy to the GPU overlaps the caller.
+        blob.data.copy_(array, non_blocking=array.is_pinned())
+        return
     if blob.device.type == "cpu" and blob.dtype in (torch.float32, torch.float64):
         # NumPy copies on this thread; torch's parallel copy stalls when the cores are busy
         # (as they are while a prefetch thread works) and gains nothing at these sizes.
@@ -48,11 +53,16 @@ class _DataLayer(Layer):
 class _PrefetchingLayer(_DataLayer):
     """Caffe's BasePrefetchingDataLayer: make_source() sets up; batches come from a thread."""
 
+    _pipeline = None    # the source's caffe.data.pipeline.BatchPipeline, if it has one
+
     def setup(self, bottom, top):
         try:
             source = self.make_source(top)
         except DataError as e:
             self.fail(str(e))
+        self._pipeline = pipeline = getattr(source, "pipeline", None)
+        if pipeline is not None and self.device.type == "cuda":
+            pipeline.pin = True
         # Every prefetching layer reads the queue length from data_param, as Caffe does.
         self.prefetcher = Prefetcher(source, self.param.data_param.prefetch,
                                      name=f"prefetch '{self.name}'")
@@ -72,3 +82,5 @@ class _PrefetchingLayer(_DataLayer):
         _set_top(top[0], data)
         if len(top) > 1:
             _set_top(top[1], label)
+        if self._pipeline is not None:
+            self._pipeline.give_back(data)      # copied into the top: reuse its memory

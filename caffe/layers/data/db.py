@@ -1,9 +1,9 @@
 """Data: Datum records of an LMDB or LevelDB."""
-import numpy as np
 import torch
 
 from ... import parallel
 from ...data.db import datum_to_array, open_db, parse_datum
+from ...data.pipeline import BatchPipeline, read_datum
 from ...errors import DataError
 from ...layer import register_layer
 from .base import _np_dtype, _PrefetchingLayer, log
@@ -18,6 +18,7 @@ class _DBSource:
         self.db, self.batch_size, self.transformer = db, batch_size, transformer
         self.skip, self.dtype = skip, dtype
         self._records = None
+        self.pipeline, self.read = BatchPipeline(transformer), read_datum(transformer)
 
     def _next_record(self):
         for _ in range(2):
@@ -42,18 +43,12 @@ class _DBSource:
         for _ in range(self.skip):
             self._next_record()
         self.skip = 0
-        images, labels, names = [], [], []
-        for _ in range(self.batch_size):
-            key, value = self._next_own_record()
-            datum = parse_datum(value, key)
-            images.append(datum_to_array(datum, key, self.transformer.color))
-            labels.append(datum.label)
-            names.append(f"record '{key.decode(errors='replace')}'")
-        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
-            images = np.stack(images)           # the transformer's one-pass batch path
-        return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
+        # Records are read in order here; decoded and transformed on the pipeline's threads.
+        records = [self._next_own_record() for _ in range(self.batch_size)]
+        return self.pipeline.run(records, self.read, self.dtype)
 
     def close(self):
+        self.pipeline.close()
         if self._records is not None:
             self._records.close()
         self.db.close()
@@ -94,5 +89,6 @@ class DataLayer(_PrefetchingLayer):
         # rand_skip (deprecated in Caffe): start up to rand_skip - 1 records into the database.
         skip = int(torch.randint(p.rand_skip, ())) if p.rand_skip else 0
         source = _DBSource(db, p.batch_size, transformer, skip, _np_dtype(self.dtype))
+        source.pipeline.expected = image.shape
         source.rank, source.count = parallel.data_shard(self.phase)
         return source

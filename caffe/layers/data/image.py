@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from ... import parallel
-from ...data.image import hwc_to_chw, read_image, read_image_list
+from ...data.image import read_image, read_image_list
+from ...data.pipeline import BatchPipeline
 from ...data.transformer import draw_seed
 from ...layer import register_layer
 from .base import _np_dtype, _PrefetchingLayer
@@ -17,26 +18,33 @@ class _ImageListSource:
     def __init__(self, lines, start, param, transformer, rng, dtype):
         self.lines, self.index, self.p = lines, start, param
         self.transformer, self.rng, self.dtype = transformer, rng, dtype
+        self.pipeline = BatchPipeline(transformer)
 
     def read(self, index):
-        path, label = self.lines[index]
+        return self._read_entry(self.lines[index])
+
+    def _read_entry(self, entry):
+        path, label = entry
         p = self.p
         img = read_image(p.root_folder + path, p.new_height, p.new_width, p.is_color)
-        return hwc_to_chw(img), label, p.root_folder + path
+        return img.transpose(2, 0, 1), label, p.root_folder + path
+
+    def _read_named(self, entry):
+        img, label, name = self._read_entry(entry)
+        return img, label, f"image '{name}'"
 
     def load_batch(self):
-        images, labels, names = [], [], []
+        entries = []
         for _ in range(self.p.batch_size):
             while self.offset % self.count != self.rank:    # worker r keeps r, r + N, ...
                 self._advance()
-            img, label, name = self.read(self.index)
-            images.append(img)
-            labels.append(label)
-            names.append(f"image '{name}'")
+            # Taken now: _advance reshuffles self.lines at the end of an epoch.
+            entries.append(self.lines[self.index])
             self._advance()
-        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
-            images = np.stack(images)           # the transformer's one-pass batch path
-        return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
+        return self.pipeline.run(entries, self._read_named, self.dtype)
+
+    def close(self):
+        self.pipeline.close()
 
     def _advance(self):
         self.offset += 1
@@ -77,6 +85,7 @@ class ImageDataLayer(_PrefetchingLayer):
         source = _ImageListSource(lines, start, p, transformer, rng, _np_dtype(self.dtype))
         source.rank, source.count = parallel.data_shard(self.phase)
         img, _, name = source.read(start)
+        source.pipeline.expected = img.shape
         shape = transformer.output_shape(img.shape, f"image '{name}'")
         top[0].reshape((p.batch_size,) + shape)
         top[1].reshape((p.batch_size,))
