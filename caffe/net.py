@@ -108,23 +108,25 @@ class Net(PycaffeNet):
             names = list(lp.top)
             if layer.auto_top_blobs:
                 needed = max(layer.min_top_blobs, layer.exact_num_top_blobs)
-                names += ["(automatic)"] * max(0, needed - len(names))
+                names += [None] * max(0, needed - len(names))
             for j, name in enumerate(names):
-                if j < len(lp.bottom) and lp.bottom[j] == name:
+                if name is None:
+                    # Caffe's AppendTop without a name map: an anonymous blob that no
+                    # later layer can name and that is no net output.
+                    name = "(automatic)"
+                    bid = self._new_blob(name)
+                elif j < len(lp.bottom) and lp.bottom[j] == name:
                     bid = self.blob_index[name]          # in place
-                elif name in self.blob_index and name != "(automatic)":
+                    available[name] = bid
+                elif name in self.blob_index:
                     raise NetError(f"layer '{lp.name}': top blob '{name}' produced by multiple "
                                    f"sources")
                 else:
-                    bid = len(self._blobs)
-                    self._blobs.append(Blob((), self.dtype, self.device))
-                    self._blob_names.append(name)
-                    self.blob_need_backward.append(False)
-                    self._blob_loss_weights.append(0.0)
+                    bid = self._new_blob(name)
                     self.blob_index[name] = bid
                     if lp.type == "Input":
                         self.input_ids.append(bid)
-                available[name] = bid
+                    available[name] = bid
                 tops.append(self._blobs[bid])
                 top_ids.append(bid)
             self.bottom_vecs.append(bottoms)
@@ -161,6 +163,13 @@ class Net(PycaffeNet):
         self.layer_index = {n: i for i, n in enumerate(self._layer_names)}
         self._share_weights()
         log.info("Network initialization done.")
+
+    def _new_blob(self, name):
+        self._blobs.append(Blob((), self.dtype, self.device))
+        self._blob_names.append(name)
+        self.blob_need_backward.append(False)
+        self._blob_loss_weights.append(0.0)
+        return len(self._blobs) - 1
 
     def _append_param(self, layer_id, pid):
         lp = self.param.layer[layer_id]
@@ -306,16 +315,28 @@ class Net(PycaffeNet):
             if i + 1 < len(layers) and hidden[i + 1] is not None:
                 on[i + 1] = i < end
             bottom, top = self._vecs(i)
-            layer.reshape(bottom, top)
             if fuse[i] and i < end:
+                # A fused pair is one step to the hooks: both layers' before, then both after.
+                for callback in self._before_forward:
+                    callback(i)
+                    callback(i + 1)
+                layer.reshape(bottom, top)
                 nb, nt = self._vecs(i + 1)
                 layers[i + 1].reshape(nb, nt)
                 layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
+                for callback in self._after_forward:
+                    callback(i)
+                    callback(i + 1)
                 i += 2
                 continue
+            for callback in self._before_forward:
+                callback(i)
+            layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for blob, w in self._weighted_tops[i]:
                 loss = loss + w * blob.data.sum()
+            for callback in self._after_forward:
+                callback(i)
             i += 1
         return loss
 
@@ -400,6 +421,9 @@ class Net(PycaffeNet):
             if i + 1 < n:
                 self._share_hidden_diff(i + 1)
             if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
+                for callback in self._before_backward:
+                    callback(i)
+                    callback(i - 1)
                 self._share_hidden_diff(i - 1)
                 bottom, top = self._vecs(i - 1)
                 self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
@@ -409,6 +433,8 @@ class Net(PycaffeNet):
                     callback(i - 1)
                 i -= 2
                 continue
+            for callback in self._before_backward:
+                callback(i)
             if self.layer_need_backward[i]:
                 bottom, top = self._vecs(i)
                 self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
@@ -416,11 +442,25 @@ class Net(PycaffeNet):
                 callback(i)
             i -= 1
 
-    _after_backward = ()
+    # pycaffe's layer hooks: callback(i) around layer i's step, as Net::ForwardFromTo and
+    # Net::BackwardFromTo run them (BVLC's python/train.py times layers with them).
+    _before_forward = _after_forward = _before_backward = _after_backward = ()
+
+    def before_forward(self, callback):
+        """Call callback(i) before layer i's forward step."""
+        self._before_forward = self._before_forward + (callback,)
+
+    def after_forward(self, callback):
+        """Call callback(i) once layer i's forward step is done."""
+        self._after_forward = self._after_forward + (callback,)
+
+    def before_backward(self, callback):
+        """Call callback(i) before layer i's backward step (also where it has none)."""
+        self._before_backward = self._before_backward + (callback,)
 
     def after_backward(self, callback):
-        """Call callback(i) once layer i's backward step is done (pycaffe's Net.after_backward);
-        data-parallel training starts all-reducing a layer's gradients from there."""
+        """Call callback(i) once layer i's backward step is done; data-parallel training
+        starts all-reducing a layer's gradients from there."""
         self._after_backward = self._after_backward + (callback,)
 
     def forward_prefilled(self):
@@ -527,6 +567,15 @@ class Net(PycaffeNet):
             formats.write_hdf5_weights(path, self._hdf5_groups(write_diff))
         else:
             formats.write_caffemodel(path, self.to_proto(write_diff))
+
+    def save_hdf5(self, path):
+        """Write the learned blobs as a .caffemodel.h5 (Net::ToHDF5)."""
+        formats.write_hdf5_weights(str(path), self._hdf5_groups(False))
+
+    def load_hdf5(self, path):
+        """Read learned blobs from an HDF5 weights file (Net::CopyTrainedLayersFromHDF5)."""
+        path = str(path)
+        self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
 
     def _hdf5_groups(self, write_diff):
         data, diff = {}, {}
