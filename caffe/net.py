@@ -36,12 +36,17 @@ class Net(PycaffeNet):
             phase = args[0]
         if len(args) > 1:
             raise TypeError("Net(model, [weights,] phase): too many positional arguments")
-        folder = None
+        folder, self._source = None, "the NetParameter given"
         if _is_path(param):
+            self._source = f"'{os.fsdecode(param)}'"
             folder = os.path.dirname(os.path.abspath(os.fsdecode(param)))
             param = formats.read_net_param(param)
         param_copy = caffe_pb2.NetParameter()
         param_copy.CopyFrom(param)
+        if folder is None:
+            # An in-memory net in an old format (a solver's inline V1 net_param) is upgraded
+            # as a net file is on reading.
+            formats.upgrade_net_if_needed(param_copy, self._source)
         if phase is not None:
             param_copy.state.phase = phase
         if level:
@@ -62,7 +67,17 @@ class Net(PycaffeNet):
     # -- construction -----------------------------------------------------------
     def _init(self, in_param):
         self.phase = in_param.state.phase
-        param = insert_splits(filter_net(in_param))
+        param = filter_net(in_param)
+        if not param.layer:
+            # Caffe would build an empty net that fails on first use; say why now.
+            raise NetError(
+                f"net '{in_param.name}' from {getattr(self, '_source', 'its NetParameter')} "
+                + (f"has no layers" if not in_param.layer else
+                   f"keeps none of its {len(in_param.layer)} layers in phase "
+                   f"{caffe_pb2.Phase.Name(self.phase)} (level {in_param.state.level}, stages "
+                   f"{list(in_param.state.stage)}): every layer's include/exclude rules "
+                   f"filter it out"))
+        param = insert_splits(param)
         self.name = param.name
         self.param = param
         self._layers, self._layer_names = [], []

@@ -346,6 +346,15 @@ def test(args):
     return 0
 
 
+def _timed_backward(net, i):
+    """Layer i's backward as BVLC's `caffe time` runs it: called on every layer, so
+    parameter gradients are computed even where no loss needs them (a deploy net); bottom
+    diffs only where the net needs them."""
+    layer = net._layers[i]
+    if net.layer_need_backward[i] or any(layer.param_propagate_down):
+        layer.backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
+
+
 def time_net(args):
     if not args.model:
         raise CaffeError("Need a model definition to time (-model).")
@@ -374,7 +383,7 @@ def time_net(args):
         backward_start = time.perf_counter()
         for i in reversed(range(n)):
             t = time.perf_counter()
-            net.backward_from_to(i, i)
+            _timed_backward(net, i)
             _sync()
             backward_ms[i] += (time.perf_counter() - t) * 1e3
         backward_total += (time.perf_counter() - backward_start) * 1e3
