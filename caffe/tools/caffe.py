@@ -56,6 +56,10 @@ TOOLS = {
     "plot_training_log": ("plot_training_log", "main"),
     "draw_net": ("draw_net", "main"),
     "export": ("export", "main"),
+    "convert_mnist_siamese_data": ("convert_mnist_siamese_data", "main"),
+    "convert_cifar_data": ("convert_cifar_data", "main"),
+    "classify": ("classify", "main"),
+    "detect": ("detect", "main"),
 }
 
 
