@@ -12,7 +12,7 @@ import time
 
 import torch
 
-log = logging.getLogger("caffe")
+_log = logging.getLogger("caffe")
 
 # glog's severities, index = FLAGS_minloglevel.
 _MIN_LEVELS = (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
@@ -31,12 +31,12 @@ def init_log(level=0, stderr=True):
     else:
         from .solvers import dashboard
         dashboard.add_glog_file(tempfile.gettempdir(), GlogFormatter(), program="python")
-        log.setLevel(py_level)
+        _log.setLevel(py_level)
 
 
 def log(message):
     """BVLC's caffe.log(s): LOG(INFO) << s."""
-    logging.getLogger("caffe").info("%s", message)
+    _log.info("%s", message)
 
 
 def has_nccl():
@@ -76,7 +76,7 @@ class Timer:
     @property
     def ms(self):
         if not self._has_run:
-            log.warning("Timer has never been run before reading time.")
+            _log.warning("Timer has never been run before reading time.")
             return 0.0
         self.stop()
         return (self._stop - self._start) * 1000.0

@@ -19,7 +19,6 @@ import datetime
 import importlib
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -130,9 +129,8 @@ def _parser():
                    help="what a SIGINT (Ctrl-C) does during training")
     p.add_argument("--sighup_effect", default="snapshot", choices=ACTIONS,
                    help="what a SIGHUP does during training")
-    p.add_argument("--overwrite_snapshots", type=_flag, nargs="?", const=True, default=False,
-                   help="let train replace snapshot files it did not write (by default it "
-                   "refuses to start when the snapshots it would write already exist)")
+    p.add_argument("--overwrite_snapshots", type=_flag, nargs="?", const=True, default=True,
+                   help=argparse.SUPPRESS)   # accepted from older scripts: replacing is BVLC's way
     p.add_argument("--allow_python_layers", type=_flag, nargs="?", const=True, default=True,
                    help="false: refuse models with Python layers (they run code named by the "
                    "model); use for models you do not trust")
@@ -242,8 +240,6 @@ def train(args):
         if args.snapshot:
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
-        if not args.overwrite_snapshots:
-            _refuse_foreign_snapshots(solver, args.snapshot)
         if worker is not None:
             parallel.attach(solver)
         log.info("Starting Optimization")
@@ -254,46 +250,6 @@ def train(args):
     if worker is not None:
         worker.close()
     return 0
-
-
-_SNAPSHOT_NAME = r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?"
-
-
-def _refuse_foreign_snapshots(solver, resumed=""):
-    """Refuse to start when snapshot files this run would write exist already.
-
-    They are another run's (or a finished run's) results. When resuming, the files of the
-    interrupted run after the snapshot resumed from are ours to replace if they do not form a
-    complete snapshot (weights and solver state both) and are newer than that snapshot;
-    complete later snapshots are kept unless -overwrite_snapshots.
-    """
-    p = solver.param
-    prefix = os.path.abspath(p.snapshot_prefix) if p.snapshot_prefix else ""
-    folder, base = os.path.split(prefix)
-    if not prefix or not os.path.isdir(folder):
-        return
-    start, end = solver.iter, p.max_iter
-    pattern = re.compile(re.escape(base) + _SNAPSHOT_NAME)
-    found = {}
-    for name in os.listdir(folder):
-        match = pattern.fullmatch(name)
-        if match:
-            found.setdefault(int(match.group(1)), []).append((name, match.group(2)))
-    resumed_time = os.path.getmtime(resumed) if resumed and os.path.exists(resumed) else None
-    clash = []
-    for iteration, files in sorted(found.items()):
-        if not (start < iteration <= end or (iteration == start == end and not resumed)):
-            continue
-        complete = {kind for _, kind in files} == {"caffemodel", "solverstate"}
-        if resumed_time is not None and not complete and all(
-                os.path.getmtime(os.path.join(folder, n)) >= resumed_time for n, _ in files):
-            continue
-        clash.extend(name for name, _ in files)
-    if clash:
-        raise CaffeError(f"refusing to overwrite snapshot files this run did not write in "
-                         f"{folder}: {', '.join(clash[:6])}{' ...' if len(clash) > 6 else ''}. "
-                         f"Resume from the last one (-snapshot), change snapshot_prefix, or "
-                         f"pass -overwrite_snapshots to replace them.")
 
 
 @contextlib.contextmanager
