@@ -164,6 +164,10 @@ def test_empty_or_filtered_out_net_names_the_file(tmp_path):
         caffe.Net(str(filtered), caffe.TEST)
     with pytest.raises(CaffeError, match="has no layers"):
         caffe.Net(caffe_pb2.NetParameter(name="x"), caffe.TEST)
+    solver = caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed")
+    solver.net_param.name = "inline"
+    with pytest.raises(NetError, match="net 'inline' from net_param has no layers"):
+        caffe.SGDSolver(solver)
 
 
 # -- Build 7: caffe time on a deploy net --------------------------------------------------

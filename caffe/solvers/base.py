@@ -24,7 +24,7 @@ import torch
 
 from .. import common, formats, parallel
 from ..blob import Blob, checked_count
-from ..errors import CaffeError, SolverError
+from ..errors import CaffeError, NetError, SolverError
 from ..layer import blob_to_proto, proto_shape, proto_values
 from ..net import Net
 from ..proto import caffe_pb2
@@ -224,7 +224,13 @@ class Solver:
         net_param.state.CopyFrom(state)
         log.info("Creating %s net from %s", "training" if phase == caffe_pb2.TRAIN else "test",
                  source)
-        net = Net(net_param, dtype=self.dtype, device=self.device)
+        try:
+            net = Net(net_param, dtype=self.dtype, device=self.device)
+        except NetError as e:
+            # Name the solver field the net came from (an inline net has no file name).
+            if "from the NetParameter given" in str(e):
+                e.args = (str(e).replace("the NetParameter given", source),)
+            raise
         for models in self.param.weights:
             load_net_weights(net, models)
         return net
