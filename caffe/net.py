@@ -6,11 +6,13 @@ import torch
 
 from . import formats
 from .blob import Blob
-from .errors import NetError, WeightsError
-from .layer import copy_proto_into, create_layer, proto_shape, shape_matches_proto
+from .errors import NetError
+from .layer import create_layer
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
+from .net_diffs import DiffPlan
+from .net_weights import NetWeights
 from .pycaffe import PycaffeNet
 
 log = logging.getLogger("caffe")
@@ -20,7 +22,7 @@ def _is_path(x):
     return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
 
 
-class Net(PycaffeNet):
+class Net(PycaffeNet, NetWeights, DiffPlan):
     """A net built from a NetParameter (or prototxt path) in a phase, as Caffe's Net.
 
     pycaffe's forms all work: Net(model, phase), Net(model, weights, phase),
@@ -361,71 +363,6 @@ class Net(PycaffeNet):
             if not hidden.shares_diff_with(blob):
                 hidden.share_diff(blob)
 
-    # Caffe keeps every blob's gradient after backward. A training loop that reads only the
-    # learned blobs' gradients may set recycle_diffs: blobs whose diffs are alive at different
-    # times of the backward pass then share storage, as few buffers as the busiest moment
-    # needs (the gradient memory of eager frameworks). Diffs still alive when backward ends
-    # (the inputs', loss weights, diffs nothing writes) keep their own storage; the diffs of
-    # other blobs hold scratch values afterwards.
-    recycle_diffs = False
-    _diff_plan = None
-
-    def _plan_diffs(self):
-        key = tuple(b.count() for b in self._blobs)
-        if key == self._diff_plan:
-            return
-        spans, fixed, written, read = {}, set(), set(), set()
-        group = list(range(len(self._blobs)))   # blobs whose diffs a layer lets share storage
-
-        def root(b):
-            while group[b] != b:
-                b = group[b]
-            return b
-        for i, layer in enumerate(self._layers):
-            if not self.layer_need_backward[i]:
-                continue
-            bottoms = [bid for j, bid in enumerate(self.bottom_ids[i])
-                       if self.bottom_need_backward[i][j]]
-            written.update(bottoms)
-            read.update(self.top_ids[i])
-            if getattr(layer, "shares_bottom_diff", False):
-                fixed.update(self.bottom_ids[i] + self.top_ids[i])
-            for bid in bottoms + self.top_ids[i]:
-                lo, hi = spans.get(bid, (i, i))
-                spans[bid] = (min(lo, i), max(hi, i))
-            for j, k in layer.diff_passthrough():
-                if self.bottom_need_backward[i][j]:
-                    a, b = root(self.bottom_ids[i][j]), root(self.top_ids[i][k])
-                    group[a] = b
-        members = {}
-        for bid in spans:
-            members.setdefault(root(bid), []).append(bid)
-        plans = []
-        for blobs in members.values():
-            if any(b in fixed or b not in written or self._blob_loss_weights[b] for b in blobs):
-                continue
-            # Nothing reads a diff that no producer takes back: a result of backward, kept.
-            lo = min(spans[b][0] for b in blobs) if all(b in read for b in blobs) else -1
-            hi = max(spans[b][1] for b in blobs)
-            plans.append((hi, lo, max(self._blobs[b].count() for b in blobs), blobs))
-        slots = []      # [size, lowest layer index of the current tenant]
-        assign = []
-        for hi, lo, count, blobs in sorted(plans, key=lambda p: -p[0]):
-            free = [s for s in slots if s[1] > hi]
-            fits = [s for s in free if s[0] >= count]
-            slot = min(fits, key=lambda s: s[0]) if fits else \
-                max(free, key=lambda s: s[0]) if free else None
-            if slot is None:
-                slot = [0, 0]
-                slots.append(slot)
-            slot[0], slot[1] = max(slot[0], count), lo
-            assign += [(bid, slot) for bid in blobs]
-        buffers = {id(s): torch.zeros(s[0], dtype=self.dtype, device=self.device)
-                   for s in slots}
-        for bid, slot in assign:
-            self._blobs[bid].use_diff_buffer(buffers[id(slot)])
-        self._diff_plan = key
-
     def backward_from_to(self, start, end):
         if self.recycle_diffs:
             self._plan_diffs()
@@ -457,27 +394,6 @@ class Net(PycaffeNet):
                 callback(i)
             i -= 1
 
-    # pycaffe's layer hooks: callback(i) around layer i's step, as Net::ForwardFromTo and
-    # Net::BackwardFromTo run them (BVLC's python/train.py times layers with them).
-    _before_forward = _after_forward = _before_backward = _after_backward = ()
-
-    def before_forward(self, callback):
-        """Call callback(i) before layer i's forward step."""
-        self._before_forward = self._before_forward + (callback,)
-
-    def after_forward(self, callback):
-        """Call callback(i) once layer i's forward step is done."""
-        self._after_forward = self._after_forward + (callback,)
-
-    def before_backward(self, callback):
-        """Call callback(i) before layer i's backward step (also where it has none)."""
-        self._before_backward = self._before_backward + (callback,)
-
-    def after_backward(self, callback):
-        """Call callback(i) once layer i's backward step is done; data-parallel training
-        starts all-reducing a layer's gradients from there."""
-        self._after_backward = self._after_backward + (callback,)
-
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self._layers) - 1)
 
@@ -499,106 +415,3 @@ class Net(PycaffeNet):
     def clear_param_diffs(self):
         for blob in self.learnable_params:
             blob.diff.zero_()
-
-    # -- weights ------------------------------------------------------------------
-    def copy_trained_layers_from(self, net_param, source="weights"):
-        """Copy learned blobs by layer name; unknown source layers are skipped (Caffe)."""
-        for src in net_param.layer:
-            i = self.layer_index.get(src.name)
-            if i is None:
-                log.info("Ignoring source layer %s", src.name)
-                continue
-            target = self._layers[i].blobs
-            if len(target) != len(src.blobs):
-                raise WeightsError(f"{source}: layer '{src.name}': incompatible number of "
-                                   f"blobs, source has {len(src.blobs)}, target {len(target)}")
-            for j, (blob, proto) in enumerate(zip(target, src.blobs)):
-                if not shape_matches_proto(blob, proto):
-                    raise WeightsError(
-                        f"{source}: layer '{src.name}': cannot copy param {j}, shape "
-                        f"{proto_shape(proto)} vs {blob.shape} in the net. To learn this "
-                        f"layer's parameters from scratch rather than copying them, rename "
-                        f"the layer.")
-                copy_proto_into(proto, blob)
-
-    def copy_trained_layers_from_hdf5(self, groups, source="weights"):
-        for name, datasets in groups.items():
-            i = self.layer_index.get(name)
-            if i is None:
-                log.info("Ignoring source layer %s", name)
-                continue
-            target = self._layers[i].blobs
-            for j, blob in enumerate(target):
-                owner = self.param_owners[self.param_id_vecs[i][j]]
-                if j not in datasets:
-                    if owner >= 0:
-                        continue          # shared params are saved once, by their owner
-                    raise WeightsError(f"{source}: layer '{name}': incompatible number of "
-                                       f"blobs, param {j} missing")
-                value = datasets[j]
-                if tuple(value.shape) != blob.shape:
-                    raise WeightsError(
-                        f"{source}: layer '{name}': cannot copy param {j}, shape "
-                        f"{tuple(value.shape)} vs {blob.shape} in the net")
-                blob.data.copy_(torch.from_numpy(value))
-            if len(datasets) > len(target):
-                raise WeightsError(f"{source}: layer '{name}': incompatible number of blobs, "
-                                   f"source has {len(datasets)}, target {len(target)}")
-
-    def copy_from(self, path):
-        """Load weights from a .caffemodel (binary, any version) or .caffemodel.h5."""
-        path = str(path)
-        if path.endswith(".h5"):
-            self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
-        else:
-            self.copy_trained_layers_from(formats.read_caffemodel(path), path)
-
-    def share_trained_layers_with(self, other):
-        """Use other's learned blobs (same storage) for the layers both nets have."""
-        for i, layer in enumerate(other._layers):
-            j = self.layer_index.get(other._layer_names[i])
-            if j is None:
-                continue
-            target = self._layers[j].blobs
-            if len(target) != len(layer.blobs):
-                raise WeightsError(f"layer '{other._layer_names[i]}': incompatible number of "
-                                   f"blobs for sharing")
-            for k, (mine, theirs) in enumerate(zip(target, layer.blobs)):
-                if mine.shape != theirs.shape:
-                    raise WeightsError(f"layer '{other._layer_names[i]}': cannot share param "
-                                       f"{k}, shape {theirs.shape} vs {mine.shape}")
-                mine.share_data(theirs)
-
-    def to_proto(self, write_diff=False):
-        out = caffe_pb2.NetParameter()
-        out.name = self.name
-        for layer in self._layers:
-            layer.to_proto(write_diff, out=out.layer.add())
-        return out
-
-    def save(self, path, write_diff=False):
-        path = str(path)
-        if path.endswith(".h5"):
-            formats.write_hdf5_weights(path, self._hdf5_groups(write_diff))
-        else:
-            formats.write_caffemodel(path, self.to_proto(write_diff))
-
-    def save_hdf5(self, path):
-        """Write the learned blobs as a .caffemodel.h5 (Net::ToHDF5)."""
-        formats.write_hdf5_weights(str(path), self._hdf5_groups(False))
-
-    def load_hdf5(self, path):
-        """Read learned blobs from an HDF5 weights file (Net::CopyTrainedLayersFromHDF5)."""
-        path = str(path)
-        self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
-
-    def _hdf5_groups(self, write_diff):
-        data, diff = {}, {}
-        for i, layer in enumerate(self._layers):
-            data[self._layer_names[i]], diff[self._layer_names[i]] = {}, {}
-            for j, blob in enumerate(layer.blobs):
-                if self.param_owners[self.param_id_vecs[i][j]] < 0:
-                    data[self._layer_names[i]][j] = blob.data.cpu().numpy()
-                if write_diff:
-                    diff[self._layer_names[i]][j] = blob.diff.cpu().numpy()
-        return {"data": data, **({"diff": diff} if write_diff else {})}

@@ -136,6 +136,27 @@ class PycaffeNet:
     def _outputs(self):
         return list(self.output_ids)
 
+    # pycaffe's layer hooks: callback(i) around layer i's step, as Net::ForwardFromTo and
+    # Net::BackwardFromTo run them (BVLC's python/train.py times layers with them).
+    _before_forward = _after_forward = _before_backward = _after_backward = ()
+
+    def before_forward(self, callback):
+        """Call callback(i) before layer i's forward step."""
+        self._before_forward = self._before_forward + (callback,)
+
+    def after_forward(self, callback):
+        """Call callback(i) once layer i's forward step is done."""
+        self._after_forward = self._after_forward + (callback,)
+
+    def before_backward(self, callback):
+        """Call callback(i) before layer i's backward step (also where it has none)."""
+        self._before_backward = self._before_backward + (callback,)
+
+    def after_backward(self, callback):
+        """Call callback(i) once layer i's backward step is done; data-parallel training
+        starts all-reducing a layer's gradients from there."""
+        self._after_backward = self._after_backward + (callback,)
+
     # -- running -------------------------------------------------------------------
     def _layer_id(self, name):
         if name not in self.layer_index:

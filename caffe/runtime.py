@@ -24,7 +24,7 @@ def init_log(level=0, stderr=True):
     `level` is glog's minloglevel (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL). With stderr False
     the lines go to a glog-named file in the temp folder, where glog writes by default.
     """
-    from .tools.caffe import GlogFormatter, log_to_stderr
+    from .tools.glog import GlogFormatter, log_to_stderr
     py_level = _MIN_LEVELS[min(max(int(level), 0), len(_MIN_LEVELS) - 1)]
     if stderr:
         log_to_stderr(py_level)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import formats
-from .db import DataError
+from ..errors import DataError
 
 # Decoded size limit, checked on the header before any pixel is decoded, so a small file that
 # declares a gigapixel image (a "decompression bomb") fails at once; raise it for huge images.

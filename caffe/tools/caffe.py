@@ -15,12 +15,10 @@ device, data-parallel; under torchrun's variables each process is one worker (ca
 """
 import argparse
 import contextlib
-import datetime
 import importlib
 import logging
 import os
 import sys
-import threading
 import time
 
 import torch
@@ -31,7 +29,9 @@ from ..layers.python_layer import python_layers_allowed, set_python_layers_allow
 from ..net import Net
 from ..proto import caffe_pb2
 from ..solvers import dashboard
-from ..solvers.base import ACTIONS, SignalHandler, get_solver, read_solver
+from ..solvers.registry import get_solver, read_solver
+from ..solvers.signals import ACTIONS, SignalHandler
+from .glog import GlogFormatter, log_to_stderr
 
 log = logging.getLogger("caffe.tools")
 
@@ -60,47 +60,6 @@ TOOLS = {
     "classify": ("classify", "main"),
     "detect": ("detect", "main"),
 }
-
-
-# -- glog-style logging ------------------------------------------------------------------
-class GlogFormatter(logging.Formatter):
-    """I1122 02:00:00.000000 12345 solver.py:218] message  (glog's line prefix)."""
-
-    LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
-              logging.CRITICAL: "F"}
-
-    def format(self, record):
-        when = datetime.datetime.fromtimestamp(record.created)
-        level = self.LEVELS.get(record.levelno, "I")
-        thread = threading.get_native_id()
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        return (f"{level}{when:%m%d %H:%M:%S.%f} {thread:>5} {record.filename}:{record.lineno}] "
-                f"{message}")
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (test harnesses swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def log_to_stderr(level=logging.INFO):
-    """Send caffe's log to stderr in glog's format (once per process)."""
-    logger = logging.getLogger("caffe")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(GlogFormatter())
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    return logger
 
 
 # -- flags ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import common, io
 from ..classifier import Classifier
-from ..data.cli import Parser, run, setup_logging
+from .cli import Parser, run, setup_logging
 from ..errors import CaffeError
 
 CAFFENET = os.path.join("models", "bvlc_reference_caffenet")

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from ..data.cli import Parser, run, setup_logging
+from .cli import Parser, run, setup_logging
 from ..data.db import open_db
 from ..proto import caffe_pb2
 from .convert_mnist_data import read_idx

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..data.cli import Parser, run, setup_logging
+from .cli import Parser, run, setup_logging
 from ..detector import Detector
 from ..errors import CaffeError
 from ..formats import atomic_write
