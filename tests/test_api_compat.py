@@ -195,8 +195,7 @@ def _timer(ctx):
 
 
 @check(("caffe", "init_log"), ("caffe", "log"))
-def _logging(ctx, capfd=None):
-    import logging
+def _logging(ctx):
     import subprocess
     import sys
     code = ("import caffe; caffe.log('hidden'); caffe.init_log(); caffe.log('Using devices [0]');"
@@ -206,7 +205,6 @@ def _logging(ctx, capfd=None):
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 0 and len(lines) == 1, run.stderr
     assert re.match(r"I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ .*\] Using devices \[0\]$", lines[0])
-    logging.getLogger("caffe").setLevel(logging.WARNING)
 
 
 @check(("caffe", "set_mode_cpu"), ("caffe", "set_mode_gpu"), ("caffe", "set_device"))
