@@ -96,13 +96,14 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         self.learnable_params, self.learnable_param_ids = [], []
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
-        available = {}
+        available, memory = {}, 0
         for layer_id, lp in enumerate(param.layer):
             if not lp.HasField("phase"):
                 lp.phase = self.phase
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError(f"layer '{lp.name}': propagate_down must be given for every "
                                f"bottom or none ({len(lp.propagate_down)} vs {len(lp.bottom)})")
+            log.info("Creating Layer %s", lp.name)
             layer = create_layer(lp, self.dtype, self.device)
             self._layers.append(layer)
             self._layer_names.append(lp.name)
@@ -113,6 +114,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                     raise NetError(f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{name}' "
                                    f"(bottom index {j})")
                 bid = self.blob_index[name]
+                log.info("%s <- %s", lp.name, name)
                 available.pop(name, None)
                 nb = self.blob_need_backward[bid]
                 if len(lp.propagate_down):
@@ -131,14 +133,17 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                     # Caffe's AppendTop without a name map: an anonymous blob that no
                     # later layer can name and that is no net output.
                     name = "(automatic)"
+                    log.info("%s -> %s", lp.name, name)
                     bid = self._new_blob(name)
                 elif j < len(lp.bottom) and lp.bottom[j] == name:
                     bid = self.blob_index[name]          # in place
+                    log.info("%s -> %s (in-place)", lp.name, name)
                     available[name] = bid
                 elif name in self.blob_index:
                     raise NetError(f"layer '{lp.name}': top blob '{name}' produced by multiple "
                                    f"sources")
                 else:
+                    log.info("%s -> %s", lp.name, name)
                     bid = self._new_blob(name)
                     self.blob_index[name] = bid
                     if lp.type == "Input":
@@ -151,12 +156,15 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             self.bottom_need_backward.append(bottom_nb)
             self.top_vecs.append(tops)
             self.top_ids.append(top_ids)
+            log.info("Setting up %s", lp.name)
             layer.layer_setup(bottoms, tops)
             for j, bid in enumerate(top_ids):
                 self._blob_loss_weights[bid] = layer.loss(j)
+                log.info("Top shape: %s", self._blobs[bid].shape_string)
                 if layer.loss(j):
-                    log.info("Top shape of %s: %s, with loss weight %g", lp.name,
-                             self._blobs[bid].shape, layer.loss(j))
+                    log.info("    with loss weight %g", layer.loss(j))
+                memory += self._blobs[bid].count() * self._blobs[bid].data.element_size()
+            log.info("Memory required for data: %d", memory)
             if len(lp.param) > len(layer.blobs):
                 raise NetError(f"layer '{lp.name}': {len(lp.param)} param specs given but the "
                                f"layer has {len(layer.blobs)} learned blobs")
@@ -176,7 +184,10 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         for layer, need in zip(self._layers, self.layer_need_backward):
             layer.need_backward = need
         self._plan_run()
-        self.output_ids = list(available.values())
+        # Caffe keeps the outputs in a std::set: sorted by name.
+        self.output_ids = [available[n] for n in sorted(available)]
+        for name in sorted(available):
+            log.info("This network produces output %s", name)
         self.layer_index = {n: i for i, n in enumerate(self._layer_names)}
         self._share_weights()
         log.info("Network initialization done.")
@@ -253,6 +264,8 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                 self.bottom_need_backward[i] = [False] * len(self.bottom_ids[i])
             if not contributes:
                 self.layer_need_backward[i] = False
+            log.info("%s %s backward computation.", self._layer_names[i],
+                     "needs" if self.layer_need_backward[i] else "does not need")
             for j, bid in enumerate(self.bottom_ids[i]):
                 name = self._blob_names[bid]
                 if contributes:
