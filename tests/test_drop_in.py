@@ -218,3 +218,33 @@ def test_bvlc_train_py_runs_with_cpu_workers(caffe_root, tmp_path):
     # --timing: the per-layer figures come from the Net hooks and caffe.Timer.
     assert re.search(r"forw +1 +ip : [\d.]+", err) and re.search(r"back +2 +loss : [\d.]+", err)
     assert "solver total:" in err and "allreduce:" in err
+
+
+# -- Net::Init as BVLC logs it, outputs in its order ----------------------------------------
+def test_net_init_log_lines_and_output_order(tmp_path, caplog):
+    import logging
+    path = tmp_path / "two_outputs.prototxt"
+    path.write_text('name: "two"\n'
+                    'layer { name: "data" type: "Input" top: "data" top: "data2" '
+                    'input_param { shape { dim: 2 dim: 3 } } }\n'
+                    'layer { name: "z" type: "InnerProduct" bottom: "data" top: "zeta" '
+                    'inner_product_param { num_output: 4 } }\n'
+                    'layer { name: "r" type: "ReLU" bottom: "zeta" top: "zeta" }\n'
+                    'layer { name: "a" type: "Sigmoid" bottom: "data2" top: "alpha" }\n')
+    with caplog.at_level(logging.INFO, logger="caffe"):
+        net = caffe.Net(str(path), caffe.TEST)
+    assert net.outputs == ["alpha", "zeta"]       # Caffe's std::set: sorted by name
+    lines = [r.getMessage() for r in caplog.records]
+    # BVLC's lines for this net, in its order (Net::Init, AppendBottom, AppendTop).
+    expected = ["Creating Layer data", "data -> data", "data -> data2", "Setting up data",
+                "Top shape: 2 3 (6)", "Memory required for data: 48",
+                "Creating Layer z", "z <- data", "z -> zeta", "Setting up z",
+                "Top shape: 2 4 (8)", "Memory required for data: 80",
+                "r <- zeta", "r -> zeta (in-place)", "Memory required for data: 112",
+                "a does not need backward computation.",
+                "z does not need backward computation.",
+                "This network produces output alpha", "This network produces output zeta",
+                "Network initialization done."]
+    it = iter(lines)
+    missing = [e for e in expected if not any(line == e for line in it)]
+    assert not missing, (missing, lines)
