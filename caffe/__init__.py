@@ -13,6 +13,7 @@ from .detector import Detector
 from .solvers import (get_solver, SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
                       AdaDeltaSolver, AdamSolver)
 from . import io, draw  # noqa: E402  (draw imports pydot only when drawing)
+from .runtime import init_log, log, has_nccl, Timer
 from .parallel import (NCCL, set_solver_count, set_solver_rank, set_multiprocess,
                        solver_count, solver_rank)
 
@@ -27,4 +28,4 @@ __all__ = ["Net", "Layer", "TRAIN", "TEST", "CaffeError", "caffe_pb2", "layer_ty
            "Detector", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
            "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "io", "draw", "NCCL",
            "set_solver_count", "set_solver_rank", "set_multiprocess", "solver_count",
-           "solver_rank"]
+           "solver_rank", "init_log", "log", "has_nccl", "Timer"]

@@ -269,5 +269,20 @@ class PyBlob:
     def reshape(self, *shape):
         self._blob.reshape(*shape)
 
+    @property
+    def _gpu_data_ptr(self):
+        """The device address of the data (BVLC's, for PyCUDA and friends)."""
+        return self._device_ptr(self._blob.data)
+
+    @property
+    def _gpu_diff_ptr(self):
+        return self._device_ptr(self._blob.diff)
+
+    def _device_ptr(self, tensor):
+        if tensor.device.type != "cuda":
+            raise CaffeError(f"blob {self._blob.shape_string} lives on {tensor.device}, not "
+                             f"a GPU: no device pointer (build the net after set_mode_gpu())")
+        return tensor.data_ptr()
+
     def __repr__(self):
         return f"<Blob {self._blob.shape_string}>"

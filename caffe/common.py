@@ -1,4 +1,5 @@
 """Process-wide settings, as Caffe's `Caffe` singleton: mode, device and random seed."""
+import logging
 import random
 
 import numpy as np
@@ -15,8 +16,17 @@ def set_mode_cpu():
 
 
 def set_mode_gpu():
+    """Run new nets and solvers on the GPU (set_device picks which). Without a CUDA device
+    caffe stays on the CPU, saying so once: pycaffe scripts written for GPUs (BVLC's
+    python/train.py) then run on CPU workers instead of stopping."""
     if not torch.cuda.is_available():
-        raise CaffeError("set_mode_gpu: no CUDA device is available to PyTorch on this machine")
+        if not _state.get("warned_no_gpu"):
+            logging.getLogger("caffe").warning(
+                "set_mode_gpu: no CUDA device is available to PyTorch on this machine; "
+                "running on the CPU")
+            _state["warned_no_gpu"] = True
+        _state["mode"] = CPU
+        return
     _state["mode"] = GPU
 
 

@@ -72,6 +72,13 @@ def _upgrade(upgrade, param, path):
         raise UpgradeError(f"{path}: {e}") from None
 
 
+def upgrade_net_if_needed(param, source):
+    """Bring a NetParameter to the current format in place (as files are on reading)."""
+    from .upgrade import net_needs_upgrade, upgrade_net_as_needed
+    if net_needs_upgrade(param):
+        _upgrade(upgrade_net_as_needed, param, source)
+
+
 def parse_text(text, msg, source="<string>"):
     """Parse protobuf text into `msg`; errors name the source and line."""
     if isinstance(text, bytes):

@@ -2,13 +2,12 @@
 
 Images are NumPy arrays H x W x K with values in [0, 1] (RGB order) as pycaffe gives them;
 a net wants K x H x W, often BGR in [0, 255] minus a mean: `Transformer` does that mapping.
-Resizing runs on torch (no scikit-image or SciPy needed).
+resize_image uses scikit-image and SciPy as BVLC did (the io extra: pip install "pycaffe[io]").
 """
+import importlib
 import io as _pyio
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .blob import checked_count
 from .errors import CaffeError
@@ -216,9 +215,16 @@ _INTEGER_MODES = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.
                   "I;16N": 65535.0, "I": 2147483647.0}
 
 
+# skimage.color.rgb2gray's luminance weights: load_image(color=False) reads colour files as
+# BVLC's skimage.io.imread(as_grey=True) did.
+_GREY = np.array([0.2125, 0.7154, 0.0721])
+
+
 def load_image(filename, color=True):
-    """An image file as float32 H x W x 3 (RGB) or, for a grey file with color=False,
-    H x W x 1, with values in [0, 1]. Alpha is dropped; grey is tiled when color=True."""
+    """An image file as float32 H x W x 3 (RGB) or, with color=False, H x W x 1 intensity,
+    with values in [0, 1]. Alpha is dropped for colour; grey is tiled when color=True; a
+    colour file read with color=False is converted as skimage's rgb2gray (alpha blended onto
+    white first, as skimage's imread does)."""
     from .data.image import open_image, read_image_bytes
     data = read_image_bytes(filename)
     with open_image(_pyio.BytesIO(data), f"image file '{filename}'") as img:
@@ -229,8 +235,14 @@ def load_image(filename, color=True):
             arr = np.asarray(img).astype(np.float32) / _INTEGER_MODES.get(mode, 1.0)
         elif mode == "LA":
             arr = np.asarray(img.getchannel("L"), dtype=np.float32) / 255.0
-        else:
+        elif color:
             arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        else:
+            alpha = mode in ("RGBA", "PA") or "transparency" in img.info
+            rgb = np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.float64) / 255.0
+            if alpha:
+                rgb = rgb[..., :3] * rgb[..., 3:] + (1.0 - rgb[..., 3:])
+            arr = (rgb @ _GREY).astype(np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, np.newaxis]
         if color:
@@ -238,57 +250,41 @@ def load_image(filename, color=True):
     return arr
 
 
-_MODES = {0: "nearest", 1: "linear", 2: "cubic", 3: "cubic"}
+def _image_extra(module):
+    """Import a scikit-image/SciPy module, or say which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CaffeError(f"caffe.io.resize_image needs scikit-image ({module} is missing): "
+                         f"pip install 'pycaffe[io]'") from None
 
 
 def resize_image(im, new_dims, interp_order=1):
-    """Resize an H x W x K image to new_dims (height, width); interp_order 0 nearest,
-    1 bilinear (default), 3 bicubic. Returns float32.
+    """Resize an H x W x K image to new_dims (height, width) with spline order
+    interp_order (0 nearest, 1 linear: the default, 2 quadratic, 3 cubic, ...).
 
-    Sampling follows what pycaffe used: 1- and 3-channel images as skimage's resize (pixel
-    centres aligned, edges clamped), other channel counts as scipy's zoom (corners aligned).
+    As BVLC: 1- and 3-channel images are scaled to [0, 1] and resized by scikit-image's
+    transform.resize (mode 'constant'), other channel counts by SciPy's ndimage.zoom; a
+    constant image stays constant. Returns float32. Needs the io extra (scikit-image).
     """
     im = np.asarray(im)
-    squeeze = im.ndim == 2
-    if squeeze:
-        im = im[:, :, np.newaxis]
     if im.ndim != 3:
         raise ShapeError(f"resize_image needs an H x W x K image, got shape {im.shape}")
-    if interp_order not in _MODES:
-        raise ValueError(f"interp_order must be one of {sorted(_MODES)}, got {interp_order}")
-    h, w = (int(round(float(d))) for d in new_dims[:2])
-    if h <= 0 or w <= 0:
+    if any(int(d) <= 0 for d in new_dims[:2]):
         raise ShapeError(f"resize_image to {tuple(new_dims)}: dimensions must be positive")
-    lo, hi = (float(im.min()), float(im.max())) if im.size else (0.0, 0.0)
-    if im.shape[-1] in (1, 3) and hi <= lo:
-        out = np.full((h, w, im.shape[-1]), lo, dtype=np.float32)   # constant image
+    if im.shape[-1] == 1 or im.shape[-1] == 3:
+        im_min, im_max = im.min(), im.max()
+        if im_max <= im_min:
+            return np.full((new_dims[0], new_dims[1], im.shape[-1]), im_min, dtype=np.float32)
+        resize = _image_extra("skimage.transform").resize
+        im_std = (im - im_min) / (im_max - im_min)
+        resized_std = resize(im_std, new_dims, order=interp_order, mode="constant")
+        resized_im = resized_std * (im_max - im_min) + im_min
     else:
-        out = _interpolate(im, (h, w), interp_order, align_corners=im.shape[-1] not in (1, 3))
-        if interp_order > 1:
-            out = np.clip(out, lo, hi)   # cubic overshoot, clipped as skimage does
-    out = out.astype(np.float32)
-    return out[:, :, 0] if squeeze else out
-
-
-def _interpolate(im, size, order, align_corners):
-    x = torch.from_numpy(np.ascontiguousarray(im, dtype=np.float64)).permute(2, 0, 1)[None]
-    if order == 0:
-        if align_corners:
-            # scipy's zoom, order 0: nearest source pixel on a corner-aligned grid.
-            rows = _aligned_nearest(im.shape[0], size[0])
-            cols = _aligned_nearest(im.shape[1], size[1])
-            return np.ascontiguousarray(im[rows][:, cols], dtype=np.float64)
-        y = F.interpolate(x, size=size, mode="nearest-exact")
-    else:
-        mode = "bilinear" if order == 1 else "bicubic"
-        y = F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
-    return y[0].permute(1, 2, 0).numpy()
-
-
-def _aligned_nearest(n_in, n_out):
-    if n_out == 1:
-        return np.zeros(1, dtype=np.int64)
-    return np.round(np.arange(n_out) * ((n_in - 1) / (n_out - 1))).astype(np.int64)
+        zoom = _image_extra("scipy.ndimage").zoom
+        scale = tuple(np.array(new_dims, dtype=float) / np.array(im.shape[:2]))
+        resized_im = zoom(im, scale + (1,), order=interp_order)
+    return resized_im.astype(np.float32)
 
 
 def oversample(images, crop_dims):

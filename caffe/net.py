@@ -11,6 +11,7 @@ from .layer import create_layer
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
+from .net_diffs import DiffPlan
 from .net_weights import NetWeights
 from .pycaffe import PycaffeNet
 
@@ -21,7 +22,7 @@ def _is_path(x):
     return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
 
 
-class Net(PycaffeNet, NetWeights):
+class Net(PycaffeNet, NetWeights, DiffPlan):
     """A net built from a NetParameter (or prototxt path) in a phase, as Caffe's Net.
 
     pycaffe's forms all work: Net(model, phase), Net(model, weights, phase),
@@ -37,12 +38,17 @@ class Net(PycaffeNet, NetWeights):
             phase = args[0]
         if len(args) > 1:
             raise TypeError("Net(model, [weights,] phase): too many positional arguments")
-        folder = None
+        folder, self._source = None, "the NetParameter given"
         if _is_path(param):
+            self._source = f"'{os.fsdecode(param)}'"
             folder = os.path.dirname(os.path.abspath(os.fsdecode(param)))
             param = formats.read_net_param(param)
         param_copy = caffe_pb2.NetParameter()
         param_copy.CopyFrom(param)
+        if folder is None:
+            # An in-memory net in an old format (a solver's inline V1 net_param) is upgraded
+            # as a net file is on reading.
+            formats.upgrade_net_if_needed(param_copy, self._source)
         if phase is not None:
             param_copy.state.phase = phase
         if level:
@@ -63,7 +69,17 @@ class Net(PycaffeNet, NetWeights):
     # -- construction -----------------------------------------------------------
     def _init(self, in_param):
         self.phase = in_param.state.phase
-        param = insert_splits(filter_net(in_param))
+        param = filter_net(in_param)
+        if not param.layer:
+            # Caffe would build an empty net that fails on first use; say why now.
+            raise NetError(
+                f"net '{in_param.name}' from {getattr(self, '_source', 'its NetParameter')} "
+                + (f"has no layers" if not in_param.layer else
+                   f"keeps none of its {len(in_param.layer)} layers in phase "
+                   f"{caffe_pb2.Phase.Name(self.phase)} (level {in_param.state.level}, stages "
+                   f"{list(in_param.state.stage)}): every layer's include/exclude rules "
+                   f"filter it out"))
+        param = insert_splits(param)
         self.name = param.name
         self.param = param
         self._layers, self._layer_names = [], []
@@ -80,13 +96,14 @@ class Net(PycaffeNet, NetWeights):
         self.learnable_params, self.learnable_param_ids = [], []
         self.params_lr, self.params_weight_decay = [], []
         self.has_params_lr, self.has_params_decay = [], []
-        available = {}
+        available, memory = {}, 0
         for layer_id, lp in enumerate(param.layer):
             if not lp.HasField("phase"):
                 lp.phase = self.phase
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError(f"layer '{lp.name}': propagate_down must be given for every "
                                f"bottom or none ({len(lp.propagate_down)} vs {len(lp.bottom)})")
+            log.info("Creating Layer %s", lp.name)
             layer = create_layer(lp, self.dtype, self.device)
             self._layers.append(layer)
             self._layer_names.append(lp.name)
@@ -97,6 +114,7 @@ class Net(PycaffeNet, NetWeights):
                     raise NetError(f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{name}' "
                                    f"(bottom index {j})")
                 bid = self.blob_index[name]
+                log.info("%s <- %s", lp.name, name)
                 available.pop(name, None)
                 nb = self.blob_need_backward[bid]
                 if len(lp.propagate_down):
@@ -109,23 +127,28 @@ class Net(PycaffeNet, NetWeights):
             names = list(lp.top)
             if layer.auto_top_blobs:
                 needed = max(layer.min_top_blobs, layer.exact_num_top_blobs)
-                names += ["(automatic)"] * max(0, needed - len(names))
+                names += [None] * max(0, needed - len(names))
             for j, name in enumerate(names):
-                if j < len(lp.bottom) and lp.bottom[j] == name:
+                if name is None:
+                    # Caffe's AppendTop without a name map: an anonymous blob that no
+                    # later layer can name and that is no net output.
+                    name = "(automatic)"
+                    log.info("%s -> %s", lp.name, name)
+                    bid = self._new_blob(name)
+                elif j < len(lp.bottom) and lp.bottom[j] == name:
                     bid = self.blob_index[name]          # in place
-                elif name in self.blob_index and name != "(automatic)":
+                    log.info("%s -> %s (in-place)", lp.name, name)
+                    available[name] = bid
+                elif name in self.blob_index:
                     raise NetError(f"layer '{lp.name}': top blob '{name}' produced by multiple "
                                    f"sources")
                 else:
-                    bid = len(self._blobs)
-                    self._blobs.append(Blob((), self.dtype, self.device))
-                    self._blob_names.append(name)
-                    self.blob_need_backward.append(False)
-                    self._blob_loss_weights.append(0.0)
+                    log.info("%s -> %s", lp.name, name)
+                    bid = self._new_blob(name)
                     self.blob_index[name] = bid
                     if lp.type == "Input":
                         self.input_ids.append(bid)
-                available[name] = bid
+                    available[name] = bid
                 tops.append(self._blobs[bid])
                 top_ids.append(bid)
             self.bottom_vecs.append(bottoms)
@@ -133,12 +156,15 @@ class Net(PycaffeNet, NetWeights):
             self.bottom_need_backward.append(bottom_nb)
             self.top_vecs.append(tops)
             self.top_ids.append(top_ids)
+            log.info("Setting up %s", lp.name)
             layer.layer_setup(bottoms, tops)
             for j, bid in enumerate(top_ids):
                 self._blob_loss_weights[bid] = layer.loss(j)
+                log.info("Top shape: %s", self._blobs[bid].shape_string)
                 if layer.loss(j):
-                    log.info("Top shape of %s: %s, with loss weight %g", lp.name,
-                             self._blobs[bid].shape, layer.loss(j))
+                    log.info("    with loss weight %g", layer.loss(j))
+                memory += self._blobs[bid].count() * self._blobs[bid].data.element_size()
+            log.info("Memory required for data: %d", memory)
             if len(lp.param) > len(layer.blobs):
                 raise NetError(f"layer '{lp.name}': {len(lp.param)} param specs given but the "
                                f"layer has {len(layer.blobs)} learned blobs")
@@ -158,10 +184,20 @@ class Net(PycaffeNet, NetWeights):
         for layer, need in zip(self._layers, self.layer_need_backward):
             layer.need_backward = need
         self._plan_run()
-        self.output_ids = list(available.values())
+        # Caffe keeps the outputs in a std::set: sorted by name.
+        self.output_ids = [available[n] for n in sorted(available)]
+        for name in sorted(available):
+            log.info("This network produces output %s", name)
         self.layer_index = {n: i for i, n in enumerate(self._layer_names)}
         self._share_weights()
         log.info("Network initialization done.")
+
+    def _new_blob(self, name):
+        self._blobs.append(Blob((), self.dtype, self.device))
+        self._blob_names.append(name)
+        self.blob_need_backward.append(False)
+        self._blob_loss_weights.append(0.0)
+        return len(self._blobs) - 1
 
     def _append_param(self, layer_id, pid):
         lp = self.param.layer[layer_id]
@@ -228,6 +264,8 @@ class Net(PycaffeNet, NetWeights):
                 self.bottom_need_backward[i] = [False] * len(self.bottom_ids[i])
             if not contributes:
                 self.layer_need_backward[i] = False
+            log.info("%s %s backward computation.", self._layer_names[i],
+                     "needs" if self.layer_need_backward[i] else "does not need")
             for j, bid in enumerate(self.bottom_ids[i]):
                 name = self._blob_names[bid]
                 if contributes:
@@ -307,16 +345,28 @@ class Net(PycaffeNet, NetWeights):
             if i + 1 < len(layers) and hidden[i + 1] is not None:
                 on[i + 1] = i < end
             bottom, top = self._vecs(i)
-            layer.reshape(bottom, top)
             if fuse[i] and i < end:
+                # A fused pair is one step to the hooks: both layers' before, then both after.
+                for callback in self._before_forward:
+                    callback(i)
+                    callback(i + 1)
+                layer.reshape(bottom, top)
                 nb, nt = self._vecs(i + 1)
                 layers[i + 1].reshape(nb, nt)
                 layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
+                for callback in self._after_forward:
+                    callback(i)
+                    callback(i + 1)
                 i += 2
                 continue
+            for callback in self._before_forward:
+                callback(i)
+            layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for blob, w in self._weighted_tops[i]:
                 loss = loss + w * blob.data.sum()
+            for callback in self._after_forward:
+                callback(i)
             i += 1
         return loss
 
@@ -325,71 +375,6 @@ class Net(PycaffeNet, NetWeights):
             hidden, blob = self._hidden[i], self.bottom_vecs[i][0]
             if not hidden.shares_diff_with(blob):
                 hidden.share_diff(blob)
-
-    # Caffe keeps every blob's gradient after backward. A training loop that reads only the
-    # learned blobs' gradients may set recycle_diffs: blobs whose diffs are alive at different
-    # times of the backward pass then share storage, as few buffers as the busiest moment
-    # needs (the gradient memory of eager frameworks). Diffs still alive when backward ends
-    # (the inputs', loss weights, diffs nothing writes) keep their own storage; the diffs of
-    # other blobs hold scratch values afterwards.
-    recycle_diffs = False
-    _diff_plan = None
-
-    def _plan_diffs(self):
-        key = tuple(b.count() for b in self._blobs)
-        if key == self._diff_plan:
-            return
-        spans, fixed, written, read = {}, set(), set(), set()
-        group = list(range(len(self._blobs)))   # blobs whose diffs a layer lets share storage
-
-        def root(b):
-            while group[b] != b:
-                b = group[b]
-            return b
-        for i, layer in enumerate(self._layers):
-            if not self.layer_need_backward[i]:
-                continue
-            bottoms = [bid for j, bid in enumerate(self.bottom_ids[i])
-                       if self.bottom_need_backward[i][j]]
-            written.update(bottoms)
-            read.update(self.top_ids[i])
-            if getattr(layer, "shares_bottom_diff", False):
-                fixed.update(self.bottom_ids[i] + self.top_ids[i])
-            for bid in bottoms + self.top_ids[i]:
-                lo, hi = spans.get(bid, (i, i))
-                spans[bid] = (min(lo, i), max(hi, i))
-            for j, k in layer.diff_passthrough():
-                if self.bottom_need_backward[i][j]:
-                    a, b = root(self.bottom_ids[i][j]), root(self.top_ids[i][k])
-                    group[a] = b
-        members = {}
-        for bid in spans:
-            members.setdefault(root(bid), []).append(bid)
-        plans = []
-        for blobs in members.values():
-            if any(b in fixed or b not in written or self._blob_loss_weights[b] for b in blobs):
-                continue
-            # Nothing reads a diff that no producer takes back: a result of backward, kept.
-            lo = min(spans[b][0] for b in blobs) if all(b in read for b in blobs) else -1
-            hi = max(spans[b][1] for b in blobs)
-            plans.append((hi, lo, max(self._blobs[b].count() for b in blobs), blobs))
-        slots = []      # [size, lowest layer index of the current tenant]
-        assign = []
-        for hi, lo, count, blobs in sorted(plans, key=lambda p: -p[0]):
-            free = [s for s in slots if s[1] > hi]
-            fits = [s for s in free if s[0] >= count]
-            slot = min(fits, key=lambda s: s[0]) if fits else \
-                max(free, key=lambda s: s[0]) if free else None
-            if slot is None:
-                slot = [0, 0]
-                slots.append(slot)
-            slot[0], slot[1] = max(slot[0], count), lo
-            assign += [(bid, slot) for bid in blobs]
-        buffers = {id(s): torch.zeros(s[0], dtype=self.dtype, device=self.device)
-                   for s in slots}
-        for bid, slot in assign:
-            self._blobs[bid].use_diff_buffer(buffers[id(slot)])
-        self._diff_plan = key
 
     def backward_from_to(self, start, end):
         if self.recycle_diffs:
@@ -401,6 +386,9 @@ class Net(PycaffeNet, NetWeights):
             if i + 1 < n:
                 self._share_hidden_diff(i + 1)
             if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
+                for callback in self._before_backward:
+                    callback(i)
+                    callback(i - 1)
                 self._share_hidden_diff(i - 1)
                 bottom, top = self._vecs(i - 1)
                 self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
@@ -410,19 +398,14 @@ class Net(PycaffeNet, NetWeights):
                     callback(i - 1)
                 i -= 2
                 continue
+            for callback in self._before_backward:
+                callback(i)
             if self.layer_need_backward[i]:
                 bottom, top = self._vecs(i)
                 self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
             for callback in self._after_backward:
                 callback(i)
             i -= 1
-
-    _after_backward = ()
-
-    def after_backward(self, callback):
-        """Call callback(i) once layer i's backward step is done (pycaffe's Net.after_backward);
-        data-parallel training starts all-reducing a layer's gradients from there."""
-        self._after_backward = self._after_backward + (callback,)
 
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self._layers) - 1)

@@ -99,6 +99,15 @@ class NetWeights:
         else:
             formats.write_caffemodel(path, self.to_proto(write_diff))
 
+    def save_hdf5(self, path):
+        """Write the learned blobs as a .caffemodel.h5 (Net::ToHDF5)."""
+        formats.write_hdf5_weights(str(path), self._hdf5_groups(False))
+
+    def load_hdf5(self, path):
+        """Read learned blobs from an HDF5 weights file (Net::CopyTrainedLayersFromHDF5)."""
+        path = str(path)
+        self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
+
     def _hdf5_groups(self, write_diff):
         data, diff = {}, {}
         for i, layer in enumerate(self._layers):

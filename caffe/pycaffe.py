@@ -8,6 +8,7 @@ import numpy as np
 
 from .blob import PyBlob
 from .errors import CaffeError
+from .layers.python_layer import BlobVec
 
 
 class PyLayer:
@@ -18,7 +19,8 @@ class PyLayer:
 
     type = property(lambda self: self._layer.type)
     name = property(lambda self: self._layer.name)
-    blobs = property(lambda self: [PyBlob(b) for b in self._layer.blobs])
+    # BVLC's BlobVec: indexable NumPy-faced blobs, grown with add_blob(*shape).
+    blobs = property(lambda self: BlobVec(self._layer))
 
     def setup(self, bottom=None, top=None):
         self._layer.layer_setup(self._bottom, self._top)
@@ -120,6 +122,12 @@ class PycaffeNet:
         return OrderedDict((n, [self._blob_names[b] for b in ids])
                            for n, ids in zip(self._layer_names, self.bottom_ids))
 
+    def _top_ids(self, i):
+        return list(self.top_ids[i])
+
+    def _bottom_ids(self, i):
+        return list(self.bottom_ids[i])
+
     @property
     def _inputs(self):
         return list(self.input_ids)
@@ -127,6 +135,27 @@ class PycaffeNet:
     @property
     def _outputs(self):
         return list(self.output_ids)
+
+    # pycaffe's layer hooks: callback(i) around layer i's step, as Net::ForwardFromTo and
+    # Net::BackwardFromTo run them (BVLC's python/train.py times layers with them).
+    _before_forward = _after_forward = _before_backward = _after_backward = ()
+
+    def before_forward(self, callback):
+        """Call callback(i) before layer i's forward step."""
+        self._before_forward = self._before_forward + (callback,)
+
+    def after_forward(self, callback):
+        """Call callback(i) once layer i's forward step is done."""
+        self._after_forward = self._after_forward + (callback,)
+
+    def before_backward(self, callback):
+        """Call callback(i) before layer i's backward step (also where it has none)."""
+        self._before_backward = self._before_backward + (callback,)
+
+    def after_backward(self, callback):
+        """Call callback(i) once layer i's backward step is done; data-parallel training
+        starts all-reducing a layer's gradients from there."""
+        self._after_backward = self._after_backward + (callback,)
 
     # -- running -------------------------------------------------------------------
     def _layer_id(self, name):
@@ -173,8 +202,9 @@ class PycaffeNet:
         diffs = list(diffs or [])
         start_ind = self._layer_id(start) if start is not None else len(self._layers) - 1
         if end is not None:
+            # BVLC 1.0 returns the diffs of the end layer's bottoms: what backward computed.
             end_ind = self._layer_id(end)
-            outputs = set(self._end_blobs(end) + diffs)
+            outputs = set(self.bottom_names[end] + diffs)
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
@@ -241,6 +271,9 @@ class PycaffeNet:
 
     def share_with(self, other):
         self.share_trained_layers_with(other)
+
+    def _set_input_arrays(self, data, labels):
+        self.set_input_arrays(data, labels)
 
     def set_input_arrays(self, data, labels):
         layer = self._layers[0]

@@ -30,11 +30,11 @@ LAYERS = [
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),
-    ("net", ["caffe.net", "caffe.net_weights", "caffe.pycaffe", "caffe.net_spec",
-             "caffe.coord_map"]),
+    ("net", ["caffe.net", "caffe.net_weights", "caffe.net_diffs", "caffe.pycaffe",
+             "caffe.net_spec", "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.export", "caffe.io", "caffe.classifier",
                         "caffe.detector", "caffe.draw", "caffe.zoo", "caffe.vis", "caffe.view"]),
-    ("commands", ["caffe.tools", "caffe.spark"]),
+    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime"]),
 ]
 # Imports that go up a layer, each inside a function, each for a reason.
 UPWARD = {

@@ -139,8 +139,6 @@ def _chain(base, fmt, kills, rng, reference, report):
         if complete:
             flags = ["-snapshot", str(_snapshots(folder)[max(complete)]["solverstate"]
                                       .relative_to(folder))]
-        elif _snapshots(folder):
-            flags = ["-overwrite_snapshots"]     # pieces of a snapshot never completed
         temps = {p.name for p in (folder / "snap").glob("*.tmp")}
         train = _Train(folder, *flags)
         if done_kills < kills:
@@ -235,20 +233,27 @@ def _train(folder, *flags):
         os.chdir(cwd)
 
 
-def test_train_refuses_to_overwrite_snapshots_it_did_not_write(tmp_path, capsys):
+def test_second_run_replaces_snapshots_with_one_warning_each(tmp_path, capsys):
+    # BVLC's behaviour: a second run in the same folder writes its snapshots over the first
+    # run's (atomically), naming each file it replaces that it did not write.
     folder = _tiny_train_dir(tmp_path)
     assert _train(folder) == 0
-    before = (folder / "snap" / "crash_iter_10.caffemodel").stat().st_mtime_ns
-    assert _train(folder) == 1
+    snap = folder / "snap"
+    before = {p.name: p.stat().st_mtime_ns for p in snap.iterdir()}
+    capsys.readouterr()
+    assert _train(folder) == 0
     err = capsys.readouterr().err
-    assert "refusing to overwrite snapshot files this run did not write" in err
-    assert "crash_iter_10.caffemodel" in err and "-overwrite_snapshots" in err
-    assert (folder / "snap" / "crash_iter_10.caffemodel").stat().st_mtime_ns == before
+    warnings = [line for line in err.splitlines() if line.startswith("W") and "Replacing" in line]
+    replaced = sorted(n for n in before if n.endswith((".caffemodel", ".solverstate")))
+    assert sorted(w.split("Replacing ", 1)[1].split(",")[0].rsplit("/", 1)[-1]
+                  for w in warnings) == replaced
+    assert all(p.stat().st_mtime_ns != before[p.name] for p in snap.iterdir() if p.name in before)
+    assert not list(snap.glob("*.tmp"))
+    # The old flag is still accepted.
     assert _train(folder, "-overwrite_snapshots") == 0
-    assert (folder / "snap" / "crash_iter_10.caffemodel").stat().st_mtime_ns != before
 
 
-def test_resume_replaces_only_the_interrupted_runs_incomplete_snapshot(tmp_path, capsys):
+def test_resume_rewrites_the_interrupted_runs_later_snapshots(tmp_path, capsys):
     folder = _tiny_train_dir(tmp_path)
     assert _train(folder) == 0
     snap = folder / "snap"
@@ -256,11 +261,7 @@ def test_resume_replaces_only_the_interrupted_runs_incomplete_snapshot(tmp_path,
     (snap / "crash_iter_20.solverstate").unlink()
     assert _train(folder, "-snapshot", "snap/crash_iter_10.solverstate") == 0
     assert (snap / "crash_iter_20.solverstate").exists()
-    # A complete later snapshot is another result: kept unless told otherwise.
-    assert _train(folder, "-snapshot", "snap/crash_iter_10.solverstate") == 1
-    assert "crash_iter_20" in capsys.readouterr().err
-    assert _train(folder, "-snapshot", "snap/crash_iter_10.solverstate",
-                  "-overwrite_snapshots=true") == 0
+    assert "Replacing snap/crash_iter_20.caffemodel" in capsys.readouterr().err
 
 
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):

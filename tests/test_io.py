@@ -1,4 +1,7 @@
 """caffe.io: proto/datum/array conversions, image loading, resizing, 10-crop and Transformer."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -152,28 +155,45 @@ def test_load_image_missing_file(tmp_path):
         cio.load_image(str(tmp_path / "nope.jpg"))
 
 
-def test_resize_bilinear_matches_pixel_centre_sampling():
-    # 1- and 3-channel images sample at pixel centres with clamped edges (skimage's resize):
-    # output x in [0, 4) reads input (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25.
-    im = np.array([[0.0, 1.0]] * 2, dtype=np.float32)[:, :, np.newaxis]
-    out = cio.resize_image(im, (2, 4))
-    assert out.shape == (2, 4, 1) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0, :, 0], [0, 0.25, 0.75, 1], atol=1e-6)
-    # Other channel counts align the corners (scipy's zoom): 0, 1/3, 2/3, 1.
-    im4 = np.repeat(im, 4, axis=2)
-    np.testing.assert_allclose(cio.resize_image(im4, (2, 4))[0, :, 2], [0, 1 / 3, 2 / 3, 1],
-                               atol=1e-6)
+# Recorded from BVLC's python/caffe/io.py (/opt/bvlc, scikit-image 0.24, SciPy 1.13):
+# resize_image for interp_order 0..5 on 1-, 3- and 2-channel float images, and the grey and
+# colour reads of a colour PNG with and without alpha (by skimage.io.imread as BVLC's
+# load_image calls it; its as_grey= spelling is refused by scikit-image >= 0.19).
+GOLDEN_IO = Path(__file__).parent / "golden" / "bvlc_io.npz"
+RESIZE_CASES = [(11, 3), (3, 9), (4, 5), (7, 5)]
 
 
-def test_resize_keeps_values_and_handles_constants():
-    im = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32) * 255
-    np.testing.assert_allclose(cio.resize_image(im, (5, 7)), im, rtol=1e-6)
-    out = cio.resize_image(im, (11, 3), interp_order=3)
-    assert out.shape == (11, 3, 3) and out.min() >= im.min() and out.max() <= im.max()
-    nearest = cio.resize_image(im, (10, 14), interp_order=0)
-    np.testing.assert_array_equal(nearest[::2, ::2], im)
+@pytest.mark.parametrize("order", range(6))
+@pytest.mark.parametrize("case", range(len(RESIZE_CASES)))
+def test_resize_image_matches_bvlc_for_every_order(case, order):
+    pytest.importorskip("skimage")
+    golden = np.load(GOLDEN_IO)
+    out = cio.resize_image(golden[f"in{case}"], RESIZE_CASES[case], interp_order=order)
+    expected = golden[f"out{case}_{order}"]
+    assert out.shape == expected.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_resize_image_constant_image_and_missing_extra(monkeypatch):
     const = cio.resize_image(np.full((4, 4, 1), 3.0), (2, 6))
-    assert const.shape == (2, 6, 1) and np.all(const == 3.0)
+    assert const.shape == (2, 6, 1) and const.dtype == np.float32 and np.all(const == 3.0)
+    # A None entry makes the import fail as a missing package does.
+    monkeypatch.setitem(sys.modules, "skimage.transform", None)
+    with pytest.raises(CaffeError, match=r"pip install 'pycaffe\[io\]'"):
+        cio.resize_image(np.random.rand(4, 4, 3), (2, 2))
+
+
+@pytest.mark.parametrize("name", ["rgb", "rgba"])
+def test_load_image_grey_of_colour_file_matches_bvlc(tmp_path, name):
+    from PIL import Image
+    golden = np.load(GOLDEN_IO)
+    path = str(tmp_path / f"{name}.png")
+    Image.fromarray(golden[name]).save(path)
+    grey = cio.load_image(path, color=False)
+    assert grey.shape == golden[name].shape[:2] + (1,) and grey.dtype == np.float32
+    np.testing.assert_allclose(grey, golden[f"grey_{name}"], rtol=1e-6, atol=1e-7)
+    colour = cio.load_image(path)
+    np.testing.assert_allclose(colour, golden[f"colour_{name}"], rtol=1e-6)
 
 
 def test_oversample_ten_crops():

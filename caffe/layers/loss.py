@@ -76,6 +76,8 @@ class LossLayer(Layer):
 
     exact_num_bottom_blobs = 2
     exact_num_top_blobs = 1
+    # Caffe's LossLayer::AutoTopBlobs: a loss given no top still gets its (anonymous) one.
+    auto_top_blobs = True
 
     def setup(self, bottom, top):
         # Caffe's LossLayer::LayerSetUp: a loss counts with weight 1 unless told otherwise.

@@ -18,11 +18,15 @@ class NCCL(DataParallel):
     """
 
     def __init__(self, solver, uid):
+        if isinstance(uid, bytes):
+            uid = uid.decode()
         if _state["worker"] is None:
             init_worker(solver_rank(), solver_count(), device=solver.device, init_method=uid)
         super().__init__(solver, register=False)
 
     @staticmethod
     def new_uid():
-        """A rendezvous for the workers of one machine (a fresh file:// address)."""
-        return "file://" + os.path.join(tempfile.gettempdir(), f"caffe_nccl_{uuid.uuid4().hex}")
+        """A rendezvous for the workers of one machine (a fresh file:// address), as bytes
+        like BVLC's NCCL uid on Python 3."""
+        return ("file://" + os.path.join(tempfile.gettempdir(),
+                                         f"caffe_nccl_{uuid.uuid4().hex}")).encode()

@@ -51,15 +51,26 @@ class SnapshotMixin:
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
+        self._note_replacing(model)
         self.net.save(model, write_diff=self.param.snapshot_diff)
         state = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto",
                  state)
+        self._note_replacing(state)
         if hdf5:
             self._write_state_hdf5(state, model)
         else:
             formats.write_binary_proto(state, self.state_proto(model))
         return model, state
+
+    def _note_replacing(self, path):
+        """Snapshots replace same-named files (atomically), as BVLC's do; one WARNING names
+        each file replaced that this run did not write (another run's result)."""
+        written = self.__dict__.setdefault("_snapshots_written", set())
+        key = os.path.abspath(path)
+        if key not in written and os.path.exists(path):
+            log.warning("Replacing %s, which this run did not write", path)
+        written.add(key)
 
     def state_proto(self, learned_net=""):
         state = caffe_pb2.SolverState(iter=self.iter, current_step=self.current_step,

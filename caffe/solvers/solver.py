@@ -16,7 +16,7 @@ import torch
 
 from .. import common, formats, parallel
 from ..blob import Blob
-from ..errors import SolverError
+from ..errors import NetError, SolverError
 from ..net import Net
 from ..proto import caffe_pb2
 from .debug_info import (backward_debug_info, fmt, forward_debug_info, loss_note,
@@ -103,7 +103,13 @@ class Solver(SnapshotMixin):
         net_param.state.CopyFrom(state)
         log.info("Creating %s net from %s", "training" if phase == caffe_pb2.TRAIN else "test",
                  source)
-        net = Net(net_param, dtype=self.dtype, device=self.device)
+        try:
+            net = Net(net_param, dtype=self.dtype, device=self.device)
+        except NetError as e:
+            # Name the solver field the net came from (an inline net has no file name).
+            if "from the NetParameter given" in str(e):
+                e.args = (str(e).replace("the NetParameter given", source),)
+            raise
         for models in self.param.weights:
             load_net_weights(net, models)
         return net
@@ -359,6 +365,9 @@ class Solver(SnapshotMixin):
         """The rate for the current iteration under lr_policy (SGDSolver::GetLearningRate)."""
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
         return rate
+
+    # pycaffe's SGDSolver.lr: the rate of the current iteration (GetLearningRate).
+    lr = property(lambda self: self.get_learning_rate())
 
     def apply_update(self):
         """Turn the accumulated gradients into an update and apply it (ApplyUpdate)."""

@@ -18,7 +18,6 @@ import contextlib
 import importlib
 import logging
 import os
-import re
 import sys
 import time
 
@@ -59,6 +58,10 @@ TOOLS = {
     "zoo": ("zoo", "main"),
     "vis": ("vis", "main"),
     "view": ("view", "main"),
+    "convert_mnist_siamese_data": ("convert_mnist_siamese_data", "main"),
+    "convert_cifar_data": ("convert_cifar_data", "main"),
+    "classify": ("classify", "main"),
+    "detect": ("detect", "main"),
 }
 
 
@@ -88,9 +91,8 @@ def _parser():
                    help="what a SIGINT (Ctrl-C) does during training")
     p.add_argument("--sighup_effect", default="snapshot", choices=ACTIONS,
                    help="what a SIGHUP does during training")
-    p.add_argument("--overwrite_snapshots", type=_flag, nargs="?", const=True, default=False,
-                   help="let train replace snapshot files it did not write (by default it "
-                   "refuses to start when the snapshots it would write already exist)")
+    p.add_argument("--overwrite_snapshots", type=_flag, nargs="?", const=True, default=True,
+                   help=argparse.SUPPRESS)   # accepted from older scripts: replacing is BVLC's way
     p.add_argument("--allow_python_layers", type=_flag, nargs="?", const=True, default=True,
                    help="false: refuse models with Python layers (they run code named by the "
                    "model); use for models you do not trust")
@@ -204,8 +206,6 @@ def train(args):
             log.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
             parallel.keep_effective_batch(solver)
-        if not args.overwrite_snapshots:
-            _refuse_foreign_snapshots(solver, args.snapshot)
         if worker is not None:
             parallel.attach(solver)
         log.info("Starting Optimization")
@@ -216,46 +216,6 @@ def train(args):
     if worker is not None:
         worker.close()
     return 0
-
-
-_SNAPSHOT_NAME = r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?"
-
-
-def _refuse_foreign_snapshots(solver, resumed=""):
-    """Refuse to start when snapshot files this run would write exist already.
-
-    They are another run's (or a finished run's) results. When resuming, the files of the
-    interrupted run after the snapshot resumed from are ours to replace if they do not form a
-    complete snapshot (weights and solver state both) and are newer than that snapshot;
-    complete later snapshots are kept unless -overwrite_snapshots.
-    """
-    p = solver.param
-    prefix = os.path.abspath(p.snapshot_prefix) if p.snapshot_prefix else ""
-    folder, base = os.path.split(prefix)
-    if not prefix or not os.path.isdir(folder):
-        return
-    start, end = solver.iter, p.max_iter
-    pattern = re.compile(re.escape(base) + _SNAPSHOT_NAME)
-    found = {}
-    for name in os.listdir(folder):
-        match = pattern.fullmatch(name)
-        if match:
-            found.setdefault(int(match.group(1)), []).append((name, match.group(2)))
-    resumed_time = os.path.getmtime(resumed) if resumed and os.path.exists(resumed) else None
-    clash = []
-    for iteration, files in sorted(found.items()):
-        if not (start < iteration <= end or (iteration == start == end and not resumed)):
-            continue
-        complete = {kind for _, kind in files} == {"caffemodel", "solverstate"}
-        if resumed_time is not None and not complete and all(
-                os.path.getmtime(os.path.join(folder, n)) >= resumed_time for n, _ in files):
-            continue
-        clash.extend(name for name, _ in files)
-    if clash:
-        raise CaffeError(f"refusing to overwrite snapshot files this run did not write in "
-                         f"{folder}: {', '.join(clash[:6])}{' ...' if len(clash) > 6 else ''}. "
-                         f"Resume from the last one (-snapshot), change snapshot_prefix, or "
-                         f"pass -overwrite_snapshots to replace them.")
 
 
 @contextlib.contextmanager
@@ -312,6 +272,15 @@ def test(args):
     return 0
 
 
+def _timed_backward(net, i):
+    """Layer i's backward as BVLC's `caffe time` runs it: called on every layer, so
+    parameter gradients are computed even where no loss needs them (a deploy net); bottom
+    diffs only where the net needs them."""
+    layer = net._layers[i]
+    if net.layer_need_backward[i] or any(layer.param_propagate_down):
+        layer.backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
+
+
 def time_net(args):
     if not args.model:
         raise CaffeError("Need a model definition to time (-model).")
@@ -340,7 +309,7 @@ def time_net(args):
         backward_start = time.perf_counter()
         for i in reversed(range(n)):
             t = time.perf_counter()
-            net.backward_from_to(i, i)
+            _timed_backward(net, i)
             _sync()
             backward_ms[i] += (time.perf_counter() - t) * 1e3
         backward_total += (time.perf_counter() - backward_start) * 1e3

@@ -10,59 +10,77 @@ Works on logs written by BVLC Caffe and by this project (same glog line format).
 import argparse
 import csv
 import datetime
+import io
 import math
 import os
 import re
 import sys
 
+from ..formats import atomic_write
+
+# BVLC's patterns, as they are: a value it cannot read as a number ("nan") is no output.
 ITERATION = re.compile(r"Iteration (\d+)")
-TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+|nan|inf|-inf)")
-TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+|nan|inf|-inf)")
+TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
+TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
-GLOG_TIME = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d+)")
+GLOG_TIME = re.compile(r"^[A-Za-z](\d\d)(\d+) (\d+):(\d+):(\d+)\.(\d+)(?:\s|$)")
 
 
 def line_time(line, year):
-    """The datetime of a glog line (glog omits the year), or None for other lines."""
+    """The datetime of a glog line (glog omits the year), or None for other lines: those
+    BVLC's extract_seconds cannot read (glog 0.6's year-prefixed lines among them)."""
     m = GLOG_TIME.match(line.strip())
     if not m:
         return None
-    month, day, hour, minute, second = (int(g) for g in m.groups()[:5])
-    micro = int(m.group(6).ljust(6, "0")[:6])
-    return datetime.datetime(year, month, day, hour, minute, second, micro)
+    month, day, hour, minute, second, micro = (int(g) for g in m.groups())
+    try:
+        return datetime.datetime(year, month, day, hour, minute, second, micro)
+    except ValueError:
+        return None
 
 
 def log_year(path):
-    return datetime.datetime.fromtimestamp(os.path.getmtime(path)).year
+    """The year the log file was created, as BVLC guesses it (the file's ctime)."""
+    return datetime.datetime.fromtimestamp(os.path.getctime(path)).year
 
 
-def parse_log(path):
-    """(train_rows, test_rows): lists of dicts with NumIters, Seconds, LearningRate, outputs."""
+def parse_log(path, keep_unfinished=False):
+    """(train_rows, test_rows): lists of dicts with NumIters, Seconds, LearningRate, outputs.
+
+    As BVLC's: parsing starts after the "Solving" line (Seconds count from it); lines
+    without a glog time are skipped; a row is kept once it has the first row's columns
+    (or when the next iteration's outputs begin); an unfinished last row is dropped unless
+    keep_unfinished (plot_training_log keeps it); NumIters is a float.
+    """
     year = log_year(path)
     with open(path, errors="replace") as f:
         lines = f.readlines()
-    start = None
-    for line in lines:
+    start, first = None, len(lines)
+    for k, line in enumerate(lines):
         if "Solving" in line:
-            start = line_time(line, year)
-            if start is not None:
-                break
+            start, first = line_time(line, year), k + 1
+            break
     if start is None:
+        # No readable "Solving" line (BVLC stops here): count from the first timed line.
         start = next((t for t in (line_time(x, year) for x in lines) if t is not None), None)
-    iteration, rate, seconds = -1, math.nan, 0.0
+        first = 0 if start is not None else len(lines)
+    iteration, rate, last = -1.0, math.nan, start
     train, test = [], []
     pending = {"train": None, "test": None}
-    for line in lines:
+    for line in lines[first:]:
         m = ITERATION.search(line)
         if m:
-            iteration = int(m.group(1))
+            iteration = float(m.group(1))
         if iteration == -1:
             continue  # nothing is recorded before the first iteration
         when = line_time(line, year)
-        if when is not None and start is not None:
-            if when < start:  # the log ran over a new year
-                when = when.replace(year=when.year + 1)
-            seconds = (when - start).total_seconds()
+        if when is None:
+            continue
+        if when.month < last.month:  # the log ran into a new year
+            year += 1
+            when = when.replace(year=year)
+        last = when
+        seconds = (when - start).total_seconds()
         m = LEARNING_RATE.search(line)
         if m:
             rate = float(m.group(1))
@@ -70,10 +88,10 @@ def parse_log(path):
             pending[kind] = _add_output(regex, line, rows, pending[kind], iteration, seconds,
                                         rate)
     for kind, rows in (("train", train), ("test", test)):
-        if pending[kind] is not None:
+        if keep_unfinished and pending[kind] is not None:
             rows.append(pending[kind])
-        # The first rows come before any "lr =" line: borrow the next row's rate.
-        if len(rows) > 1 and math.isnan(rows[0]["LearningRate"]):
+        # The first rows come before any "lr =" line: they take the second row's rate.
+        if len(rows) > 1:
             rows[0]["LearningRate"] = rows[1]["LearningRate"]
     return train, test
 
@@ -81,10 +99,9 @@ def parse_log(path):
 def _add_output(regex, line, rows, row, iteration, seconds, rate):
     m = regex.search(line)
     if m:
-        if row is not None and row["NumIters"] != iteration:
-            rows.append(row)
-            row = None
-        if row is None:
+        if row is None or row["NumIters"] != iteration:
+            if row is not None:
+                rows.append(row)
             row = {"NumIters": iteration, "Seconds": seconds, "LearningRate": rate}
         row[m.group(2)] = float(m.group(3))
     if row is not None and rows and len(row) == len(rows[0]):
@@ -95,25 +112,34 @@ def _add_output(regex, line, rows, row, iteration, seconds, rate):
 
 def save_csv_files(logfile_path, output_dir, train_rows, test_rows, delimiter=",",
                    verbose=False):
+    """Write LOG.train and LOG.test into output_dir (a table without rows is not written);
+    return the paths written."""
     base = os.path.basename(logfile_path)
     written = []
     for suffix, rows in ((".train", train_rows), (".test", test_rows)):
         path = os.path.join(output_dir, base + suffix)
-        _write_csv(path, rows, delimiter)
+        if not rows:
+            if verbose:
+                print(f"Not writing {path}; no lines to write")
+            continue
+        atomic_write(path, csv_bytes(rows, delimiter))
         written.append(path)
         if verbose:
             print(f"Wrote {path}")
     return written
 
 
-def _write_csv(path, rows, delimiter):
-    columns = []
-    for row in rows:
+def csv_bytes(rows, delimiter=","):
+    """The table as BVLC writes it: the excel dialect (CRLF), floats as Python prints them,
+    the first row's columns first (and any a later row adds, where BVLC would stop)."""
+    columns = list(rows[0])
+    for row in rows[1:]:
         columns += [c for c in row if c not in columns]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, delimiter=delimiter)
-        writer.writeheader()
-        writer.writerows(rows)
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=columns, dialect="excel", delimiter=delimiter)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def main(argv=None):

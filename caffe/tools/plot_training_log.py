@@ -51,10 +51,10 @@ def load_tables(source):
             return _read_csv(train), _read_csv(test)
         log = os.path.join(source, "caffe.INFO")
         if os.path.isfile(log):
-            return parse_log(log)
+            return parse_log(log, keep_unfinished=True)
         raise ValueError(f"{source}: no train.csv, test.csv or caffe.INFO in this folder")
     if not _is_csv(source):
-        return parse_log(source)
+        return parse_log(source, keep_unfinished=True)
     folder, name = os.path.split(source)
     for train_name, test_name in PAIRS:
         for mine, other, is_train in ((train_name, test_name, True),
