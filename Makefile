@@ -26,4 +26,15 @@ graphviz:
 test: install graphviz
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz lenet test
+# Regenerate caffe/proto/caffe_pb2.py after editing caffe.proto, with the oldest protoc
+# pycaffe supports (protobuf 4.25's), so that the module runs on protobuf 4.25 through 7.x.
+PROTO_VENV := .venv-proto
+$(PROTO_VENV)/.installed:
+	$(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/python -m pip install -q 'grpcio-tools==1.62.3'
+	touch $@
+
+proto: $(PROTO_VENV)/.installed
+	$(PROTO_VENV)/bin/python caffe/proto/generate.py
+
+.PHONY: install graphviz lenet test proto
