@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from .._optional import require
 from .graph import ExportError, Namer, layer_error, plan_net
 from .shapes import (AVE, FLT_MAX, FLT_MIN, MAX, ave_divisor, broadcast_shape, pool_windows,
                      spp_levels)
@@ -26,7 +27,7 @@ def to_onnx(net, path=None, opset=DEFAULT_OPSET, outputs=None, name=None):
     needs are left out. Weights are stored as float32. A layer ONNX cannot express raises
     caffe.export.ExportError naming the layer and its type.
     """
-    import onnx
+    onnx = require("onnx", extra="onnx", feature="ONNX export")
     from onnx import TensorProto, helper
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} to "
