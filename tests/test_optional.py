@@ -1,6 +1,7 @@
 """Optional extras: a missing one is a one-line message naming it, where the feature is used."""
 import builtins
 import sys
+import types
 
 import pytest
 
@@ -24,8 +25,8 @@ def without(monkeypatch):
                 raise ModuleNotFoundError(f"No module named '{module}'", name=module)
             return real_import(module, *args, **kwargs)
         monkeypatch.setattr(builtins, "__import__", fake)
-        monkeypatch.setattr(_optional.importlib, "import_module",
-                            lambda module: fake(module, fromlist=["x"]))
+        monkeypatch.setattr(_optional, "importlib", types.SimpleNamespace(
+            import_module=lambda module: fake(module, fromlist=["x"])))
     return hide
 
 
@@ -46,7 +47,7 @@ def test_distribution_names():
 def test_a_broken_dependency_of_a_present_package_is_not_hidden(monkeypatch):
     def broken(module):
         raise ModuleNotFoundError("No module named 'pyparsing'", name="pyparsing")
-    monkeypatch.setattr(_optional.importlib, "import_module", broken)
+    monkeypatch.setattr(_optional, "importlib", types.SimpleNamespace(import_module=broken))
     with pytest.raises(ModuleNotFoundError, match="pyparsing"):
         _optional.require("pydot", extra="draw")
 
@@ -59,6 +60,7 @@ def test_leveldb_without_plyvel(tmp_path, without):
 
 
 def test_draw_without_pydot(without):
+    caffe.draw   # noqa: B018  (loaded before pydot is hidden)
     without("pydot")
     net = caffe.proto.caffe_pb2.NetParameter(name="n")
     with pytest.raises(_optional.MissingDependency, match=r"pycaffe\[draw\]"):
