@@ -37,4 +37,8 @@ $(PROTO_VENV)/.installed:
 proto: $(PROTO_VENV)/.installed
 	$(PROTO_VENV)/bin/python caffe/proto/generate.py
 
-.PHONY: install graphviz lenet test proto
+# The oldest and newest of each dependency, each in a fresh venv (slow; not part of `make test`).
+compat: install
+	$(PY) .ci/compat.py
+
+.PHONY: install graphviz lenet test proto compat
