@@ -13,7 +13,6 @@ Logs go to stderr in glog's format, so BVLC's log tools (and ours, parse_log) re
 Training on several GPUs (-gpu 0,1 / all) or CPU workers (-workers N) runs one process per
 device, data-parallel; under torchrun's variables each process is one worker (caffe.parallel).
 """
-import argparse
 import contextlib
 import datetime
 import importlib
@@ -23,16 +22,27 @@ import re
 import sys
 import threading
 import time
+import types
 
-import torch
-
-from .. import common, parallel
+from .. import __version__
 from ..errors import CaffeError
-from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
-from ..net import Net
-from ..proto import caffe_pb2
-from ..solvers import dashboard
-from ..solvers.base import ACTIONS, SignalHandler, get_solver, read_solver
+from . import gflags
+
+# torch, the net and the solvers load when a command runs (_load_engine): `caffe --help`
+# needs none of them.
+torch = common = parallel = caffe_pb2 = dashboard = Net = None
+SignalHandler = get_solver = read_solver = None
+
+
+def _load_engine():
+    global torch, common, parallel, caffe_pb2, dashboard, Net
+    global SignalHandler, get_solver, read_solver
+    import torch
+    from .. import common, parallel
+    from ..net import Net
+    from ..proto import caffe_pb2
+    from ..solvers import dashboard
+    from ..solvers.base import SignalHandler, get_solver, read_solver
 
 log = logging.getLogger("caffe.tools")
 
@@ -57,6 +67,18 @@ TOOLS = {
     "draw_net": ("draw_net", "main"),
     "export": ("export", "main"),
 }
+
+
+def register_tool(name, module, function="main"):
+    """Make `caffe NAME ARGS` run caffe.tools.MODULE.FUNCTION(ARGS) (a program of its own)."""
+    TOOLS[name] = (module, function)
+
+
+def register_command(name, handler, help):
+    """Make `caffe NAME [flags]` call handler(args) with the parsed flags (define new flags
+    with FLAGS.define)."""
+    COMMANDS[name] = help
+    HANDLERS[name] = handler
 
 
 # -- glog-style logging ------------------------------------------------------------------
@@ -89,75 +111,98 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def log_to_stderr(level=logging.INFO):
-    """Send caffe's log to stderr in glog's format (once per process)."""
+def log_to_stderr(level=logging.INFO, threshold=logging.NOTSET, prefix=True):
+    """Send caffe's log to stderr in glog's format (one handler per process).
+
+    ``level``: what is logged at all (glog's -minloglevel); ``threshold``: what of it reaches
+    stderr (-stderrthreshold when neither -logtostderr nor -alsologtostderr); ``prefix``:
+    glog's line prefix (-log_prefix).
+    """
     logger = logging.getLogger("caffe")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(GlogFormatter())
         logger.addHandler(handler)
+    handler.setFormatter(GlogFormatter() if prefix else logging.Formatter("%(message)s"))
+    handler.setLevel(threshold)
     logger.setLevel(level)
     return logger
 
 
+# glog's severities (-minloglevel, -stderrthreshold) as Python logging levels
+GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+def _glog_level(n):
+    return GLOG_LEVELS.get(n, logging.CRITICAL if n > 3 else logging.INFO)
+
+
 # -- flags ----------------------------------------------------------------------------------
-def _parser():
-    p = argparse.ArgumentParser(
-        prog="caffe", add_help=True,
-        description="command line brew\nusage: caffe <command> <args>\n\ncommands:\n" +
-        "\n".join(f"  {c:<14}{d}" for c, d in COMMANDS.items())
-        + "\n\ntools (BVLC's separate programs): " + ", ".join(TOOLS),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", help="one of: " + ", ".join(COMMANDS))
-    p.add_argument("--gpu", default="", help="GPU ids separated by ',', or 'all' "
-                   "(training runs one data-parallel worker on each); empty = CPU")
-    p.add_argument("--workers", type=int, default=0, help="train with N data-parallel "
-                   "worker processes (CPU: gloo); -gpu lists give one per GPU")
-    p.add_argument("--solver", default="", help="the solver definition protocol buffer text file")
-    p.add_argument("--model", default="", help="the model definition protocol buffer text file")
-    p.add_argument("--phase", default="", help="network phase (TRAIN or TEST); for time only")
-    p.add_argument("--level", type=int, default=0, help="network level")
-    p.add_argument("--stage", default="", help="network stages, separated by ','")
-    p.add_argument("--snapshot", default="", help="a .solverstate snapshot to resume training")
-    p.add_argument("--weights", default="", help="pretrained weights to start from "
-                   "(.caffemodel files separated by ','); not together with --snapshot")
-    p.add_argument("--iterations", type=int, default=50, help="iterations to run")
-    p.add_argument("--sigint_effect", default="stop", choices=ACTIONS,
-                   help="what a SIGINT (Ctrl-C) does during training")
-    p.add_argument("--sighup_effect", default="snapshot", choices=ACTIONS,
-                   help="what a SIGHUP does during training")
-    p.add_argument("--overwrite_snapshots", type=_flag, nargs="?", const=True, default=False,
-                   help="let train replace snapshot files it did not write (by default it "
-                   "refuses to start when the snapshots it would write already exist)")
-    p.add_argument("--allow_python_layers", type=_flag, nargs="?", const=True, default=True,
-                   help="false: refuse models with Python layers (they run code named by the "
-                   "model); use for models you do not trust")
-    p.add_argument("--log_dir", default="", help="also write the log into this folder as "
-                   "glog does and, for train, the dashboards: train.csv, test.csv and "
-                   "TensorBoard events (caffe.solvers.dashboard)")
-    p.add_argument("--log_level", default="INFO", help=argparse.SUPPRESS)
-    return p
+ACTIONS = ("stop", "snapshot", "none")      # caffe.solvers' signal actions (checked in tests)
+BVLC_VERSION = "1.0.0"
 
 
-def _flag(value):
-    """A gflags boolean: true/false, 1/0, yes/no."""
-    lowered = str(value).lower()
-    if lowered in ("true", "1", "yes", "y"):
-        return True
-    if lowered in ("false", "0", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+def _flag_set():
+    """The flags of BVLC's tools/caffe.cpp (same names, types, defaults), glog's, and ours."""
+    flags = gflags.FlagSet(
+        "caffe", usage="command line brew\nusage: caffe <command> <args>\n\ncommands:\n" +
+        "\n".join(f"  {c:<14}{d}" for c, d in COMMANDS.items()) +
+        "\n\ntools (BVLC's separate programs): " + ", ".join(TOOLS),
+        version=f"{BVLC_VERSION} (pycaffe {__version__})")
+    # BVLC's caffe sets -alsologtostderr before reading the command line: it logs to stderr.
+    flags.flags["alsologtostderr"].default = True
+    d = flags.define
+    d("gpu", str, "", "Optional; run in GPU mode on given device IDs separated by ','. Use "
+      "'-gpu all' to run on all available GPUs (training: one data-parallel worker each)")
+    d("solver", str, "", "The solver definition protocol buffer text file.")
+    d("model", str, "", "The model definition protocol buffer text file.")
+    d("phase", str, "", "Optional; network phase (TRAIN or TEST). Only used for 'time'.")
+    d("level", int, 0, "Optional; network level.")
+    d("stage", str, "", "Optional; network stages (not to be confused with phase), separated "
+      "by ','.")
+    d("snapshot", str, "", "Optional; the snapshot solver state to resume training.")
+    d("weights", str, "", "Optional; the pretrained weights to initialize finetuning, "
+      "separated by ','. Cannot be set simultaneously with snapshot.")
+    d("iterations", int, 50, "The number of iterations to run.")
+    d("sigint_effect", str, "stop", "Optional; action to take when a SIGINT signal is "
+      "received: snapshot, stop or none.", choices=ACTIONS)
+    d("sighup_effect", str, "snapshot", "Optional; action to take when a SIGHUP signal is "
+      "received: snapshot, stop or none.", choices=ACTIONS)
+    d("workers", int, 0, "pycaffe: train with N data-parallel worker processes (CPU: gloo); "
+      "-gpu lists give one per GPU", module="pycaffe")
+    d("overwrite_snapshots", bool, False, "pycaffe: let train replace snapshot files it did "
+      "not write (by default it refuses to start when they exist)", module="pycaffe")
+    d("allow_python_layers", bool, True, "pycaffe: false refuses models with Python layers "
+      "(they run code the model names); use for models you do not trust", module="pycaffe")
+    d("log_level", str, "", "pycaffe: a Python logging level (DEBUG, INFO, ...); overrides "
+      "-minloglevel", module="pycaffe")
+    return flags
 
 
-def _gflags_to_argparse(argv):
-    """-flag and -flag=value (gflags) become --flag and --flag=value."""
-    out = []
-    for arg in argv:
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 and \
-                arg[1].isalpha():
-            arg = "-" + arg
-        out.append(arg)
-    return out
+FLAGS = None        # the FlagSet of the running command (other modules may add flags to it)
+
+
+def parse_flags(argv):
+    """The command line as a namespace of flag values plus ``command`` and ``argv``."""
+    global FLAGS
+    FLAGS = _flag_set()
+    values, positional = FLAGS.parse(argv)
+    args = types.SimpleNamespace(**values)
+    args.command = positional[0] if positional else ""
+    args.positional = positional[1:]
+    args.argv = list(argv)           # parallel training reruns the command per worker
+    return args
+
+
+def _configure_logging(args):
+    level = _glog_level(args.minloglevel)
+    if args.v > 0 and args.minloglevel <= 0:
+        level = logging.DEBUG            # VLOG(n) lines: pycaffe's debug messages
+    if args.log_level:
+        level = getattr(logging, str(args.log_level).upper(), level)
+    to_stderr = args.logtostderr or args.alsologtostderr
+    threshold = logging.NOTSET if to_stderr else _glog_level(args.stderrthreshold)
+    log_to_stderr(level, threshold, prefix=args.log_prefix)
 
 
 def _stages(args):
@@ -432,15 +477,18 @@ def main(argv=None):
         module, function = TOOLS[argv[0]]
         tool = getattr(importlib.import_module(f"caffe.tools.{module}"), function)
         return tool(argv[1:])
-    parser = _parser()
-    args = parser.parse_args(_gflags_to_argparse(argv))
-    args.argv = argv                    # parallel training reruns the command per worker
-    log_to_stderr(getattr(logging, str(args.log_level).upper(), logging.INFO))
+    try:
+        args = parse_flags(argv)
+    except (gflags.FlagError, gflags.HelpRequested) as e:
+        return gflags.exit_on(e)
+    _configure_logging(args)
     if args.command not in HANDLERS:
         if args.command:
-            print(f"caffe: unknown command '{args.command}'", file=sys.stderr)
-        parser.print_help(sys.stderr)
+            log.error("Unknown action: %s", args.command)
+        print(FLAGS.help_text(modules={"main"}), file=sys.stderr)
         return 1
+    _load_engine()
+    from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
     allowed = python_layers_allowed()
     set_python_layers_allowed(args.allow_python_layers)
     glog_file = None
