@@ -8,6 +8,7 @@ To add a public name, add it to ``_EXPORTS`` (name -> the submodule defining it)
 import importlib
 import sys
 import types
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,30 @@ _EXPORTS = {
     "solver_count": (".parallel", "solver_count"),
     "solver_rank": (".parallel", "solver_rank"),
 }
+
+if TYPE_CHECKING:     # what type checkers and editors see: the same names, imported eagerly
+    from . import draw as draw, io as io
+    from .classifier import Classifier as Classifier
+    from .common import (set_device as set_device, set_mode_cpu as set_mode_cpu,
+                         set_mode_gpu as set_mode_gpu, set_random_seed as set_random_seed)
+    from .detector import Detector as Detector
+    from .errors import CaffeError as CaffeError
+    from .layer import (Layer as Layer, layer_type_list as layer_type_list,
+                        register_layer as register_layer)
+    from .layers.python_layer import set_python_layers_allowed as set_python_layers_allowed
+    from .net import Net as Net
+    from .net_spec import NetSpec as NetSpec, layers as layers, params as params
+    from .net_spec import to_proto as to_proto
+    from .parallel import (NCCL as NCCL, set_multiprocess as set_multiprocess,
+                           set_solver_count as set_solver_count,
+                           set_solver_rank as set_solver_rank, solver_count as solver_count,
+                           solver_rank as solver_rank)
+    from .proto import caffe_pb2 as caffe_pb2
+    from .proto.caffe_pb2 import TEST as TEST, TRAIN as TRAIN
+    from .solvers import (AdaDeltaSolver as AdaDeltaSolver, AdaGradSolver as AdaGradSolver,
+                          AdamSolver as AdamSolver, NesterovSolver as NesterovSolver,
+                          RMSPropSolver as RMSPropSolver, SGDSolver as SGDSolver,
+                          get_solver as get_solver)
 
 # Modules that need the built-in layer catalog registered before they are used.
 _NEEDS_CATALOG = (".layer", ".net", ".net_spec", ".classifier", ".detector", ".solvers",

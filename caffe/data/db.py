@@ -58,7 +58,7 @@ class _Shared:
     """One read handle per (backend, real path), reference-counted across readers."""
 
     lock = threading.Lock()
-    handles = {}
+    handles: dict = {}
 
     @classmethod
     def acquire(cls, key, opener):

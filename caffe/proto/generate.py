@@ -107,15 +107,18 @@ def generate(out_dir=HERE, any_protoc=False):
         # Compiling from inside this folder registers the file as "caffe.proto", the name
         # BVLC's caffe_pb2 uses (ours is in its own pool, so the two never meet).
         status = protoc.main(["protoc", f"--proto_path={HERE}", f"--python_out={tmp}",
-                              str(HERE / "caffe.proto")])
+                              f"--pyi_out={tmp}", str(HERE / "caffe.proto")])
         if status != 0:
             raise GenerateError(f"protoc failed on {HERE / 'caffe.proto'} (status {status})")
         text = postprocess((Path(tmp) / "caffe_pb2.py").read_text(encoding="utf-8"))
+        # The type stub (for mypy and editors) is protoc's own, unchanged.
+        stub = (Path(tmp) / "caffe_pb2.pyi").read_text(encoding="utf-8")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "caffe_pb2.py"
-    partial = target.with_suffix(".py.tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, target)
+    for path, content in ((target.with_suffix(".pyi"), stub), (target, text)):
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(content, encoding="utf-8")
+        os.replace(partial, path)
     return target
 
 

@@ -31,7 +31,7 @@ from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe.solver")
 
-SOLVER_REGISTRY = {}
+SOLVER_REGISTRY: dict = {}
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 # What a SIGINT/SIGHUP asks of a running solver (Caffe's SolverAction).
 NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
