@@ -5,4 +5,4 @@ from caffe.proto import caffe_pb2
 caffe.set_random_seed("seed")                       # E: str for int
 caffe_pb2.NetParameter(nmae="n")                    # E: no such field
 caffe.io.load_image(3)                              # E: int for str
-caffe.io.datum_to_array(caffe_pb2.BlobProto())      # E: BlobProto for Datum
+caffe.io.array_to_datum(caffe.io.load_image("a"), label="cat")  # E: str for int
