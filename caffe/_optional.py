@@ -34,3 +34,20 @@ def require(module, extra, feature=None):
         if missing.split(".")[0] != module.split(".")[0]:
             raise   # the package is there but one of its own imports failed: show that
         raise MissingDependency(message(module, extra, feature)) from None
+
+
+class LazyModule:
+    """A module imported on first attribute access: ``h5py = LazyModule("h5py")``.
+
+    For core dependencies that only some features use (h5py, Pillow): ``import caffe`` and
+    nets that never touch HDF5 or images do not pay for importing them.
+    """
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self):
+        return f"<lazily imported module '{self._name}'>"

@@ -8,14 +8,16 @@ import os
 import stat
 import tempfile
 
-import h5py
 import numpy as np
 from google.protobuf import message, text_format
 
 from . import blob as _blob
+from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError
 from .proto import caffe_pb2
 from .proto.compat import is_repeated
+
+h5py = LazyModule("h5py")
 
 # Size limits on what a file may make us read; the user may raise them (caffe.formats.X = ...).
 # A text file (prototxt, solver, image list, window file) larger than this is almost certainly

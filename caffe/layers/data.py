@@ -8,11 +8,11 @@ the record or file.
 """
 import logging
 
-import h5py
 import numpy as np
 import torch
 
 from .. import formats, parallel
+from ..formats import h5py
 from ..data.db import DataError, datum_to_array, open_db, parse_datum
 from ..data.image import (decode_image, hwc_to_chw, read_image, read_image_bytes,
                           read_image_list, resize_linear)

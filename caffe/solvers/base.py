@@ -18,11 +18,11 @@ import os
 import signal
 import time
 
-import h5py
 import numpy as np
 import torch
 
 from .. import common, formats, parallel
+from ..formats import h5py
 from ..blob import Blob, checked_count
 from ..errors import CaffeError, SolverError
 from ..layer import blob_to_proto, proto_shape, proto_values
