@@ -27,3 +27,7 @@ class WeightsError(CaffeError):
 
 class SolverError(CaffeError):
     """A solver definition that cannot be trained, or training that cannot go on."""
+
+
+class DataError(CaffeError):
+    """A database, record, image or list file that cannot be read as Caffe data."""

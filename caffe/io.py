@@ -76,51 +76,32 @@ def blobprotovector_str_to_arraylist(data: bytes) -> List[np.ndarray]:
 
 def array_to_datum(arr: np.ndarray, label: Optional[int] = None) -> caffe_pb2.Datum:
     """A K x H x W array as a Datum: uint8 arrays as raw bytes, others as float_data."""
+    from .data.db import array_to_datum as to_datum
     arr = np.asarray(arr)
     if arr.ndim != 3:
         raise ShapeError(f"array_to_datum needs a 3-D (channels, height, width) array, "
                          f"got shape {arr.shape}")
-    datum = caffe_pb2.Datum()
-    datum.channels, datum.height, datum.width = arr.shape
-    if arr.dtype == np.uint8:
-        datum.data = arr.tobytes()
-    else:
-        datum.float_data.extend(arr.astype(np.float64).ravel().tolist())
+    datum = to_datum(arr)
     if label is not None:
-        datum.label = label
+        datum.label = label       # as pycaffe: an int, or protobuf's TypeError
     return datum
 
 
 def datum_to_array(datum: caffe_pb2.Datum) -> np.ndarray:
     """A Datum's values as a K x H x W array (uint8 for byte data); the label is datum.label.
 
-    An encoded Datum (PNG/JPEG bytes) is decoded; colour comes out BGR, as Caffe's data
-    layers see it.
+    An encoded Datum (PNG/JPEG bytes) is decoded as the data layers decode it: colour comes
+    out BGR. Float data comes out float64, as pycaffe's did.
     """
     if datum.encoded:
-        return _decode_datum(datum)
-    shape = (datum.channels, datum.height, datum.width)
+        from .data.image import decode_image, hwc_to_chw
+        return hwc_to_chw(decode_image(datum.data, None, "encoded Datum"))
+    from .data.db import datum_values
+    shape, values = datum_values(datum, np.float64)
     count = checked_count(shape, "Datum", ShapeError)
-    if len(datum.data):
-        values = np.frombuffer(datum.data, dtype=np.uint8)
-    else:
-        values = np.array(datum.float_data, dtype=np.float64)
     if values.size != count:
         raise ShapeError(f"Datum declares shape {shape} but holds {values.size} values")
     return values.reshape(shape).copy()
-
-
-def _decode_datum(datum):
-    from .data.image import ImageError, open_image
-    with open_image(_pyio.BytesIO(datum.data), "encoded Datum") as img:
-        try:
-            arr = np.asarray(img.convert("L") if img.mode in ("1", "L", "LA", "I;16") else
-                             img.convert("RGB"))
-        except (ValueError, OSError) as e:
-            raise ImageError(f"encoded Datum could not be decoded: {e}") from None
-    if arr.ndim == 2:
-        return arr[np.newaxis].copy()
-    return arr[:, :, ::-1].transpose(2, 0, 1).copy()
 
 
 # -- pre-processing ------------------------------------------------------------------

@@ -8,13 +8,19 @@ Every layer follows Caffe's contract:
                           write bottom diffs where propagate_down says so, and
                           accumulate (+=) learned-blob diffs where self.param_propagate_down says so
 `bottom` and `top` are lists of caffe.blob.Blob whose .data and .diff are torch tensors.
+
+The registry holds the types of the modules that registered them: importing the catalog,
+caffe.layers (which `import caffe` does), registers every built-in type.
 """
 import difflib
 
 import torch
-from google.protobuf.internal.encoder import _VarintBytes
 
 from .blob import Blob
+# copy_proto_into, proto_shape, proto_values, shape_matches_proto: re-exported for code that
+# imports them from here; they live in blob_proto.py.
+from .blob_proto import (blob_from_proto, blob_to_proto, copy_proto_into,  # noqa: F401
+                         proto_shape, proto_values, shape_matches_proto)
 from .errors import LayerSetupError
 from .filler import fill
 from .proto import caffe_pb2
@@ -36,7 +42,6 @@ def layer_type_list():
 
 def create_layer(param, dtype=torch.float32, device="cpu"):
     """Instantiate the registered layer named by `param.type` (a LayerParameter)."""
-    from . import layers  # noqa: F401  (registers the built-in catalog)
     cls = LAYER_REGISTRY.get(param.type)
     if cls is None:
         close = difflib.get_close_matches(param.type, LAYER_REGISTRY, n=3, cutoff=0.5)
@@ -183,68 +188,3 @@ class NeuronLayer(Layer):
 
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-
-
-# -- BlobProto conversion ------------------------------------------------------
-def proto_shape(proto):
-    """The shape a BlobProto declares, from `shape` or the legacy 4-D fields."""
-    if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
-            or proto.HasField("width"):
-        return (proto.num, proto.channels, proto.height, proto.width)
-    return tuple(proto.shape.dim)
-
-
-def shape_matches_proto(blob, proto):
-    """Caffe's Blob::ShapeEquals: legacy dims compare against the legacy 4-D view."""
-    if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") \
-            or proto.HasField("width"):
-        return blob.num_axes <= 4 and (blob.legacy_shape(-4), blob.legacy_shape(-3),
-                                       blob.legacy_shape(-2), blob.legacy_shape(-1)) == \
-            (proto.num, proto.channels, proto.height, proto.width)
-    return tuple(proto.shape.dim) == blob.shape
-
-
-def proto_values(proto, count, what="data"):
-    """The values of a BlobProto as a float64 or float32 tensor of `count` elements."""
-    import numpy as np
-    doubles = getattr(proto, "double_" + what)
-    values = doubles if len(doubles) else getattr(proto, what)
-    if len(values) != count:
-        raise LayerSetupError(f"blob declares {count} elements but holds {len(values)} {what} values")
-    # upb's repeated fields expose a buffer, so this is a copy, not a Python loop.
-    return torch.from_numpy(np.array(values, dtype=np.float64 if len(doubles) else np.float32))
-
-
-def blob_from_proto(proto, dtype=torch.float32, device="cpu"):
-    blob = Blob(proto_shape(proto), dtype, device)
-    copy_proto_into(proto, blob)
-    return blob
-
-
-def copy_proto_into(proto, blob):
-    """Blob::FromProto with reshape=false; the caller has checked the shape."""
-    count = blob.count()
-    blob.data.copy_(proto_values(proto, count).view(blob.shape))
-    if len(proto.diff) or len(proto.double_diff):
-        blob.diff.copy_(proto_values(proto, count, "diff").view(blob.shape))
-
-
-def _packed(field_number, array):
-    # Appending a packed repeated field through its wire form lets upb copy the bytes
-    # in one go; extending the field from Python would visit every element.
-    payload = array.tobytes()
-    return _VarintBytes(field_number << 3 | 2) + _VarintBytes(len(payload)) + payload
-
-
-def blob_to_proto(blob, proto, write_diff=False):
-    """Blob::ToProto: shape plus float (or double, for float64 blobs) values."""
-    proto.Clear()
-    proto.shape.dim.extend(blob.shape)
-    double = blob.dtype == torch.float64
-    dtype = "<f8" if double else "<f4"
-    data_field, diff_field = ("double_data", "double_diff") if double else ("data", "diff")
-    fields = [(data_field, blob.data)] + ([(diff_field, blob.diff)] if write_diff else [])
-    for name, tensor in fields:
-        number = proto.DESCRIPTOR.fields_by_name[name].number
-        proto.MergeFromString(_packed(number, tensor.detach().cpu().numpy().astype(dtype).ravel()))
-    return proto

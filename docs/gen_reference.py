@@ -244,7 +244,7 @@ class _Readable(ast.NodeTransformer):
 
 def lr_policies():
     """{policy: the rate expression} read from Solver.get_learning_rate's source."""
-    from caffe.solvers.base import Solver
+    from caffe.solvers import Solver
     tree = ast.parse(textwrap.dedent(inspect.getsource(Solver.get_learning_rate)))
     found = {}
     for node in ast.walk(tree):
@@ -259,7 +259,7 @@ def lr_policies():
 
 
 def solver_page():
-    from caffe.solvers.base import SOLVER_REGISTRY
+    from caffe.solvers import SOLVER_REGISTRY
     comments = proto_comments()
     out = ["# Solver parameters", "",
            "Generated from the code: the solver types `caffe.get_solver` knows, the learning "

@@ -134,7 +134,7 @@ def net_build(data):
 @target
 def solver_prototxt(data):
     """A solver definition: parse, upgrade, apply the snapshot-prefix rule."""
-    from caffe.solvers.base import read_solver
+    from caffe.solvers import read_solver
     read_solver(_write("solver.prototxt", data))
 
 

@@ -1,5 +1,6 @@
 """Caffe's data: key-value databases of Datum records, images, the transformer, prefetching."""
-from .db import (DataError, array_to_datum, datum_to_array, image_to_datum, open_db,
+from ..errors import DataError
+from .db import (array_to_datum, datum_to_array, image_to_datum, open_db,
                  parse_datum)
 from .image import decode_image, read_image, read_image_list, resize_linear
 from .prefetch import Prefetcher

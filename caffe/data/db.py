@@ -21,17 +21,13 @@ from google.protobuf.message import DecodeError
 
 from .._optional import require
 from ..blob import checked_count
-from ..errors import CaffeError
+from ..errors import DataError  # noqa: F401  (also importable from here, as before)
 from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe")
 
 LMDB_INITIAL_MAP_SIZE = 1 << 26     # grown by doubling, as Caffe's LMDB writer does
 COMMIT_EVERY = 1000                 # Caffe's tools commit every 1000 records
-
-
-class DataError(CaffeError):
-    """A database, record, image or list file that cannot be read as Caffe data."""
 
 
 def backend_name(backend):
@@ -279,16 +275,21 @@ def datum_to_array(datum, key="?", color=None):
         raise DataError(f"record '{_name(key)}': Datum has invalid size {shape[0]}x{shape[1]}x"
                         f"{shape[2]} (channels x height x width)")
     size = checked_count(shape, f"record '{_name(key)}': Datum", DataError)
-    if datum.data:
-        values = np.frombuffer(datum.data, dtype=np.uint8)
-        what = "bytes of data"
-    else:
-        values = np.asarray(datum.float_data, dtype=np.float32)
-        what = "float_data values"
+    shape, values = datum_values(datum)
+    what = "bytes of data" if datum.data else "float_data values"
     if values.size != size:
         raise DataError(f"record '{_name(key)}': Datum says {shape[0]}x{shape[1]}x{shape[2]} "
                         f"= {size} values but holds {values.size} {what}")
     return values.reshape(shape)
+
+
+def datum_values(datum, float_dtype=np.float32):
+    """A raw (not encoded) Datum's declared (channels, height, width) and its values, flat:
+    uint8 from `data`, else `float_dtype` from `float_data`."""
+    shape = (datum.channels, datum.height, datum.width)
+    if datum.data:
+        return shape, np.frombuffer(datum.data, dtype=np.uint8)
+    return shape, np.asarray(datum.float_data, dtype=float_dtype)
 
 
 def array_to_datum(arr, label=None):

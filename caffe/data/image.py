@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import formats
 from .._optional import LazyModule
-from .db import DataError
+from ..errors import DataError
 
 # Pillow loads when the first image is read or written.
 Image = LazyModule("PIL.Image")

@@ -12,7 +12,8 @@ import queue
 import threading
 import weakref
 
-from .db import DataError
+from ..errors import DataError
+
 
 log = logging.getLogger("caffe")
 

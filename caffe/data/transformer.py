@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from .. import formats
-from ..layer import proto_shape
+from ..blob_proto import proto_shape
+from ..errors import DataError
 from ..proto import caffe_pb2
-from .db import DataError
 
 
 def draw_seed():

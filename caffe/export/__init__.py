@@ -9,6 +9,11 @@
 Both reproduce the net's forward pass in its phase (export deploy nets, or TEST-phase
 nets): the ONNX graph for the input shapes the net has when exported, the torch module
 for any input shape the net itself accepts. `onnx` is imported only by to_onnx.
+
+Both walk the net the same way (graph.py's plan_net: the layers the outputs need, in order,
+with their values named); an emitter turns each step into its own form: onnx.py with
+onnx_builder.py and the converters of onnx_vision.py and onnx_common.py, or torch_module.py
+with the ops of torch_ops.py.
 """
 from .graph import ExportError
 from .torch_module import CaffeModule, to_torch

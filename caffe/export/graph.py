@@ -167,3 +167,24 @@ def check_exportable(layer):
     if layer.type == "SPP" and layer.param.spp_param.pool == stochastic:
         raise layer_error(layer, "Caffe's SPP samples at random with STOCHASTIC pooling, in "
                                  "every phase")
+
+
+def plan_recurrent(step, namer, zero_state):
+    """The plan of an RNN/LSTM layer's unrolled inner net, to be emitted in the layer's place.
+
+    The inner net's inputs are fed from the layer's bottoms; its recurrent state starts at
+    zero, as in a freshly built net (`zero_state(name, blob)` gives the value that holds
+    those zeros), or comes from the bottoms with expose_hidden. The plan's outputs line up
+    with the layer's tops.
+    """
+    layer = step.layer
+    feeds = {"x": step.bottoms[0], "cont": step.bottoms[1]}
+    if layer.static_input:
+        feeds["x_static"] = step.bottoms[2]
+    hidden = step.bottoms[2 + layer.static_input:]
+    for i, name in enumerate(layer.recurrent_input_names()):
+        feeds[name] = hidden[i] if layer.expose_hidden else \
+            zero_state(name, layer.recur_inputs[i])
+    wanted = [layer.output_name] + (layer.recurrent_output_names() if layer.expose_hidden
+                                    else [])
+    return plan_net(layer.net, wanted, namer, scope=step.name + "/", feeds=feeds)

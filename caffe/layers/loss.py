@@ -7,9 +7,10 @@ import math
 
 import torch
 
+from ..blob_proto import blob_from_proto
 from ..errors import CaffeError
 from ..formats import read_binaryproto
-from ..layer import Layer, blob_from_proto, register_layer
+from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
 
 _Norm = caffe_pb2.LossParameter

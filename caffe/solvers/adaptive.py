@@ -1,7 +1,8 @@
 """Solvers that scale each weight's step by its own gradient statistics."""
 import torch
 
-from .base import SolverError, register_solver
+from ..errors import SolverError
+from .registry import register_solver
 from .sgd import SGDSolver
 
 
@@ -9,6 +10,14 @@ def _no_momentum(solver):
     if solver.param.momentum != 0:
         raise SolverError(f"momentum cannot be used with {solver.type} (got momentum "
                           f"{solver.param.momentum:g}; leave it unset)")
+
+
+def _divide_by_root(diffs, history, delta, rates):
+    """diff = rate * diff / (sqrt(history) + delta): AdaGrad's and RMSProp's step."""
+    denom = torch._foreach_sqrt(history)
+    torch._foreach_add_(denom, delta)
+    torch._foreach_div_(diffs, denom)
+    torch._foreach_mul_(diffs, rates)
 
 
 @register_solver
@@ -24,10 +33,7 @@ class AdaGradSolver(SGDSolver):
     def compute_update_value(self, diffs, rates):
         history = self.history_tensors()
         torch._foreach_addcmul_(history, diffs, diffs)
-        denom = torch._foreach_sqrt(history)
-        torch._foreach_add_(denom, self.param.delta)
-        torch._foreach_div_(diffs, denom)
-        torch._foreach_mul_(diffs, rates)
+        _divide_by_root(diffs, history, self.param.delta, rates)
 
 
 @register_solver
@@ -47,10 +53,7 @@ class RMSPropSolver(SGDSolver):
         history = self.history_tensors()
         torch._foreach_mul_(history, decay)
         torch._foreach_addcmul_(history, diffs, diffs, value=1.0 - decay)
-        denom = torch._foreach_sqrt(history)
-        torch._foreach_add_(denom, self.param.delta)
-        torch._foreach_div_(diffs, denom)
-        torch._foreach_mul_(diffs, rates)
+        _divide_by_root(diffs, history, self.param.delta, rates)
 
 
 @register_solver

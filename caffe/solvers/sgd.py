@@ -1,7 +1,8 @@
 """Stochastic gradient descent with momentum, plain and Nesterov's."""
 import torch
 
-from .base import Solver, register_solver
+from .registry import register_solver
+from .solver import Solver
 
 
 @register_solver

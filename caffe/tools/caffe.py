@@ -14,19 +14,18 @@ Training on several GPUs (-gpu 0,1 / all) or CPU workers (-workers N) runs one p
 device, data-parallel; under torchrun's variables each process is one worker (caffe.parallel).
 """
 import contextlib
-import datetime
 import importlib
 import logging
 import os
 import re
 import sys
-import threading
 import time
 import types
 
 from .. import __version__
 from ..errors import CaffeError
 from . import gflags
+from .glog import GlogFormatter, log_to_stderr  # noqa: F401  (also the data tools' import)
 
 # torch, the net and the solvers load when a command runs (_load_engine): `caffe --help`
 # needs none of them.
@@ -42,7 +41,8 @@ def _load_engine():
     from ..net import Net
     from ..proto import caffe_pb2
     from ..solvers import dashboard
-    from ..solvers.base import SignalHandler, get_solver, read_solver
+    from ..solvers.registry import get_solver, read_solver
+    from ..solvers.signals import SignalHandler
 
 log = logging.getLogger("caffe.tools")
 
@@ -79,54 +79,6 @@ def register_command(name, handler, help):
     with FLAGS.define)."""
     COMMANDS[name] = help
     HANDLERS[name] = handler
-
-
-# -- glog-style logging ------------------------------------------------------------------
-class GlogFormatter(logging.Formatter):
-    """I1122 02:00:00.000000 12345 solver.py:218] message  (glog's line prefix)."""
-
-    LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E",
-              logging.CRITICAL: "F"}
-
-    def format(self, record):
-        when = datetime.datetime.fromtimestamp(record.created)
-        level = self.LEVELS.get(record.levelno, "I")
-        thread = threading.get_native_id()
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        return (f"{level}{when:%m%d %H:%M:%S.%f} {thread:>5} {record.filename}:{record.lineno}] "
-                f"{message}")
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (test harnesses swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def log_to_stderr(level=logging.INFO, threshold=logging.NOTSET, prefix=True):
-    """Send caffe's log to stderr in glog's format (one handler per process).
-
-    ``level``: what is logged at all (glog's -minloglevel); ``threshold``: what of it reaches
-    stderr (-stderrthreshold when neither -logtostderr nor -alsologtostderr); ``prefix``:
-    glog's line prefix (-log_prefix).
-    """
-    logger = logging.getLogger("caffe")
-    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
-    if handler is None:
-        handler = _StderrHandler()
-        logger.addHandler(handler)
-    handler.setFormatter(GlogFormatter() if prefix else logging.Formatter("%(message)s"))
-    handler.setLevel(threshold)
-    logger.setLevel(level)
-    return logger
 
 
 # glog's severities (-minloglevel, -stderrthreshold) as Python logging levels

@@ -12,8 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import formats
-from ..data.cli import Parser, run, setup_logging
-from ..data.db import DataError, datum_to_array, open_db, parse_datum
+from .cli import Parser, run, setup_logging
+from ..data.db import datum_to_array, open_db, parse_datum
+from ..errors import DataError
 from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe")

@@ -14,9 +14,10 @@ import random
 
 from tqdm import tqdm
 
-from ..data.cli import Parser, run, setup_logging
-from ..data.db import DataError, image_to_datum, open_db
+from .cli import Parser, run, setup_logging
+from ..data.db import image_to_datum, open_db
 from ..data.image import encode_image, read_image, read_image_list
+from ..errors import DataError
 
 log = logging.getLogger("caffe")
 

@@ -13,8 +13,9 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from ..data.cli import Parser, run, setup_logging
-from ..data.db import DataError, open_db
+from .cli import Parser, run, setup_logging
+from ..data.db import open_db
+from ..errors import DataError
 from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe")

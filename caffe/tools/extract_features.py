@@ -11,8 +11,9 @@ values in float_data) under the key `%010d` (the item's index), one database per
 import logging
 
 from .. import common
-from ..data.cli import Parser, run, setup_logging
-from ..data.db import DataError, open_db
+from .cli import Parser, run, setup_logging
+from ..data.db import open_db
+from ..errors import DataError
 from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe")

@@ -5,37 +5,18 @@ import io
 import math
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
-import caffe
 from caffe.solvers import dashboard, get_solver
 from caffe.tools import caffe as caffe_tool
 from caffe.tools import plot_training_log
-from tests.tools.test_caffe_cli import BVLC_LOG, NET, SOLVER
+from tests.tools.conftest import BVLC_LOG
 
 # 20 iterations, display every 5, test (2 batches) every 10 and at the start and the end.
 TRAIN_ITERS, TEST_ITERS = [0, 5, 10, 15], [0, 10, 20]
 TRAIN_COLUMNS = ["NumIters", "Seconds", "LearningRate", "loss", "SmoothedLoss"]
 TEST_COLUMNS = ["NumIters", "Seconds", "LearningRate", "accuracy", "loss"]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    missing = {"Parameter", "InnerProduct", "Accuracy", "SoftmaxWithLoss"} - \
-        set(caffe.layer_type_list())
-    if missing:
-        pytest.skip(f"layers not implemented yet: {sorted(missing)}")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "net.prototxt").write_text(NET)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    net = caffe.Net("net.prototxt", caffe.TRAIN)
-    labels = np.array([0, 1, 2, 0, 1, 2])
-    net.params["data"][0].data[...] = np.eye(3, 4)[labels] * 3
-    net.params["label"][0].data[...] = labels
-    net.save("init.caffemodel")
-    return tmp_path
 
 
 def read_table(path):

@@ -92,7 +92,7 @@ def test_every_bvlc_flag(name):
 
 
 def test_signal_actions_match_the_solver():
-    from caffe.solvers.base import ACTIONS
+    from caffe.solvers.signals import ACTIONS
     assert set(caffe_tool.ACTIONS) == set(ACTIONS)
     assert caffe_tool.main(["train", "-sigint_effect", "explode"]) == 1
 

@@ -10,6 +10,7 @@ import re
 import sys
 
 from ..errors import CaffeError
+from .glog import log_to_stderr
 
 log = logging.getLogger("caffe")
 
@@ -75,11 +76,7 @@ class Parser(argparse.ArgumentParser):
 
 def setup_logging():
     """glog-format log lines on stderr, as BVLC's tools print them."""
-    try:
-        from ..tools.caffe import log_to_stderr
-        log_to_stderr()
-    except ImportError:
-        logging.basicConfig(level=logging.INFO)
+    log_to_stderr()
 
 
 def run(body, args):

@@ -1,0 +1,83 @@
+"""ImageData: images named by a list file."""
+import numpy as np
+import torch
+
+from ... import parallel
+from ...data.image import hwc_to_chw, read_image, read_image_list
+from ...data.transformer import draw_seed
+from ...layer import register_layer
+from .base import _np_dtype, _PrefetchingLayer
+
+
+class _ImageListSource:
+    """Images named by a list file, in list order (reshuffled every epoch if asked)."""
+
+    rank, count, offset = 0, 1, 0   # parallel.data_shard; list entries passed so far
+
+    def __init__(self, lines, start, param, transformer, rng, dtype):
+        self.lines, self.index, self.p = lines, start, param
+        self.transformer, self.rng, self.dtype = transformer, rng, dtype
+
+    def read(self, index):
+        path, label = self.lines[index]
+        p = self.p
+        img = read_image(p.root_folder + path, p.new_height, p.new_width, p.is_color)
+        return hwc_to_chw(img), label, p.root_folder + path
+
+    def load_batch(self):
+        images, labels, names = [], [], []
+        for _ in range(self.p.batch_size):
+            while self.offset % self.count != self.rank:    # worker r keeps r, r + N, ...
+                self._advance()
+            img, label, name = self.read(self.index)
+            images.append(img)
+            labels.append(label)
+            names.append(f"image '{name}'")
+            self._advance()
+        if not self.transformer.needs_rand and all(i.shape == images[0].shape for i in images):
+            images = np.stack(images)           # the transformer's one-pass batch path
+        return self.transformer(images, names), np.asarray(labels, dtype=self.dtype)
+
+    def _advance(self):
+        self.offset += 1
+        self.index += 1
+        if self.index >= len(self.lines):
+            self.index = 0
+            if self.rng is not None:
+                self.lines = [self.lines[i] for i in self.rng.permutation(len(self.lines))]
+
+
+@register_layer
+class ImageDataLayer(_PrefetchingLayer):
+    """Images listed as `path label` lines in image_data_param.source: data and label."""
+
+    type = "ImageData"
+    exact_num_top_blobs = 2
+
+    def make_source(self, top):
+        p = self.param.image_data_param
+        if (p.new_height > 0) != (p.new_width > 0):
+            self.fail("new_height and new_width must be set together")
+        if not p.batch_size:
+            self.fail("image_data_param.batch_size must be positive")
+        transformer = self.make_transformer()
+        lines = read_image_list(p.source)
+        if not lines:
+            self.fail(f"image list '{p.source}' names no images")
+        rng = None
+        if p.shuffle:
+            rng = np.random.default_rng(draw_seed())
+            lines = [lines[i] for i in rng.permutation(len(lines))]
+        start = 0
+        if p.rand_skip:
+            start = int(torch.randint(p.rand_skip, ()))
+            if start >= len(lines):
+                self.fail(f"rand_skip {p.rand_skip} drew {start}, not less than the "
+                          f"{len(lines)} images listed")
+        source = _ImageListSource(lines, start, p, transformer, rng, _np_dtype(self.dtype))
+        source.rank, source.count = parallel.data_shard(self.phase)
+        img, _, name = source.read(start)
+        shape = transformer.output_shape(img.shape, f"image '{name}'")
+        top[0].reshape((p.batch_size,) + shape)
+        top[1].reshape((p.batch_size,))
+        return source

@@ -1,0 +1,111 @@
+"""A Net's learned blobs: copied in from .caffemodel[.h5] files, shared, saved.
+
+Caffe's Net::CopyTrainedLayersFrom*, ShareTrainedLayersWith, ToProto and ToHDF5.
+"""
+import logging
+
+import torch
+
+from . import formats
+from .errors import WeightsError
+from .blob_proto import copy_proto_into, proto_shape, shape_matches_proto
+from .proto import caffe_pb2
+
+log = logging.getLogger("caffe")
+
+
+class NetWeights:
+    """Net's weight methods; the Net holds _layers, layer_index and the param tables."""
+
+    def copy_trained_layers_from(self, net_param, source="weights"):
+        """Copy learned blobs by layer name; unknown source layers are skipped (Caffe)."""
+        for src in net_param.layer:
+            i = self.layer_index.get(src.name)
+            if i is None:
+                log.info("Ignoring source layer %s", src.name)
+                continue
+            target = self._layers[i].blobs
+            if len(target) != len(src.blobs):
+                raise WeightsError(f"{source}: layer '{src.name}': incompatible number of "
+                                   f"blobs, source has {len(src.blobs)}, target {len(target)}")
+            for j, (blob, proto) in enumerate(zip(target, src.blobs)):
+                if not shape_matches_proto(blob, proto):
+                    raise WeightsError(
+                        f"{source}: layer '{src.name}': cannot copy param {j}, shape "
+                        f"{proto_shape(proto)} vs {blob.shape} in the net. To learn this "
+                        f"layer's parameters from scratch rather than copying them, rename "
+                        f"the layer.")
+                copy_proto_into(proto, blob)
+
+    def copy_trained_layers_from_hdf5(self, groups, source="weights"):
+        for name, datasets in groups.items():
+            i = self.layer_index.get(name)
+            if i is None:
+                log.info("Ignoring source layer %s", name)
+                continue
+            target = self._layers[i].blobs
+            for j, blob in enumerate(target):
+                owner = self.param_owners[self.param_id_vecs[i][j]]
+                if j not in datasets:
+                    if owner >= 0:
+                        continue          # shared params are saved once, by their owner
+                    raise WeightsError(f"{source}: layer '{name}': incompatible number of "
+                                       f"blobs, param {j} missing")
+                value = datasets[j]
+                if tuple(value.shape) != blob.shape:
+                    raise WeightsError(
+                        f"{source}: layer '{name}': cannot copy param {j}, shape "
+                        f"{tuple(value.shape)} vs {blob.shape} in the net")
+                blob.data.copy_(torch.from_numpy(value))
+            if len(datasets) > len(target):
+                raise WeightsError(f"{source}: layer '{name}': incompatible number of blobs, "
+                                   f"source has {len(datasets)}, target {len(target)}")
+
+    def copy_from(self, path):
+        """Load weights from a .caffemodel (binary, any version) or .caffemodel.h5."""
+        path = str(path)
+        if path.endswith(".h5"):
+            self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
+        else:
+            self.copy_trained_layers_from(formats.read_caffemodel(path), path)
+
+    def share_trained_layers_with(self, other):
+        """Use other's learned blobs (same storage) for the layers both nets have."""
+        for i, layer in enumerate(other._layers):
+            j = self.layer_index.get(other._layer_names[i])
+            if j is None:
+                continue
+            target = self._layers[j].blobs
+            if len(target) != len(layer.blobs):
+                raise WeightsError(f"layer '{other._layer_names[i]}': incompatible number of "
+                                   f"blobs for sharing")
+            for k, (mine, theirs) in enumerate(zip(target, layer.blobs)):
+                if mine.shape != theirs.shape:
+                    raise WeightsError(f"layer '{other._layer_names[i]}': cannot share param "
+                                       f"{k}, shape {theirs.shape} vs {mine.shape}")
+                mine.share_data(theirs)
+
+    def to_proto(self, write_diff=False):
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer in self._layers:
+            layer.to_proto(write_diff, out=out.layer.add())
+        return out
+
+    def save(self, path, write_diff=False):
+        path = str(path)
+        if path.endswith(".h5"):
+            formats.write_hdf5_weights(path, self._hdf5_groups(write_diff))
+        else:
+            formats.write_caffemodel(path, self.to_proto(write_diff))
+
+    def _hdf5_groups(self, write_diff):
+        data, diff = {}, {}
+        for i, layer in enumerate(self._layers):
+            data[self._layer_names[i]], diff[self._layer_names[i]] = {}, {}
+            for j, blob in enumerate(layer.blobs):
+                if self.param_owners[self.param_id_vecs[i][j]] < 0:
+                    data[self._layer_names[i]][j] = blob.data.cpu().numpy()
+                if write_diff:
+                    diff[self._layer_names[i]][j] = blob.diff.cpu().numpy()
+        return {"data": data, **({"diff": diff} if write_diff else {})}

@@ -1,0 +1,160 @@
+"""Snapshots and resuming: <prefix>_iter_N.caffemodel[.h5] with its .solverstate[.h5].
+
+A state holds the iteration, the position in a step schedule and the solver's `history`
+blobs, in the reference's layouts (binary SolverState or HDF5), so each side can resume
+from the other's files.
+"""
+import logging
+import os
+
+import numpy as np
+import torch
+
+from .. import formats, parallel
+from ..formats import h5py
+from ..blob import checked_count
+from ..errors import CaffeError, SolverError
+from ..blob_proto import blob_to_proto, proto_shape, proto_values
+from ..proto import caffe_pb2
+
+log = logging.getLogger("caffe.solver")
+
+
+class SnapshotMixin:
+    """The Solver's snapshot, state_proto and restore (Caffe's Solver::Snapshot/Restore)."""
+
+    def check_snapshot_prefix(self, only_if_periodic=False):
+        """Fail before training if snapshots cannot be written (CheckSnapshotWritePermissions)."""
+        p = self.param
+        if (only_if_periodic and not p.snapshot) or not parallel.is_root():
+            return
+        if p.snapshot and not p.HasField("snapshot_prefix"):
+            raise SolverError("snapshot is specified but snapshot_prefix is not")
+        folder = os.path.dirname(os.path.abspath(p.snapshot_prefix or "x"))
+        if not os.path.isdir(folder):
+            raise SolverError(f"cannot write to snapshot prefix '{p.snapshot_prefix}': the "
+                              f"directory '{folder}' does not exist. Make sure that the "
+                              f"directory exists and is writeable.")
+        if not os.access(folder, os.W_OK):
+            raise SolverError(f"cannot write to snapshot prefix '{p.snapshot_prefix}': the "
+                              f"directory '{folder}' is not writeable")
+
+    def snapshot_filename(self, extension):
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def snapshot(self):
+        """Write <prefix>_iter_N.caffemodel[.h5] and the matching .solverstate[.h5]."""
+        if not parallel.is_root():
+            return None             # the root solver (worker 0) alone writes snapshots
+        hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
+        log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
+        self.net.save(model, write_diff=self.param.snapshot_diff)
+        state = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
+        log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto",
+                 state)
+        if hdf5:
+            self._write_state_hdf5(state, model)
+        else:
+            formats.write_binary_proto(state, self.state_proto(model))
+        return model, state
+
+    def state_proto(self, learned_net=""):
+        state = caffe_pb2.SolverState(iter=self.iter, current_step=self.current_step)
+        if learned_net:
+            state.learned_net = learned_net
+        for blob in self.history:
+            blob_to_proto(blob, state.history.add())
+        return state
+
+    def _write_state_hdf5(self, path, learned_net):
+        def write(f):
+            with h5py.File(f, "w") as h5:
+                h5.create_dataset("iter", data=np.array([self.iter], np.int32))
+                h5.create_dataset("learned_net", data=np.bytes_(learned_net.encode()))
+                h5.create_dataset("current_step", data=np.array([self.current_step], np.int32))
+                group = h5.create_group("history")
+                for i, blob in enumerate(self.history):
+                    group.create_dataset(str(i), data=blob.data.cpu().numpy())
+        formats.atomic_write(path, write)
+
+    def restore(self, path):
+        """Resume from a .solverstate (binary) or .solverstate.h5, ours or the reference's."""
+        path = str(path)
+        if path.endswith(".h5"):
+            iteration, learned_net, step, history = _read_state_hdf5(path)
+        else:
+            state = formats.read_binary_proto(path, caffe_pb2.SolverState())
+            iteration, step = state.iter, state.current_step
+            learned_net = state.learned_net if state.HasField("learned_net") else ""
+            history = [(proto_shape(h), h) for h in state.history]
+        if len(history) != len(self.history):
+            raise SolverError(f"{path}: incorrect length of history blobs: the file has "
+                              f"{len(history)}, this {self.type} solver needs "
+                              f"{len(self.history)} (a state saved by another solver type or "
+                              f"for another net?)")
+        if learned_net:
+            self.net.copy_from(_find_learned_net(learned_net, path))
+        for i, (blob, (shape, value)) in enumerate(zip(self.history, history)):
+            if tuple(shape) != blob.shape and \
+                    checked_count(shape, f"{path}: history blob {i}", SolverError) != blob.count():
+                raise SolverError(f"{path}: history blob {i} has shape {tuple(shape)}, the "
+                                  f"net's param has {blob.shape}")
+            if isinstance(value, np.ndarray):
+                value = torch.from_numpy(value)
+            else:
+                value = proto_values(value, blob.count())
+            blob.data.copy_(value.reshape(blob.shape))
+        self.iter, self.current_step = int(iteration), int(step)
+        log.info("Restored solver state from %s at iteration %d", path, self.iter)
+
+
+def _read_state_hdf5(path):
+    try:
+        with h5py.File(path, "r") as h5:
+            for key in ("iter", "current_step", "history"):
+                if key not in h5:
+                    raise SolverError(f"{path}: not a solver state: no '{key}' in the HDF5 file")
+            iteration, step = (_hdf5_scalar(h5, key, path) for key in ("iter", "current_step"))
+            learned_net = ""
+            if "learned_net" in h5:
+                learned_net = h5["learned_net"][()]
+                if isinstance(learned_net, np.ndarray) and learned_net.size == 1:
+                    learned_net = learned_net.reshape(-1)[0]
+                if isinstance(learned_net, bytes):
+                    learned_net = learned_net.decode()
+                if not isinstance(learned_net, str):
+                    raise SolverError(f"{path}: learned_net is not a file name")
+            group = h5["history"]
+            history = []
+            for i in range(len(group)):
+                if str(i) not in group:
+                    raise SolverError(f"{path}: history blob {i} is missing")
+                value = formats.read_hdf5_array(group[str(i)], path, np.float64, SolverError)
+                history.append((value.shape, value))
+            return iteration, learned_net, step, history
+    except CaffeError:
+        raise
+    except formats.H5_ERRORS as e:
+        raise SolverError(f"{path}: not a readable HDF5 solver state: {e}") from None
+
+
+def _hdf5_scalar(h5, key, path):
+    value = h5[key]
+    if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
+        raise SolverError(f"{path}: '{key}' is not a single number")
+    return int(np.asarray(value[()]).reshape(-1)[0])
+
+
+def _find_learned_net(learned_net, state_path):
+    """Caffe opens learned_net relative to the current directory; we also try the state's own."""
+    if os.path.exists(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(os.path.abspath(state_path)),
+                          os.path.basename(learned_net))
+    if os.path.exists(beside):
+        log.info("learned_net %s not found from %s; using %s beside the solver state",
+                 learned_net, os.getcwd(), beside)
+        return beside
+    raise SolverError(f"{state_path}: its weights file '{learned_net}' was found neither from "
+                      f"the current directory ({os.getcwd()}) nor beside the solver state")
