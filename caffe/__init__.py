@@ -10,7 +10,7 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> (submodule, attribute in it; None: the submodule itself)
 _EXPORTS = {

@@ -24,7 +24,7 @@ PENDING_SPLIT = {"caffe/parallel.py": "becomes the caffe/parallel/ package"}
 
 # The layers of the package, lowest first: a module may import its own layer and those below.
 LAYERS = [
-    ("core", ["caffe.errors", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
+    ("core", ["caffe._version", "caffe.errors", "caffe._optional", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
               "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
@@ -33,7 +33,7 @@ LAYERS = [
              "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.export", "caffe.io", "caffe.classifier",
                         "caffe.detector", "caffe.draw"]),
-    ("commands", ["caffe.tools"]),
+    ("commands", ["caffe.tools", "caffe.__main__"]),
 ]
 # Imports that go up a layer, each inside a function, each for a reason.
 UPWARD = {

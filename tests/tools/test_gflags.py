@@ -93,7 +93,8 @@ def test_every_bvlc_flag(name):
 
 def test_signal_actions_match_the_solver():
     from caffe.solvers.signals import ACTIONS
-    assert set(caffe_tool.ACTIONS) == set(ACTIONS)
+    from caffe.tools.caffe_flags import ACTIONS as FLAG_ACTIONS
+    assert set(FLAG_ACTIONS) == set(ACTIONS)
     assert caffe_tool.main(["train", "-sigint_effect", "explode"]) == 1
 
 
