@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[all,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,4 +42,19 @@ java:
 test: install graphviz chromium iproute2 java
 	$(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install graphviz chromium iproute2 java lenet test
+# Regenerate caffe/proto/caffe_pb2.py after editing caffe.proto, with the oldest protoc
+# pycaffe supports (protobuf 4.25's), so that the module runs on protobuf 4.25 through 7.x.
+PROTO_VENV := .venv-proto
+$(PROTO_VENV)/.installed:
+	$(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/python -m pip install -q 'grpcio-tools==1.62.3'
+	touch $@
+
+proto: $(PROTO_VENV)/.installed
+	$(PROTO_VENV)/bin/python caffe/proto/generate.py
+
+# The oldest and newest of each dependency, each in a fresh venv (slow; not part of `make test`).
+compat: install
+	$(PY) .ci/compat.py
+
+.PHONY: install graphviz chromium iproute2 java lenet test proto compat

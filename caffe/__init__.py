@@ -1,31 +1,123 @@
-"""pycaffe: Caffe rebuilt in Python on PyTorch. `import caffe` works as BVLC's pycaffe."""
-from . import threads as _threads; _threads.configure()  # noqa: E702,I001  (first: before torch)
-from .proto import caffe_pb2
-from .common import set_mode_cpu, set_mode_gpu, set_device, set_random_seed
-from .errors import CaffeError
-from .layer import Layer, layer_type_list, register_layer
-from .net import Net
-from . import layers as _layers  # noqa: F401  (registers the built-in layer catalog)
-from .layers.python_layer import set_python_layers_allowed
-from .net_spec import layers, params, NetSpec, to_proto
-from .classifier import Classifier
-from .detector import Detector
-from .solvers import (get_solver, SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
-                      AdaDeltaSolver, AdamSolver)
-from . import io, draw  # noqa: E402  (draw imports pydot only when drawing)
-from .runtime import init_log, log, has_nccl, Timer
-from .parallel import (NCCL, set_solver_count, set_solver_rank, set_multiprocess,
-                       solver_count, solver_rank)
+"""pycaffe: Caffe rebuilt in Python on PyTorch. `import caffe` works as BVLC's pycaffe.
 
-TRAIN = caffe_pb2.TRAIN
-TEST = caffe_pb2.TEST
+The public names below load on first use (PEP 562): ``import caffe`` itself is nearly free,
+``caffe.Net`` brings in torch and the layer catalog, ``caffe.io`` numpy and Pillow, HDF5 support
+h5py when an HDF5 file is first read. ``import caffe.proto.caffe_pb2`` needs protobuf only.
+To add a public name, add it to ``_EXPORTS`` (name -> the submodule defining it).
+"""
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from . import threads as _threads; _threads.configure()  # noqa: E702,I001  (before torch starts its pools)
+from ._version import __version__
 
-__all__ = ["Net", "Layer", "TRAIN", "TEST", "CaffeError", "caffe_pb2", "layer_type_list",
-           "register_layer", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
-           "set_python_layers_allowed", "layers", "params", "NetSpec", "to_proto", "Classifier",
-           "Detector", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
-           "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "io", "draw", "NCCL",
-           "set_solver_count", "set_solver_rank", "set_multiprocess", "solver_count",
-           "solver_rank", "init_log", "log", "has_nccl", "Timer"]
+# public name -> (submodule, attribute in it; None: the submodule itself)
+_EXPORTS = {
+    "caffe_pb2": (".proto.caffe_pb2", None),
+    "TRAIN": (".proto.caffe_pb2", "TRAIN"),
+    "TEST": (".proto.caffe_pb2", "TEST"),
+    "CaffeError": (".errors", "CaffeError"),
+    "set_mode_cpu": (".common", "set_mode_cpu"),
+    "set_mode_gpu": (".common", "set_mode_gpu"),
+    "set_device": (".common", "set_device"),
+    "set_random_seed": (".common", "set_random_seed"),
+    "Layer": (".layer", "Layer"),
+    "layer_type_list": (".layer", "layer_type_list"),
+    "register_layer": (".layer", "register_layer"),
+    "Net": (".net", "Net"),
+    "set_python_layers_allowed": (".layers.python_layer", "set_python_layers_allowed"),
+    "params": (".net_spec", "params"),
+    "NetSpec": (".net_spec", "NetSpec"),
+    "to_proto": (".net_spec", "to_proto"),
+    "Classifier": (".classifier", "Classifier"),
+    "Detector": (".detector", "Detector"),
+    "get_solver": (".solvers", "get_solver"),
+    "SGDSolver": (".solvers", "SGDSolver"),
+    "NesterovSolver": (".solvers", "NesterovSolver"),
+    "AdaGradSolver": (".solvers", "AdaGradSolver"),
+    "RMSPropSolver": (".solvers", "RMSPropSolver"),
+    "AdaDeltaSolver": (".solvers", "AdaDeltaSolver"),
+    "AdamSolver": (".solvers", "AdamSolver"),
+    "io": (".io", None),
+    "draw": (".draw", None),
+    "NCCL": (".parallel", "NCCL"),
+    "set_solver_count": (".parallel", "set_solver_count"),
+    "set_solver_rank": (".parallel", "set_solver_rank"),
+    "set_multiprocess": (".parallel", "set_multiprocess"),
+    "solver_count": (".parallel", "solver_count"),
+    "solver_rank": (".parallel", "solver_rank"),
+    "init_log": (".runtime", "init_log"),
+    "log": (".runtime", "log"),
+    "has_nccl": (".runtime", "has_nccl"),
+    "Timer": (".runtime", "Timer"),
+}
+
+if TYPE_CHECKING:     # what type checkers and editors see: the same names, imported eagerly
+    from . import draw as draw, io as io
+    from .classifier import Classifier as Classifier
+    from .common import (set_device as set_device, set_mode_cpu as set_mode_cpu,
+                         set_mode_gpu as set_mode_gpu, set_random_seed as set_random_seed)
+    from .detector import Detector as Detector
+    from .errors import CaffeError as CaffeError
+    from .layer import (Layer as Layer, layer_type_list as layer_type_list,
+                        register_layer as register_layer)
+    from .layers.python_layer import set_python_layers_allowed as set_python_layers_allowed
+    from .net import Net as Net
+    from .net_spec import NetSpec as NetSpec, layers as layers, params as params
+    from .net_spec import to_proto as to_proto
+    from .parallel import (NCCL as NCCL, set_multiprocess as set_multiprocess,
+                           set_solver_count as set_solver_count,
+                           set_solver_rank as set_solver_rank, solver_count as solver_count,
+                           solver_rank as solver_rank)
+    from .proto import caffe_pb2 as caffe_pb2
+    from .runtime import (Timer as Timer, has_nccl as has_nccl, init_log as init_log,
+                          log as log)
+    from .proto.caffe_pb2 import TEST as TEST, TRAIN as TRAIN
+    from .solvers import (AdaDeltaSolver as AdaDeltaSolver, AdaGradSolver as AdaGradSolver,
+                          AdamSolver as AdamSolver, NesterovSolver as NesterovSolver,
+                          RMSPropSolver as RMSPropSolver, SGDSolver as SGDSolver,
+                          get_solver as get_solver)
+
+# Modules that need the built-in layer catalog registered before they are used.
+_NEEDS_CATALOG = (".layer", ".net", ".net_spec", ".classifier", ".detector", ".solvers",
+                  ".parallel", ".layers.python_layer")
+
+__all__ = sorted(set(_EXPORTS) | {"layers"})
+
+
+def __getattr__(name):
+    try:
+        module_name, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'caffe' has no attribute '{name}'") from None
+    if module_name in _NEEDS_CATALOG:
+        importlib.import_module(".layers", __name__)
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value     # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Caffe(types.ModuleType):
+    """``caffe.layers`` is net_spec's layer factory (``L``), as in BVLC's pycaffe.
+
+    The subpackage caffe/layers/ has the same name: importing it makes the import system
+    set ``caffe.layers`` to it, which this property ignores.
+    """
+
+    @property
+    def layers(self):
+        return importlib.import_module(".net_spec", __name__).layers
+
+    @layers.setter
+    def layers(self, _subpackage):
+        pass
+
+
+sys.modules[__name__].__class__ = _Caffe

@@ -11,11 +11,11 @@ CPU, GPU = 0, 1
 _state = {"mode": CPU, "device_id": 0}
 
 
-def set_mode_cpu():
+def set_mode_cpu() -> None:
     _state["mode"] = CPU
 
 
-def set_mode_gpu():
+def set_mode_gpu() -> None:
     """Run new nets and solvers on the GPU (set_device picks which). Without a CUDA device
     caffe stays on the CPU, saying so once: pycaffe scripts written for GPUs (BVLC's
     python/train.py) then run on CPU workers instead of stopping."""
@@ -30,25 +30,25 @@ def set_mode_gpu():
     _state["mode"] = GPU
 
 
-def set_device(device_id):
+def set_device(device_id: int) -> None:
     if torch.cuda.is_available() and not 0 <= device_id < torch.cuda.device_count():
         raise CaffeError(f"set_device: no GPU {device_id}; this machine has "
                          f"{torch.cuda.device_count()}")
     _state["device_id"] = int(device_id)
 
 
-def mode():
+def mode() -> int:
     return _state["mode"]
 
 
-def device():
+def device() -> torch.device:
     """The torch device new nets and solvers are built on."""
     if _state["mode"] == GPU:
         return torch.device("cuda", _state["device_id"])
     return torch.device("cpu")
 
 
-def set_random_seed(seed):
+def set_random_seed(seed: int) -> None:
     """Seed every generator a layer, filler or data layer may draw from."""
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)

@@ -9,6 +9,7 @@ Rendering to an image needs graphviz's `dot` program; `.dot`/`.gv` files need on
 import shutil
 
 from . import formats
+from ._optional import require
 from .errors import CaffeError
 from .proto import caffe_pb2
 
@@ -24,11 +25,7 @@ class DrawError(CaffeError):
 
 
 def _pydot():
-    try:
-        import pydot
-    except ImportError:
-        raise DrawError("drawing nets needs the pydot package (pip install pydot)") from None
-    return pydot
+    return require("pydot", extra="draw", feature="drawing nets")
 
 
 def _quote(text):

@@ -8,13 +8,16 @@ import os
 import stat
 import tempfile
 
-import h5py
 import numpy as np
 from google.protobuf import message, text_format
 
 from . import blob as _blob
+from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError
 from .proto import caffe_pb2, dialects
+from .proto.compat import is_repeated
+
+h5py = LazyModule("h5py")
 
 # Size limits on what a file may make us read; the user may raise them (caffe.formats.X = ...).
 # A text file (prototxt, solver, image list, window file) larger than this is almost certainly
@@ -119,7 +122,7 @@ def _non_utf8_string(msg, prefix=""):
     and would break whatever uses it as a name (found by fuzzing .caffemodel files).
     """
     for field, value in msg.ListFields():
-        repeated = field.is_repeated
+        repeated = is_repeated(field)
         if field.type == field.TYPE_STRING:
             for i, v in enumerate(value if repeated else (value,)):
                 if isinstance(v, bytes):

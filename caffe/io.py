@@ -6,6 +6,7 @@ resize_image uses scikit-image and SciPy as BVLC did (the io extra: pip install 
 """
 import importlib
 import io as _pyio
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def _has_legacy_shape(blob):
     return any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
 
 
-def blobproto_to_array(blob, return_diff=False):
+def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
     """A BlobProto's data (or diff) as an ndarray in the shape the proto declares."""
     what = "diff" if return_diff else "data"
     doubles = getattr(blob, "double_" + what)
@@ -40,7 +41,7 @@ def blobproto_to_array(blob, return_diff=False):
     return values.reshape(shape)
 
 
-def array_to_blobproto(arr, diff=None):
+def array_to_blobproto(arr: np.ndarray, diff: Optional[np.ndarray] = None) -> caffe_pb2.BlobProto:
     """An ndarray (any number of axes) as a BlobProto; `diff`, if given, must match its shape."""
     arr = np.asarray(arr)
     blob = caffe_pb2.BlobProto()
@@ -54,7 +55,7 @@ def array_to_blobproto(arr, diff=None):
     return blob
 
 
-def arraylist_to_blobprotovector_str(arraylist):
+def arraylist_to_blobprotovector_str(arraylist: Sequence[np.ndarray]) -> bytes:
     """A list of ndarrays as a serialized BlobProtoVector."""
     vec = caffe_pb2.BlobProtoVector()
     vec.blobs.extend([array_to_blobproto(arr) for arr in arraylist])
@@ -65,14 +66,14 @@ def arraylist_to_blobprotovector_str(arraylist):
 arraylist_to_blobprotovecor_str = arraylist_to_blobprotovector_str
 
 
-def blobprotovector_str_to_arraylist(data):
+def blobprotovector_str_to_arraylist(data: bytes) -> List[np.ndarray]:
     """A serialized BlobProtoVector as a list of ndarrays."""
     from .formats import parse_binary
     vec = parse_binary(data, caffe_pb2.BlobProtoVector())
     return [blobproto_to_array(blob) for blob in vec.blobs]
 
 
-def array_to_datum(arr, label=None):
+def array_to_datum(arr: np.ndarray, label: Optional[int] = None) -> caffe_pb2.Datum:
     """A K x H x W array as a Datum: uint8 arrays as raw bytes, others as float_data."""
     from .data.db import array_to_datum as to_datum
     arr = np.asarray(arr)
@@ -85,7 +86,7 @@ def array_to_datum(arr, label=None):
     return datum
 
 
-def datum_to_array(datum):
+def datum_to_array(datum: caffe_pb2.Datum) -> np.ndarray:
     """A Datum's values as a K x H x W array (uint8 for byte data); the label is datum.label.
 
     An encoded Datum (PNG/JPEG bytes) is decoded as the data layers decode it: colour comes
@@ -111,19 +112,19 @@ class Transformer:
     raw scale, mean subtraction, input scale.
     """
 
-    def __init__(self, inputs):
+    def __init__(self, inputs: Mapping[str, Sequence[int]]) -> None:
         self.inputs = {name: tuple(int(d) for d in shape) for name, shape in inputs.items()}
-        self.transpose = {}
-        self.channel_swap = {}
-        self.raw_scale = {}
-        self.mean = {}
-        self.input_scale = {}
+        self.transpose: dict = {}
+        self.channel_swap: dict = {}
+        self.raw_scale: dict = {}
+        self.mean: dict = {}
+        self.input_scale: dict = {}
 
     def _check_input(self, in_):
         if in_ not in self.inputs:
             raise CaffeError(f"'{in_}' is not one of the net inputs: {list(self.inputs)}")
 
-    def preprocess(self, in_, data):
+    def preprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
         """(H' x W' x K) image -> (K x H x W) float32 net input for blob `in_`."""
         self._check_input(in_)
         caffe_in = np.array(data, dtype=np.float32)   # a copy: the caller's array stays intact
@@ -144,7 +145,7 @@ class Transformer:
             caffe_in = caffe_in * self.input_scale[in_]
         return np.ascontiguousarray(caffe_in, dtype=np.float32)
 
-    def deprocess(self, in_, data):
+    def deprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
         """Invert preprocess (except the resize): K x H x W net input -> H x W x K image."""
         self._check_input(in_)
         decaf_in = np.array(data, dtype=np.float32)
@@ -164,7 +165,7 @@ class Transformer:
             decaf_in = decaf_in.transpose(np.argsort(transpose))
         return decaf_in
 
-    def set_transpose(self, in_, order):
+    def set_transpose(self, in_: str, order: Sequence[int]) -> None:
         """Axis order taking an input image to the blob's, e.g. (2, 0, 1) for HWK -> KHW."""
         self._check_input(in_)
         if len(order) != len(self.inputs[in_]) - 1:
@@ -173,7 +174,7 @@ class Transformer:
                              f"{self.inputs[in_]} with the batch axis)")
         self.transpose[in_] = tuple(order)
 
-    def set_channel_swap(self, in_, order):
+    def set_channel_swap(self, in_: str, order: Sequence[int]) -> None:
         """Channel order applied after transpose, e.g. (2, 1, 0) maps RGB to BGR."""
         self._check_input(in_)
         channels = self.inputs[in_][1]
@@ -182,12 +183,12 @@ class Transformer:
                              f"{channels} channels")
         self.channel_swap[in_] = tuple(order)
 
-    def set_raw_scale(self, in_, scale):
+    def set_raw_scale(self, in_: str, scale: float) -> None:
         """Multiply raw inputs by `scale` first (255 for models trained on [0, 255])."""
         self._check_input(in_)
         self.raw_scale[in_] = scale
 
-    def set_mean(self, in_, mean):
+    def set_mean(self, in_: str, mean: np.ndarray) -> None:
         """Subtract `mean`: per channel (K,) or per pixel (K, H, W) matching the blob."""
         self._check_input(in_)
         mean = np.asarray(mean)
@@ -203,7 +204,7 @@ class Transformer:
                 f"Average a larger mean image per channel (mean.mean(1).mean(1)) or crop it.")
         self.mean[in_] = mean
 
-    def set_input_scale(self, in_, scale):
+    def set_input_scale(self, in_: str, scale: float) -> None:
         """Multiply by `scale` last, after the mean is subtracted."""
         self._check_input(in_)
         self.input_scale[in_] = scale
@@ -220,7 +221,7 @@ _INTEGER_MODES = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.
 _GREY = np.array([0.2125, 0.7154, 0.0721])
 
 
-def load_image(filename, color=True):
+def load_image(filename: str, color: bool = True) -> np.ndarray:
     """An image file as float32 H x W x 3 (RGB) or, with color=False, H x W x 1 intensity,
     with values in [0, 1]. Alpha is dropped for colour; grey is tiled when color=True; a
     colour file read with color=False is converted as skimage's rgb2gray (alpha blended onto
@@ -259,7 +260,7 @@ def _image_extra(module):
                          f"pip install 'pycaffe[io]'") from None
 
 
-def resize_image(im, new_dims, interp_order=1):
+def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1) -> np.ndarray:
     """Resize an H x W x K image to new_dims (height, width) with spline order
     interp_order (0 nearest, 1 linear: the default, 2 quadratic, 3 cubic, ...).
 
@@ -287,7 +288,7 @@ def resize_image(im, new_dims, interp_order=1):
     return resized_im.astype(np.float32)
 
 
-def oversample(images, crop_dims):
+def oversample(images: np.ndarray, crop_dims: Sequence[int]) -> np.ndarray:
     """Ten crops per image: four corners and centre, then the same five mirrored.
 
     images: iterable of H x W x K arrays of one shape; crop_dims: (height, width).

@@ -25,7 +25,7 @@ from .errors import LayerSetupError
 from .filler import fill
 from .proto import caffe_pb2
 
-LAYER_REGISTRY = {}
+LAYER_REGISTRY: dict = {}
 
 
 def register_layer(cls):

@@ -20,6 +20,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from .errors import CaffeError
 from .proto import caffe_pb2
+from .proto.compat import is_repeated
 
 
 class NetSpecError(CaffeError):
@@ -44,13 +45,6 @@ def param_name_dict():
 _param_names = param_name_dict()
 
 
-def _is_repeated(field):
-    # protobuf 5+ has is_repeated; older releases only the label.
-    if hasattr(field, "is_repeated"):
-        return field.is_repeated
-    return field.label == FieldDescriptor.LABEL_REPEATED
-
-
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
@@ -64,7 +58,7 @@ def assign_proto(proto, name, val, where=None):
         raise NetSpecError(f"{where} has no field '{name}'")
     path = f"{where}.{name}"
     is_message = field.type == FieldDescriptor.TYPE_MESSAGE
-    if _is_repeated(field):
+    if is_repeated(field):
         items = list(val) if isinstance(val, (list, tuple, np.ndarray)) else [val]
         container = getattr(proto, name)
         for item in items:

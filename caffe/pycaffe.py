@@ -3,6 +3,7 @@
 `caffe.Net` inherits these from `PycaffeNet`; the names and behaviour are pycaffe's.
 """
 from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -70,6 +71,15 @@ def _shape_of(value):
 
 class PycaffeNet:
     """Mixin giving the core Net pycaffe's attributes and methods."""
+
+    if TYPE_CHECKING:       # what the core caffe.net.Net provides
+        _layers: List[Any]
+        _blobs: List[Any]
+        blob_index: Dict[str, int]
+
+        def reshape_all(self) -> None: ...
+
+        def share_trained_layers_with(self, other: Any) -> None: ...
 
     # -- views ---------------------------------------------------------------------
     # The views are built once, as pycaffe caches them: a net's blobs and layers are fixed
@@ -174,7 +184,8 @@ class PycaffeNet:
     def _backward(self, start, end):
         self.backward_from_to(start, end)
 
-    def forward(self, blobs=None, start=None, end=None, **kwargs):
+    def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
+                end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run forward (optionally from layer `start` to layer `end`) and return outputs."""
         blobs = list(blobs or [])
         start_ind = self._layer_id(start) if start is not None else 0
@@ -197,7 +208,8 @@ class PycaffeNet:
         self._forward(start_ind, end_ind)
         return {out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs}
 
-    def backward(self, diffs=None, start=None, end=None, **kwargs):
+    def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
+                 end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run backward (from layer `start` down to layer `end`) and return input diffs."""
         diffs = list(diffs or [])
         start_ind = self._layer_id(start) if start is not None else len(self._layers) - 1
@@ -220,19 +232,22 @@ class PycaffeNet:
         self._backward(start_ind, end_ind)
         return {out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs}
 
-    def forward_all(self, blobs=None, **kwargs):
+    def forward_all(self, blobs: Optional[Iterable[str]] = None,
+                    **kwargs: Any) -> Dict[str, np.ndarray]:
         """Forward whole inputs batch by batch; return concatenated outputs."""
-        all_outs = {out: [] for out in set(self.outputs + list(blobs or []))}
+        all_outs: Dict[str, list] = {out: [] for out in set(self.outputs + list(blobs or []))}
         for batch in self._batch(kwargs):
             outs = self.forward(blobs=blobs, **batch)
             for out, value in outs.items():
                 _collect(all_outs[out], value)
         return self._trim(all_outs, kwargs)
 
-    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+    def forward_backward_all(self, blobs: Optional[Iterable[str]] = None,
+                             diffs: Optional[Iterable[str]] = None,
+                             **kwargs: Any) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
         """Forward and backward whole inputs batch by batch."""
-        all_outs = {out: [] for out in set(self.outputs + list(blobs or []))}
-        all_diffs = {d: [] for d in set(self.inputs + list(diffs or []))}
+        all_outs: Dict[str, list] = {out: [] for out in set(self.outputs + list(blobs or []))}
+        all_diffs: Dict[str, list] = {d: [] for d in set(self.inputs + list(diffs or []))}
         forward_batches = self._batch({k: v for k, v in kwargs.items() if k in self.inputs})
         backward_batches = self._batch({k: v for k, v in kwargs.items() if k in self.outputs})
         for fb, bb in zip(forward_batches, backward_batches):
@@ -266,16 +281,16 @@ class PycaffeNet:
             arrays = {k: v[:n] if v.ndim > 1 or len(v) > n else v for k, v in arrays.items()}
         return arrays
 
-    def reshape(self):
+    def reshape(self) -> None:
         self.reshape_all()
 
-    def share_with(self, other):
+    def share_with(self, other: "PycaffeNet") -> None:
         self.share_trained_layers_with(other)
 
-    def _set_input_arrays(self, data, labels):
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         self.set_input_arrays(data, labels)
 
-    def set_input_arrays(self, data, labels):
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         layer = self._layers[0]
         if not hasattr(layer, "reset"):
             raise CaffeError("set_input_arrays needs a MemoryData layer as the first layer")

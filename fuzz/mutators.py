@@ -10,6 +10,8 @@ import random
 
 from google.protobuf import text_format
 
+from caffe.proto.compat import is_repeated
+
 _INTS = [0, 1, 2, 3, 4, 7, -1, -2, 100, 4096, 65535, 2 ** 31 - 1, -2 ** 31, 2 ** 32 - 1, 10 ** 6]
 _FLOATS = [0.0, 1.0, -1.0, 0.5, -0.5, 1e-12, 1e30, -1e30, float("inf"), float("-inf"),
            float("nan"), 2.0, 3.5]
@@ -41,7 +43,7 @@ def _slots(msg, out, depth=0):
         out.append((msg, field))
         if field.message_type is None or depth > 6:
             continue
-        if field.is_repeated:
+        if is_repeated(field):
             for sub in getattr(msg, field.name):
                 _slots(sub, out, depth + 1)
         elif msg.HasField(field.name):
@@ -98,7 +100,7 @@ def _mutate_once(root, rng):
         return
     msg, field = rng.choice(_slots(root, []))
     if field.message_type is not None:
-        if field.is_repeated:
+        if is_repeated(field):
             items = getattr(msg, field.name)
             if len(items) and rng.random() < 0.4:
                 del items[rng.randrange(len(items))]
@@ -114,7 +116,7 @@ def _mutate_once(root, rng):
     value = _scalar(field, rng, msg, root)
     if value is None:
         return
-    if field.is_repeated:
+    if is_repeated(field):
         items = getattr(msg, field.name)
         if len(items) and rng.random() < 0.3:
             del items[rng.randrange(len(items))]

@@ -24,9 +24,9 @@ PENDING_SPLIT = {}
 
 # The layers of the package, lowest first: a module may import its own layer and those below.
 LAYERS = [
-    ("core", ["caffe.threads", "caffe.errors", "caffe.proto", "caffe.common", "caffe.blob",
-              "caffe.blob_proto", "caffe.filler", "caffe.formats", "caffe.upgrade",
-              "caffe.net_param"]),
+    ("core", ["caffe.threads", "caffe._version", "caffe.errors", "caffe._optional", "caffe.proto",
+              "caffe.common", "caffe.blob", "caffe.blob_proto", "caffe.filler", "caffe.formats",
+              "caffe.upgrade", "caffe.net_param"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),
@@ -34,7 +34,7 @@ LAYERS = [
              "caffe.net_spec", "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.export", "caffe.io", "caffe.classifier",
                         "caffe.detector", "caffe.draw", "caffe.zoo", "caffe.vis", "caffe.view"]),
-    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime"]),
+    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime", "caffe.__main__"]),
 ]
 # Imports that go up a layer, each inside a function, each for a reason.
 UPWARD = {

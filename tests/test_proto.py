@@ -5,10 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
+from google.protobuf import descriptor_pool, text_format
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from caffe.proto import caffe_pb2
+from caffe.proto.compat import is_repeated
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PROTO_DIR = Path(caffe_pb2.__file__).resolve().parent
@@ -31,7 +32,7 @@ def unknown_fields(message, path="msg"):
     for field, value in message.ListFields():
         if field.message_type is None:
             continue
-        if field.is_repeated:
+        if is_repeated(field):
             for i, item in enumerate(value):
                 found += unknown_fields(item, f"{path}.{field.name}[{i}]")
         else:
@@ -128,15 +129,50 @@ def _embedded_descriptor(module_path):
 
 
 def test_generated_module_is_current(tmp_path):
-    """caffe_pb2.py must be regenerated after every caffe.proto edit."""
-    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev only) not installed")
+    """caffe_pb2.py must be regenerated (`make proto`) after every caffe.proto edit."""
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (the [test] extra) compiles caffe.proto")
     from caffe.proto.generate import generate
 
-    # Compared on the embedded schema, not the text, so that a different
-    # protoc version alone does not fail the check.
-    fresh = _embedded_descriptor(generate(tmp_path))
+    # Compared on the embedded schema, not the text: the [test] extra's protoc is newer than
+    # the one the committed module is made with (checked below).
+    fresh = _embedded_descriptor(generate(tmp_path, any_protoc=True))
     assert fresh == _embedded_descriptor(PROTO_DIR / "caffe_pb2.py"), \
-        "caffe.proto changed: run python -m caffe.proto.generate"
+        "caffe.proto changed: run `make proto`"
+
+
+def test_generated_module_runs_on_old_and_new_protobuf():
+    """Made by protoc 25 (protobuf 4.25's), with no runtime pin, in the private pool."""
+    text = (PROTO_DIR / "caffe_pb2.py").read_text()
+    assert "# Protobuf Python Version: 4.25." in text, "regenerate with `make proto`"
+    assert "runtime_version" not in text
+    assert "_descriptor_pool.Default()" not in text
+    assert caffe_pb2.DESCRIPTOR.pool is not descriptor_pool.Default()
+
+
+def test_generate_refuses_an_installed_copy(tmp_path, monkeypatch, capsys):
+    from caffe.proto import generate
+    monkeypatch.setattr(generate, "source_checkout", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        generate.main([])
+    assert "installed copy" in str(exit_.value) and "--out" in str(exit_.value)
+
+
+def test_generate_names_what_it_needs(tmp_path, monkeypatch):
+    import builtins
+
+    from caffe.proto import generate
+    real_import = builtins.__import__
+
+    def no_grpc_tools(name, *args, **kwargs):
+        if name.startswith("grpc_tools"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_grpc_tools)
+    with pytest.raises(SystemExit) as exit_:
+        generate.main(["--out", str(tmp_path)])
+    assert "grpcio-tools==1.62.3" in str(exit_.value) and "make proto" in str(exit_.value)
+    assert not (tmp_path / "caffe_pb2.py").exists()
 
 
 def test_unknown_field_check_sees_unknown_fields():

@@ -19,6 +19,7 @@ import threading
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from .._optional import require
 from ..blob import checked_count
 from ..errors import DataError  # noqa: F401  (also importable from here, as before)
 from ..proto import caffe_pb2
@@ -53,7 +54,7 @@ class _Shared:
     """One read handle per (backend, real path), reference-counted across readers."""
 
     lock = threading.Lock()
-    handles = {}
+    handles: dict = {}
 
     @classmethod
     def acquire(cls, key, opener):
@@ -205,7 +206,7 @@ class LevelDB(_DB):
                                  block_size=65536, write_buffer_size=268435456)
 
     def _plyvel_open(self, **options):
-        import plyvel
+        plyvel = require("plyvel", extra="leveldb", feature="LevelDB databases")
         try:
             return plyvel.DB(self.path, max_open_files=100, **options)
         except (plyvel.Error, OSError) as e:
@@ -223,7 +224,7 @@ class LevelDB(_DB):
                 batch.put(key, value)
 
     def cursor(self):
-        import plyvel
+        plyvel = require("plyvel", extra="leveldb", feature="LevelDB databases")
         it = self._handle.iterator()
         try:
             yield from it

@@ -16,10 +16,14 @@ import re
 import stat
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import formats
+from .._optional import LazyModule
 from ..errors import DataError
+
+# Pillow loads when the first image is read or written.
+Image = LazyModule("PIL.Image")
+ImageOps = LazyModule("PIL.ImageOps")
 
 # Decoded size limit, checked on the header before any pixel is decoded, so a small file that
 # declares a gigapixel image (a "decompression bomb") fails at once; raise it for huge images.
@@ -99,7 +103,7 @@ def open_image(stream, source, prepare=None):
         return im
     except DataError:
         raise
-    except UnidentifiedImageError:
+    except Image.UnidentifiedImageError:
         raise ImageError(f"{source} could not be decoded: not an image in a known format "
                          f"({', '.join(IMAGE_FORMATS)})") from None
     except Image.DecompressionBombError as e:

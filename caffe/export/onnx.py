@@ -10,6 +10,7 @@ Shapes are static: the graph is exported for the shapes the net's inputs have no
 import os
 
 from . import onnx_common, onnx_detection, onnx_forks, onnx_vision  # noqa: F401  (register the converters)
+from .._optional import require
 from .graph import ExportError, Namer, plan_net
 from .onnx_builder import Builder, convert_step
 
@@ -24,7 +25,7 @@ def to_onnx(net, path=None, opset=DEFAULT_OPSET, outputs=None, name=None):
     needs are left out. Weights are stored as float32. A layer ONNX cannot express raises
     caffe.export.ExportError naming the layer and its type.
     """
-    import onnx
+    onnx = require("onnx", extra="onnx", feature="ONNX export")
     from onnx import TensorProto, helper
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} to "

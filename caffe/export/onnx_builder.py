@@ -94,7 +94,7 @@ class Builder:
         return self.node("Mul", [x, self.scalar(factor)], out, hint)
 
 
-CONVERTERS = {}
+CONVERTERS: dict = {}
 
 
 def converter(*types):

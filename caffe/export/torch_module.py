@@ -61,14 +61,20 @@ class CaffeModule(nn.Module):
 
 
 # -- building ----------------------------------------------------------------------------
+def _dropout(p):
+    """Identity at TEST; Faster R-CNN's scale_train: false scales at test time instead."""
+    if p.dropout_param.scale_train:
+        return lambda x: x
+    keep = 1.0 - p.dropout_param.dropout_ratio
+    return lambda x: x * keep
+
+
 _NEURONS = {
     "Sigmoid": lambda p: torch.sigmoid,
     "TanH": lambda p: torch.tanh,
     "AbsVal": lambda p: torch.abs,
     "BNLL": lambda p: F.softplus,
-    # Faster R-CNN's scale_train: false scales at test time instead.
-    "Dropout": lambda p: (lambda x: x) if p.dropout_param.scale_train else
-    (lambda x, k=1.0 - p.dropout_param.dropout_ratio: x * k),
+    "Dropout": _dropout,
     "ELU": lambda p: (lambda x, a=p.elu_param.alpha: F.elu(x, a)),
     "Clip": lambda p: (lambda x, lo=p.clip_param.min, hi=p.clip_param.max:
                        torch.clamp(x, lo, hi)),

@@ -32,7 +32,7 @@ import os
 import socket
 import time
 
-from .. import parallel
+from .. import _optional, parallel
 
 log = logging.getLogger("caffe.dashboard")
 
@@ -133,11 +133,11 @@ class TrainingLog:
         if tensorboard is not False:
             self.writer_class = tensorboard_writer_class()
             if self.writer_class is None:
-                message = (f"TensorBoard output is unavailable: the 'tensorboard' package is "
-                           f"not installed (pip install tensorboard); writing only the CSV "
-                           f"files to {self.log_dir}")
+                message = (f"TensorBoard output is unavailable: "
+                           f"{_optional.message('tensorboard', 'tensorboard', 'TensorBoard logs')}"
+                           f"; writing only the CSV files to {self.log_dir}")
                 if tensorboard:
-                    raise ImportError(message)
+                    raise _optional.MissingDependency(message)
                 log.warning("%s", message)
         self.start = time.perf_counter()    # after the import of tensorboard, which is slow
 

@@ -9,7 +9,7 @@ from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe.solver")
 
-SOLVER_REGISTRY = {}
+SOLVER_REGISTRY: dict = {}
 
 
 def register_solver(cls):

@@ -7,11 +7,11 @@ from the other's files.
 import logging
 import os
 
-import h5py
 import numpy as np
 import torch
 
 from .. import formats, parallel
+from ..formats import h5py
 from ..blob import checked_count
 from ..errors import CaffeError, SolverError
 from ..blob_proto import blob_to_proto, proto_shape, proto_values

@@ -13,7 +13,6 @@ Logs go to stderr in glog's format, so BVLC's log tools (and ours, parse_log) re
 Training on several GPUs (-gpu 0,1 / all) or CPU workers (-workers N) runs one process per
 device, data-parallel; under torchrun's variables each process is one worker (caffe.parallel).
 """
-import argparse
 import contextlib
 import importlib
 import logging
@@ -21,17 +20,26 @@ import os
 import sys
 import time
 
-import torch
-
-from .. import common, parallel
 from ..errors import CaffeError
-from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
-from ..net import Net
-from ..proto import caffe_pb2
-from ..solvers import dashboard
-from ..solvers.registry import get_solver, read_solver
-from ..solvers.signals import ACTIONS, SignalHandler
-from .glog import GlogFormatter, log_to_stderr
+from . import caffe_flags, gflags
+from .glog import GlogFormatter, log_to_stderr  # noqa: F401  (also the data tools' import)
+
+# torch, the net and the solvers load when a command runs (_load_engine): `caffe --help`
+# needs none of them.
+torch = common = parallel = caffe_pb2 = dashboard = Net = None
+SignalHandler = get_solver = read_solver = None
+
+
+def _load_engine():
+    global torch, common, parallel, caffe_pb2, dashboard, Net
+    global SignalHandler, get_solver, read_solver
+    import torch
+    from .. import common, parallel
+    from ..net import Net
+    from ..proto import caffe_pb2
+    from ..solvers import dashboard
+    from ..solvers.registry import get_solver, read_solver
+    from ..solvers.signals import SignalHandler
 
 log = logging.getLogger("caffe.tools")
 
@@ -65,63 +73,30 @@ TOOLS = {
 }
 
 
-# -- flags ----------------------------------------------------------------------------------
-def _parser():
-    p = argparse.ArgumentParser(
-        prog="caffe", add_help=True,
-        description="command line brew\nusage: caffe <command> <args>\n\ncommands:\n" +
-        "\n".join(f"  {c:<14}{d}" for c, d in COMMANDS.items())
-        + "\n\ntools (BVLC's separate programs): " + ", ".join(TOOLS),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", help="one of: " + ", ".join(COMMANDS))
-    p.add_argument("--gpu", default="", help="GPU ids separated by ',', or 'all' "
-                   "(training runs one data-parallel worker on each); empty = CPU")
-    p.add_argument("--workers", type=int, default=0, help="train with N data-parallel "
-                   "worker processes (CPU: gloo); -gpu lists give one per GPU")
-    p.add_argument("--solver", default="", help="the solver definition protocol buffer text file")
-    p.add_argument("--model", default="", help="the model definition protocol buffer text file")
-    p.add_argument("--phase", default="", help="network phase (TRAIN or TEST); for time only")
-    p.add_argument("--level", type=int, default=0, help="network level")
-    p.add_argument("--stage", default="", help="network stages, separated by ','")
-    p.add_argument("--snapshot", default="", help="a .solverstate snapshot to resume training")
-    p.add_argument("--weights", default="", help="pretrained weights to start from "
-                   "(.caffemodel files separated by ','); not together with --snapshot")
-    p.add_argument("--iterations", type=int, default=50, help="iterations to run")
-    p.add_argument("--sigint_effect", default="stop", choices=ACTIONS,
-                   help="what a SIGINT (Ctrl-C) does during training")
-    p.add_argument("--sighup_effect", default="snapshot", choices=ACTIONS,
-                   help="what a SIGHUP does during training")
-    p.add_argument("--overwrite_snapshots", type=_flag, nargs="?", const=True, default=True,
-                   help=argparse.SUPPRESS)   # accepted from older scripts: replacing is BVLC's way
-    p.add_argument("--allow_python_layers", type=_flag, nargs="?", const=True, default=True,
-                   help="false: refuse models with Python layers (they run code named by the "
-                   "model); use for models you do not trust")
-    p.add_argument("--log_dir", default="", help="also write the log into this folder as "
-                   "glog does and, for train, the dashboards: train.csv, test.csv and "
-                   "TensorBoard events (caffe.solvers.dashboard)")
-    p.add_argument("--log_level", default="INFO", help=argparse.SUPPRESS)
-    return p
+def register_tool(name, module, function="main"):
+    """Make `caffe NAME ARGS` run caffe.tools.MODULE.FUNCTION(ARGS) (a program of its own)."""
+    TOOLS[name] = (module, function)
 
 
-def _flag(value):
-    """A gflags boolean: true/false, 1/0, yes/no."""
-    lowered = str(value).lower()
-    if lowered in ("true", "1", "yes", "y"):
-        return True
-    if lowered in ("false", "0", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+def register_command(name, handler, help):
+    """Make `caffe NAME [flags]` call handler(args) with the parsed flags (define new flags
+    with FLAGS.define)."""
+    COMMANDS[name] = help
+    HANDLERS[name] = handler
 
 
-def _gflags_to_argparse(argv):
-    """-flag and -flag=value (gflags) become --flag and --flag=value."""
-    out = []
-    for arg in argv:
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 and \
-                arg[1].isalpha():
-            arg = "-" + arg
-        out.append(arg)
-    return out
+def parse_flags(argv):
+    """The command line as a namespace of flag values plus ``command`` and ``argv``."""
+    global FLAGS
+    args, FLAGS = caffe_flags.parse(argv, COMMANDS, TOOLS)
+    return args
+
+
+FLAGS = None        # the FlagSet of the last parsed command line
+
+
+def _configure_logging(args):
+    caffe_flags.configure_logging(args)
 
 
 def _stages(args):
@@ -367,15 +342,18 @@ def main(argv=None):
         module, function = TOOLS[argv[0]]
         tool = getattr(importlib.import_module(f"caffe.tools.{module}"), function)
         return tool(argv[1:])
-    parser = _parser()
-    args = parser.parse_args(_gflags_to_argparse(argv))
-    args.argv = argv                    # parallel training reruns the command per worker
-    log_to_stderr(getattr(logging, str(args.log_level).upper(), logging.INFO))
+    try:
+        args = parse_flags(argv)
+    except (gflags.FlagError, gflags.HelpRequested) as e:
+        return gflags.exit_on(e)
+    _configure_logging(args)
     if args.command not in HANDLERS:
         if args.command:
-            print(f"caffe: unknown command '{args.command}'", file=sys.stderr)
-        parser.print_help(sys.stderr)
+            log.error("Unknown action: %s", args.command)
+        print(FLAGS.help_text(modules={"main"}), file=sys.stderr)
         return 1
+    _load_engine()
+    from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
     allowed = python_layers_allowed()
     set_python_layers_allowed(args.allow_python_layers)
     glog_file = None

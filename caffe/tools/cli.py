@@ -56,6 +56,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)   # gflags has no prefix abbreviations
         super().__init__(*args, **kwargs)
         self.bool_flags = []
         for name in GLOG_FLAGS:

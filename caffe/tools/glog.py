@@ -38,12 +38,19 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def log_to_stderr(level=logging.INFO):
-    """Send caffe's log to stderr in glog's format (once per process)."""
+def log_to_stderr(level=logging.INFO, threshold=logging.NOTSET, prefix=True):
+    """Send caffe's log to stderr in glog's format (one handler per process).
+
+    ``level``: what is logged at all (glog's -minloglevel); ``threshold``: what of it reaches
+    stderr (-stderrthreshold when neither -logtostderr nor -alsologtostderr); ``prefix``:
+    glog's line prefix (-log_prefix).
+    """
     logger = logging.getLogger("caffe")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(GlogFormatter())
         logger.addHandler(handler)
+    handler.setFormatter(GlogFormatter() if prefix else logging.Formatter("%(message)s"))
+    handler.setLevel(threshold)
     logger.setLevel(level)
     return logger

@@ -143,7 +143,8 @@ def csv_bytes(rows, delimiter=","):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="parse_log", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="parse_log", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("logfile_path", help="path to the log file")
     p.add_argument("output_dir", help="directory in which to place the output CSV files")
     p.add_argument("--verbose", action="store_true", help="print some extra info")

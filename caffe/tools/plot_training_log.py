@@ -18,6 +18,7 @@ import math
 import os
 import sys
 
+from .._optional import require
 from .parse_log import parse_log
 
 CHARTS = {
@@ -134,7 +135,7 @@ def standard_series(source):
 
 # -- drawing -------------------------------------------------------------------------------------
 def _pyplot():
-    import matplotlib
+    matplotlib = require("matplotlib", extra="plot", feature="plotting training logs")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

@@ -4,6 +4,7 @@ import logging
 
 from ..errors import UpgradeError
 from ..proto import caffe_pb2
+from ..proto.compat import is_repeated
 
 log = logging.getLogger("caffe")
 
@@ -164,7 +165,7 @@ _V0_TRANSFORM = {"scale": "scale", "meanfile": "mean_file",
 def _assign(message, field, value):
     """Set a scalar, append to a repeated field or copy a sub-message."""
     descriptor = message.DESCRIPTOR.fields_by_name[field]
-    if descriptor.is_repeated:
+    if is_repeated(descriptor):
         getattr(message, field).append(value)
     elif descriptor.message_type is not None:
         getattr(message, field).CopyFrom(value)

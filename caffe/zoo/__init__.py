@@ -34,7 +34,8 @@ PARTIAL = ".zoo-partial"
 
 def read_frontmatter(folder):
     """The YAML front matter of folder/readme.md as a dict (ZooError when absent or bad)."""
-    import yaml
+    from .._optional import require
+    yaml = require("yaml", extra="zoo", feature="model zoo readme front matter")
     path = os.path.join(folder, "readme.md")
     if not os.path.isfile(path):
         raise ZooError(f"{folder}: not a model folder (no readme.md); give a model name from "

@@ -93,7 +93,7 @@ def test_bad_invocations(workdir, capsys, argv, message):
 
 def test_unknown_command_prints_usage(capsys):
     code, err = run(capsys, "fly")
-    assert code == 1 and "unknown command 'fly'" in err and "device_query" in err
+    assert code == 1 and "Unknown action: fly" in err and "device_query" in err
 
 
 def test_weights_of_another_net_reach_the_user(workdir, capsys):

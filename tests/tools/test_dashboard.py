@@ -107,7 +107,7 @@ def test_missing_tensorboard_is_a_clear_warning(tmp_path, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="caffe.dashboard"):
         dashboard.TrainingLog(tmp_path / "runs").close()
     assert "TensorBoard output is unavailable" in caplog.text
-    with pytest.raises(ImportError, match="pip install tensorboard"):
+    with pytest.raises(ImportError, match=r"pip install .pycaffe\[tensorboard\]"):
         dashboard.TrainingLog(tmp_path / "runs", tensorboard=True)
 
 

@@ -1,9 +1,9 @@
 """HDF5Data reads rows of HDF5 files; HDF5Output writes its bottoms to one."""
-import h5py
 import numpy as np
 import torch
 
 from ... import formats, parallel
+from ...formats import h5py
 from ...data.transformer import draw_seed
 from ...errors import DataError
 from ...layer import Layer, register_layer

@@ -1,0 +1,2 @@
+"""pycaffe's release number (pyproject.toml reads it from here)."""
+__version__ = "0.1.0"
