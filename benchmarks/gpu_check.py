@@ -73,7 +73,6 @@ def time_row(spec, models, dev, precision, budget):
     name, title, proto, batch, train = spec
     key = f"gpu-check:{name}"
     run.ROWS[key] = (title, proto, batch, train)
-    run.TORCH_MODEL.setdefault(proto, run.TORCH_MODEL[proto])
     if dev.type == "cuda":
         caffe.set_mode_gpu()
     try:
