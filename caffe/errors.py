@@ -31,3 +31,7 @@ class SolverError(CaffeError):
 
 class DataError(CaffeError):
     """A database, record, image or list file that cannot be read as Caffe data."""
+
+
+class OutOfMemoryError(CaffeError, MemoryError):
+    """A blob or array larger than the memory the machine can still give (a MemoryError too)."""

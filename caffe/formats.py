@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 from google.protobuf import message, text_format
 
-from . import blob as _blob
+from . import blob as _blob, files, hdf5
 from .errors import CaffeError, ProtoError, UpgradeError
 from .proto import caffe_pb2
 
@@ -273,23 +273,28 @@ def write_hdf5_weights(path, groups):
 
 
 def read_hdf5_weights(path, group="data"):
-    """{layer: {i: ndarray}} from a .caffemodel.h5."""
+    """{layer: {i: ndarray}} from a .caffemodel.h5, every dataset checked before any is read."""
     path = str(path)
     try:
-        check_regular_file(path)
-        with h5py.File(path, "r") as h5:
-            if group not in h5:
+        with hdf5.open_file(path, ProtoError) as h5:
+            top = hdf5.member(h5, group, path, ProtoError)
+            if top is None:
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
-            out = {}
-            for layer, lg in h5[group].items():
+            if not isinstance(top, h5py.Group):
+                raise ProtoError(f"{path}: /{group} is not a group")
+            found = []
+            for layer, lg in hdf5.items(top, path, ProtoError):
                 if not isinstance(lg, h5py.Group):
                     raise ProtoError(f"{path}: /{group}/{layer} is not a group")
-                out[layer] = {}
-                for name, ds in lg.items():
+                for name, ds in hdf5.items(lg, path, ProtoError):
                     if not name.isdigit() or not isinstance(ds, h5py.Dataset):
                         raise ProtoError(f"{path}: /{group}/{layer}/{name} is not a blob dataset")
-                    out[layer][int(name)] = read_hdf5_array(
-                        ds, path, np.float64 if ds.dtype == np.float64 else np.float32)
+                    dtype = np.float64 if ds.dtype == np.float64 else np.float32
+                    found.append((layer, int(name), ds, dtype))
+            out = {layer: {} for layer, _ in hdf5.items(top, path, ProtoError)}
+            arrays = hdf5.read_all([(ds, dtype) for _, _, ds, dtype in found], path, ProtoError)
+            for (layer, i, _, _), value in zip(found, arrays):
+                out[layer][i] = value
             return out
     except CaffeError:
         raise
@@ -299,21 +304,10 @@ def read_hdf5_weights(path, group="data"):
 
 def check_regular_file(path, error=ProtoError):
     """Fail early, with our message, on a path that is not a regular file."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise error(f"{path}: not a regular file")
-    except ValueError:      # a NUL inside the path
-        raise error(f"{path!r}: not a valid file name") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+    files.check_regular_file(path, error)
 
 
 def read_hdf5_array(ds, path, dtype, error=ProtoError):
-    """A numeric HDF5 dataset as an ndarray of `dtype`, its declared size checked first."""
-    if not isinstance(ds, h5py.Dataset):
-        raise error(f"{path}: {getattr(ds, 'name', None) or 'an object'} is not a dataset")
-    where = f"{path}: dataset {ds.name}"
-    if ds.dtype.kind not in "biuf":
-        raise error(f"{where} holds {ds.dtype} values, not numbers")
-    _blob.checked_count(ds.shape, where, error)
-    return np.asarray(ds[()], dtype=dtype)
+    """A numeric HDF5 dataset as an ndarray of `dtype`, inspected (size, storage, filters)
+    before it is read (caffe.hdf5)."""
+    return hdf5.read_all([(ds, dtype)], path, error)[0]

@@ -6,7 +6,7 @@ import torch
 
 from . import formats
 from .blob import Blob
-from .errors import NetError
+from .errors import CaffeError, NetError, OutOfMemoryError
 from .layer import create_layer
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
@@ -15,6 +15,19 @@ from .net_weights import NetWeights
 from .pycaffe import PycaffeNet
 
 log = logging.getLogger("caffe")
+
+
+def at_layer(error, layer):
+    """The CaffeError `error`, its message prefixed with the layer's name and type once.
+
+    `layer` is a Layer or its LayerParameter."""
+    prefix = f"layer '{layer.name}' ({layer.type})"
+    if f"layer '{layer.name}'" in str(error):
+        return error
+    try:
+        return type(error)(f"{prefix}: {error}")
+    except TypeError:           # a subclass with another constructor
+        return CaffeError(f"{prefix}: {error}")
 
 
 def _is_path(x):
@@ -87,7 +100,10 @@ class Net(PycaffeNet, NetWeights):
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError(f"layer '{lp.name}': propagate_down must be given for every "
                                f"bottom or none ({len(lp.propagate_down)} vs {len(lp.bottom)})")
-            layer = create_layer(lp, self.dtype, self.device)
+            try:
+                layer = create_layer(lp, self.dtype, self.device)
+            except CaffeError as e:
+                raise at_layer(e, lp) from None
             self._layers.append(layer)
             self._layer_names.append(lp.name)
             need_backward = False
@@ -119,6 +135,7 @@ class Net(PycaffeNet, NetWeights):
                 else:
                     bid = len(self._blobs)
                     self._blobs.append(Blob((), self.dtype, self.device))
+                    self._blobs[-1].name = name
                     self._blob_names.append(name)
                     self.blob_need_backward.append(False)
                     self._blob_loss_weights.append(0.0)
@@ -133,7 +150,10 @@ class Net(PycaffeNet, NetWeights):
             self.bottom_need_backward.append(bottom_nb)
             self.top_vecs.append(tops)
             self.top_ids.append(top_ids)
-            layer.layer_setup(bottoms, tops)
+            try:
+                layer.layer_setup(bottoms, tops)
+            except CaffeError as e:
+                raise at_layer(e, layer) from None
             for j, bid in enumerate(top_ids):
                 self._blob_loss_weights[bid] = layer.loss(j)
                 if layer.loss(j):
@@ -170,6 +190,7 @@ class Net(PycaffeNet, NetWeights):
         name = spec.name
         net_pid = len(self._params)
         self._params.append(layer.blobs[pid])
+        layer.blobs[pid].name = f"{lp.name} param {pid}"
         self.param_id_vecs[layer_id].append(net_pid)
         self.param_layer_indices.append((layer_id, pid))
         self.param_display_names.append(name or str(pid))
@@ -302,22 +323,25 @@ class Net(PycaffeNet, NetWeights):
         i = start
         if hidden[i] is not None:
             on[i] = False          # its producer is not part of this run
-        while i <= end:
-            layer = layers[i]
-            if i + 1 < len(layers) and hidden[i + 1] is not None:
-                on[i + 1] = i < end
-            bottom, top = self._vecs(i)
-            layer.reshape(bottom, top)
-            if fuse[i] and i < end:
-                nb, nt = self._vecs(i + 1)
-                layers[i + 1].reshape(nb, nt)
-                layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
-                i += 2
-                continue
-            layer.forward(bottom, top)
-            for blob, w in self._weighted_tops[i]:
-                loss = loss + w * blob.data.sum()
-            i += 1
+        try:
+            while i <= end:
+                layer = layers[i]
+                if i + 1 < len(layers) and hidden[i + 1] is not None:
+                    on[i + 1] = i < end
+                bottom, top = self._vecs(i)
+                layer.reshape(bottom, top)
+                if fuse[i] and i < end:
+                    nb, nt = self._vecs(i + 1)
+                    layers[i + 1].reshape(nb, nt)
+                    layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
+                    i += 2
+                    continue
+                layer.forward(bottom, top)
+                for blob, w in self._weighted_tops[i]:
+                    loss = loss + w * blob.data.sum()
+                i += 1
+        except OutOfMemoryError as e:
+            raise at_layer(e, layers[i]) from None
         return loss
 
     def _share_hidden_diff(self, i):
@@ -396,26 +420,29 @@ class Net(PycaffeNet, NetWeights):
             self._plan_diffs()
         i = start
         n = len(self._layers)
-        while i >= end:
-            self._share_hidden_diff(i)
-            if i + 1 < n:
-                self._share_hidden_diff(i + 1)
-            if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
-                self._share_hidden_diff(i - 1)
-                bottom, top = self._vecs(i - 1)
-                self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
-                                                   self._layers[i], self.bottom_need_backward[i])
+        try:
+            while i >= end:
+                self._share_hidden_diff(i)
+                if i + 1 < n:
+                    self._share_hidden_diff(i + 1)
+                if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
+                    self._share_hidden_diff(i - 1)
+                    bottom, top = self._vecs(i - 1)
+                    self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
+                                                       self._layers[i], self.bottom_need_backward[i])
+                    for callback in self._after_backward:
+                        callback(i)
+                        callback(i - 1)
+                    i -= 2
+                    continue
+                if self.layer_need_backward[i]:
+                    bottom, top = self._vecs(i)
+                    self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
                 for callback in self._after_backward:
                     callback(i)
-                    callback(i - 1)
-                i -= 2
-                continue
-            if self.layer_need_backward[i]:
-                bottom, top = self._vecs(i)
-                self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
-            for callback in self._after_backward:
-                callback(i)
-            i -= 1
+                i -= 1
+        except OutOfMemoryError as e:
+            raise at_layer(e, self._layers[i]) from None
 
     _after_backward = ()
 

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import torch
 
-from .. import formats, parallel
+from .. import formats, hdf5, parallel
 from ..blob import checked_count
 from ..errors import CaffeError, SolverError
 from ..blob_proto import blob_to_proto, proto_shape, proto_values
@@ -103,7 +103,10 @@ class SnapshotMixin:
             if isinstance(value, np.ndarray):
                 value = torch.from_numpy(value)
             else:
-                value = proto_values(value, blob.count())
+                try:
+                    value = proto_values(value, blob.count())
+                except CaffeError as e:
+                    raise SolverError(f"{path}: history blob {i}: {e}") from None
             blob.data.copy_(value.reshape(blob.shape))
         self.iter, self.current_step = int(iteration), int(step)
         log.info("Restored solver state from %s at iteration %d", path, self.iter)
@@ -111,14 +114,18 @@ class SnapshotMixin:
 
 def _read_state_hdf5(path):
     try:
-        with h5py.File(path, "r") as h5:
+        with hdf5.open_file(path, SolverError) as h5:
             for key in ("iter", "current_step", "history"):
-                if key not in h5:
+                if hdf5.member(h5, key, path, SolverError) is None:
                     raise SolverError(f"{path}: not a solver state: no '{key}' in the HDF5 file")
             iteration, step = (_hdf5_scalar(h5, key, path) for key in ("iter", "current_step"))
             learned_net = ""
-            if "learned_net" in h5:
-                learned_net = h5["learned_net"][()]
+            value = hdf5.member(h5, "learned_net", path, SolverError)
+            if value is not None:
+                if not isinstance(value, h5py.Dataset) or value.size != 1:
+                    raise SolverError(f"{path}: learned_net is not a file name")
+                hdf5.check_storage(value, path, SolverError)
+                learned_net = value[()]
                 if isinstance(learned_net, np.ndarray) and learned_net.size == 1:
                     learned_net = learned_net.reshape(-1)[0]
                 if isinstance(learned_net, bytes):
@@ -126,16 +133,18 @@ def _read_state_hdf5(path):
                 if not isinstance(learned_net, str):
                     raise SolverError(f"{path}: learned_net is not a file name")
             group = h5["history"]
-            history = []
+            datasets = []
             for i in range(len(group)):
-                if str(i) not in group:
+                ds = hdf5.member(group, str(i), path, SolverError)
+                if ds is None:
                     raise SolverError(f"{path}: history blob {i} is missing")
-                value = formats.read_hdf5_array(group[str(i)], path, np.float64, SolverError)
-                history.append((value.shape, value))
+                datasets.append((ds, np.float64))
+            history = [(value.shape, value)
+                       for value in hdf5.read_all(datasets, path, SolverError)]
             return iteration, learned_net, step, history
     except CaffeError:
         raise
-    except formats.H5_ERRORS as e:
+    except (formats.H5_ERRORS + (UnicodeDecodeError,)) as e:
         raise SolverError(f"{path}: not a readable HDF5 solver state: {e}") from None
 
 
@@ -143,7 +152,7 @@ def _hdf5_scalar(h5, key, path):
     value = h5[key]
     if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
         raise SolverError(f"{path}: '{key}' is not a single number")
-    return int(np.asarray(value[()]).reshape(-1)[0])
+    return int(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
 
 
 def _find_learned_net(learned_net, state_path):
