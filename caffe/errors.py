@@ -35,3 +35,7 @@ class DataError(CaffeError):
 
 class OutOfMemoryError(CaffeError, MemoryError):
     """A blob or array larger than the memory the machine can still give (a MemoryError too)."""
+
+
+class WriteError(CaffeError, OSError):
+    """A file that cannot be written (disk full, no permission); an OSError too, errno kept."""

@@ -13,7 +13,7 @@ import numpy as np
 from google.protobuf import message, text_format
 
 from . import blob as _blob, files, hdf5
-from .errors import CaffeError, ProtoError, UpgradeError
+from .errors import CaffeError, ProtoError, UpgradeError, WriteError
 from .proto import caffe_pb2
 
 # Size limits on what a file may make us read; the user may raise them (caffe.formats.X = ...).
@@ -203,7 +203,11 @@ def atomic_write(path, data):
     """Write bytes (or call data(f) for a file object) to a temp file, then rename."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -215,13 +219,22 @@ def atomic_write(path, data):
         # mkstemp makes the file private (0600); the result gets the usual permissions.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, CaffeError):
+            raise _write_error(path, e) from None
         raise
     _fsync_folder(folder)
+
+
+def _write_error(path, error):
+    """An OSError while writing `path` (disk full, read-only folder) as a WriteError naming it."""
+    out = WriteError(f"cannot write '{path}': {error.strerror or error}")
+    out.errno, out.filename = error.errno, path
+    return out
 
 
 def _fsync_folder(folder):

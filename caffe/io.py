@@ -4,7 +4,6 @@ Images are NumPy arrays H x W x K with values in [0, 1] (RGB order) as pycaffe g
 a net wants K x H x W, often BGR in [0, 255] minus a mean: `Transformer` does that mapping.
 Resizing runs on torch (no scikit-image or SciPy needed).
 """
-import io as _pyio
 
 import numpy as np
 import torch
@@ -219,9 +218,8 @@ _INTEGER_MODES = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.
 def load_image(filename, color=True):
     """An image file as float32 H x W x 3 (RGB) or, for a grey file with color=False,
     H x W x 1, with values in [0, 1]. Alpha is dropped; grey is tiled when color=True."""
-    from .data.image import open_image, read_image_bytes
-    data = read_image_bytes(filename)
-    with open_image(_pyio.BytesIO(data), f"image file '{filename}'") as img:
+    from .data.image import open_image, open_image_file
+    with open_image_file(filename) as f, open_image(f, f"image file '{filename}'") as img:
         mode = img.mode
         if mode == "1":
             arr = np.asarray(img, dtype=np.float32)

@@ -137,13 +137,13 @@ class _DB:
             self.commit()
             self._close_handle(self._handle)
 
-    def _read_error(self, error, last_key):
+    def _read_error(self, error, last_key, action="read"):
         """The library's exception as a DataError naming the database and the record."""
         detail = error.args[0] if error.args else error
         if isinstance(detail, bytes):
             detail = detail.decode(errors="replace")
         after = f" after record '{_name(last_key)}'" if last_key is not None else ""
-        return DataError(f"{self.backend} database '{self.path}' cannot be read{after}: "
+        return DataError(f"{self.backend} database '{self.path}' cannot be {action}{after}: "
                          f"{type(error).__name__}: {detail}")
 
     def __repr__(self):
@@ -190,6 +190,8 @@ class LMDB(_DB):
                 size = self._handle.info()["map_size"] * 2
                 log.info("Doubling LMDB map size to %d MB", size >> 20)
                 self._handle.set_mapsize(size)
+            except lmdb.Error as e:     # disk full, I/O error: name the database
+                raise self._read_error(e, None, "written") from None
 
     def cursor(self):
         """(key, value) pairs in key order, from one read transaction.
@@ -275,9 +277,13 @@ class LevelDB(_DB):
         db.close()
 
     def _write(self, records):
-        with self._handle.write_batch() as batch:
-            for key, value in records:
-                batch.put(key, value)
+        import plyvel
+        try:
+            with self._handle.write_batch() as batch:
+                for key, value in records:
+                    batch.put(key, value)
+        except plyvel.Error as e:
+            raise self._read_error(e, None, "written") from None
 
     def cursor(self):
         import plyvel
