@@ -4,8 +4,11 @@ A state holds the iteration, the position in a step schedule and the solver's `h
 blobs, in the reference's layouts (binary SolverState or HDF5), so each side can resume
 from the other's files.
 """
+import errno
+import fcntl
 import logging
 import os
+import socket
 
 import h5py
 import numpy as np
@@ -39,6 +42,50 @@ class SnapshotMixin:
             raise SolverError(f"cannot write to snapshot prefix '{p.snapshot_prefix}': the "
                               f"directory '{folder}' is not writeable")
 
+    def lock_snapshot_prefix(self):
+        """Hold an advisory lock on <prefix>.lock while this solver lives (root worker only).
+
+        Two runs writing one snapshot prefix at once would interleave their files; the second
+        fails here, naming the first's pid. The lock is the kernel's (flock): it ends with the
+        process, however it ends, so a later run is never locked out by a dead one. The file
+        stays; it holds the pid of the last run that locked it.
+        """
+        p = self.param
+        if getattr(self, "_snapshot_lock", None) is not None or not parallel.is_root() or \
+                not p.HasField("snapshot_prefix") or not (p.snapshot or p.snapshot_after_train):
+            return
+        path = f"{p.snapshot_prefix}.lock"
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return                  # check_snapshot_prefix reports the missing folder
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            log.warning("Cannot create the snapshot lock %s (%s): runs sharing this snapshot "
+                        "prefix are not detected", path, e.strerror or e)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise SolverError(f"snapshot prefix '{p.snapshot_prefix}' is in use by another "
+                                  f"training run ({holder}; lock file {path}): two runs "
+                                  f"would overwrite each other's snapshots. Wait for it, "
+                                  f"stop it, or give this run another snapshot_prefix.") \
+                    from None
+            log.warning("Cannot lock %s (%s): runs sharing this snapshot prefix are not "
+                        "detected", path, e.strerror or e)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._snapshot_lock = fd
+
+    def release_snapshot_lock(self):
+        fd, self._snapshot_lock = getattr(self, "_snapshot_lock", None), None
+        if fd is not None:
+            os.close(fd)            # closing the descriptor releases the flock
+
     def snapshot_filename(self, extension):
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
@@ -46,6 +93,7 @@ class SnapshotMixin:
         """Write <prefix>_iter_N.caffemodel[.h5] and the matching .solverstate[.h5]."""
         if not parallel.is_root():
             return None             # the root solver (worker 0) alone writes snapshots
+        self.lock_snapshot_prefix()
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
@@ -153,6 +201,14 @@ def _hdf5_scalar(h5, key, path):
     if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
         raise SolverError(f"{path}: '{key}' is not a single number")
     return int(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
+
+
+def _lock_holder(fd):
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown"
 
 
 def _find_learned_net(learned_net, state_path):

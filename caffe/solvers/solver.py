@@ -197,6 +197,7 @@ class Solver(SnapshotMixin):
         self.requested_early_exit = False
         if self.param.snapshot_after_train:
             self.check_snapshot_prefix()
+        self.lock_snapshot_prefix()
         if resume_file:
             log.info("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)
