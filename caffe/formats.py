@@ -40,8 +40,15 @@ def _read_bytes(path, limit=None, error=ProtoError, what=None):
         if not stat.S_ISREG(info.st_mode):
             raise error(f"{where}: not a regular file")
         with open(path, "rb") as f:
-            # Read one byte past the limit: a file growing after stat() is caught too.
-            data = f.read(limit + 1)
+            # Read one byte past the limit: a file growing after stat() is caught too. The
+            # first read asks for the size stat() gave, not the limit: Python allocates what
+            # read() is asked for, and 2 GiB would fail under an address-space limit.
+            parts = [f.read(min(limit, info.st_size) + 1)]
+            total = len(parts[0])
+            while total <= limit and len(parts[-1]):
+                parts.append(f.read(min(limit + 1 - total, 2 ** 26)))
+                total += len(parts[-1])
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
     except ValueError:      # a NUL inside the path
         raise error(f"{where!r}: not a valid file name") from None
     except OSError as e:
@@ -240,7 +247,7 @@ def atomic_write(path, data):
 def _write_error(path, error):
     """An OSError while writing `path` (disk full, read-only folder) as a WriteError naming it."""
     out = WriteError(f"cannot write '{path}': {error.strerror or error}")
-    out.errno, out.filename = error.errno, path
+    out.errno = error.errno         # (no filename: OSError would then rewrite the message)
     return out
 
 
