@@ -6,8 +6,8 @@ import torch
 
 from . import formats
 from .blob import Blob
-from .errors import CaffeError, NetError, OutOfMemoryError
-from .layer import create_layer
+from .errors import NetError, OutOfMemoryError
+from .layer import at_layer, create_layer
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -15,19 +15,6 @@ from .net_weights import NetWeights
 from .pycaffe import PycaffeNet
 
 log = logging.getLogger("caffe")
-
-
-def at_layer(error, layer):
-    """The CaffeError `error`, its message prefixed with the layer's name and type once.
-
-    `layer` is a Layer or its LayerParameter."""
-    prefix = f"layer '{layer.name}' ({layer.type})"
-    if f"layer '{layer.name}'" in str(error):
-        return error
-    try:
-        return type(error)(f"{prefix}: {error}")
-    except TypeError:           # a subclass with another constructor
-        return CaffeError(f"{prefix}: {error}")
 
 
 def _is_path(x):
@@ -100,10 +87,7 @@ class Net(PycaffeNet, NetWeights):
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError(f"layer '{lp.name}': propagate_down must be given for every "
                                f"bottom or none ({len(lp.propagate_down)} vs {len(lp.bottom)})")
-            try:
-                layer = create_layer(lp, self.dtype, self.device)
-            except CaffeError as e:
-                raise at_layer(e, lp) from None
+            layer = create_layer(lp, self.dtype, self.device)
             self._layers.append(layer)
             self._layer_names.append(lp.name)
             need_backward = False
@@ -150,10 +134,7 @@ class Net(PycaffeNet, NetWeights):
             self.bottom_need_backward.append(bottom_nb)
             self.top_vecs.append(tops)
             self.top_ids.append(top_ids)
-            try:
-                layer.layer_setup(bottoms, tops)
-            except CaffeError as e:
-                raise at_layer(e, layer) from None
+            layer.layer_setup(bottoms, tops)
             for j, bid in enumerate(top_ids):
                 self._blob_loss_weights[bid] = layer.loss(j)
                 if layer.loss(j):
@@ -265,12 +246,6 @@ class Net(PycaffeNet, NetWeights):
                     self.bottom_need_backward[i][j] = nb
                     self.blob_need_backward[bid] = self.blob_need_backward[bid] or nb
                 layer.param_propagate_down = [True] * len(layer.blobs)
-
-    def _share_weights(self):
-        for pid, owner in enumerate(self.param_owners):
-            if owner >= 0:
-                self._params[pid].share_data(self._params[owner])
-                self._params[pid].share_diff(self._params[owner])
 
     # -- running ----------------------------------------------------------------
     def _plan_run(self):
@@ -428,8 +403,9 @@ class Net(PycaffeNet, NetWeights):
                 if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
                     self._share_hidden_diff(i - 1)
                     bottom, top = self._vecs(i - 1)
-                    self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
-                                                       self._layers[i], self.bottom_need_backward[i])
+                    self._layers[i - 1].backward_fused(
+                        top, self.bottom_need_backward[i - 1], bottom, self._layers[i],
+                        self.bottom_need_backward[i])
                     for callback in self._after_backward:
                         callback(i)
                         callback(i - 1)

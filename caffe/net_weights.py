@@ -17,6 +17,13 @@ log = logging.getLogger("caffe")
 class NetWeights:
     """Net's weight methods; the Net holds _layers, layer_index and the param tables."""
 
+    def _share_weights(self):
+        """Params named alike share one blob (data and diff) with their owner."""
+        for pid, owner in enumerate(self.param_owners):
+            if owner >= 0:
+                self._params[pid].share_data(self._params[owner])
+                self._params[pid].share_diff(self._params[owner])
+
     def copy_trained_layers_from(self, net_param, source="weights"):
         """Copy learned blobs by layer name; unknown source layers are skipped (Caffe)."""
         for src in net_param.layer:

@@ -24,7 +24,8 @@ PENDING_SPLIT = {"caffe/parallel.py": "becomes the caffe/parallel/ package"}
 
 # The layers of the package, lowest first: a module may import its own layer and those below.
 LAYERS = [
-    ("core", ["caffe.errors", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
+    ("core", ["caffe.errors", "caffe.files", "caffe.memory", "caffe.proto", "caffe.common",
+              "caffe.blob", "caffe.blob_proto", "caffe.hdf5",
               "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),

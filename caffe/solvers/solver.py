@@ -192,6 +192,13 @@ class Solver(SnapshotMixin):
     # -- training ------------------------------------------------------------------
     def solve(self, resume_file=None):
         """Train to max_iter (resuming from a .solverstate first if given)."""
+        try:
+            self._solve(resume_file)
+        finally:
+            # The prefix is free again once training ends, for a rerun in this process too.
+            self.release_snapshot_lock()
+
+    def _solve(self, resume_file):
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False

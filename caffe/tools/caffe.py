@@ -192,7 +192,6 @@ def train(args):
     with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
         solver = get_solver(param)
         solver.set_action_function(handler)
-        solver.lock_snapshot_prefix()   # a concurrent run on this prefix fails now, named
         if param.snapshot_after_train:
             solver.check_snapshot_prefix()
         if args.snapshot:
