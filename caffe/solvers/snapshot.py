@@ -43,7 +43,7 @@ class SnapshotMixin:
                               f"directory '{folder}' is not writeable")
 
     def lock_snapshot_prefix(self):
-        """Hold an advisory lock on <prefix>.lock while this solver lives (root worker only).
+        """Hold an advisory lock on <prefix>.lock while solve() runs (root worker only).
 
         Two runs writing one snapshot prefix at once would interleave their files; the second
         fails here, naming the first's pid. The lock is the kernel's (flock): it ends with the
@@ -93,7 +93,6 @@ class SnapshotMixin:
         """Write <prefix>_iter_N.caffemodel[.h5] and the matching .solverstate[.h5]."""
         if not parallel.is_root():
             return None             # the root solver (worker 0) alone writes snapshots
-        self.lock_snapshot_prefix()
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
