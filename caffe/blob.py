@@ -9,7 +9,8 @@ mirror marks the host copy as the newest, touching the tensor marks the device c
 import numpy as np
 import torch
 
-from .errors import CaffeError
+from .errors import CaffeError, OutOfMemoryError
+from .memory import check_allocation
 
 # Caffe refuses blobs whose element count does not fit an int; we also bound the
 # allocation a model file may ask for, so a hostile file cannot exhaust memory.
@@ -49,10 +50,10 @@ class _Mem:
     diffs of a net that only runs forward never cost memory.
     """
 
-    __slots__ = ("buf", "view", "host", "head", "shape", "count", "dtype", "device")
+    __slots__ = ("buf", "view", "host", "head", "shape", "count", "dtype", "device", "label")
 
     def __init__(self, dtype, device):
-        self.buf = self.view = self.host = None
+        self.buf = self.view = self.host = self.label = None
         self.head = _SYNCED
         self.shape, self.count = (), 1
         self.dtype, self.device = dtype, torch.device(device)
@@ -68,9 +69,21 @@ class _Mem:
 
     def _materialize(self):
         if self.buf is None:
-            self.buf = torch.zeros(self.count, dtype=self.dtype, device=self.device)
+            self.buf = self._allocate()
         self.view = self.buf[:self.count].view(self.shape)
         return self.view
+
+    def _allocate(self):
+        """The zeroed buffer; an allocation the machine cannot hold names the blob."""
+        nbytes = self.count * self.dtype.itemsize
+        what = f"{self.label or 'a blob'} of shape {self.shape} ({self.dtype}, {self.device})"
+        if self.device.type == "cpu":
+            check_allocation(nbytes, what, OutOfMemoryError)
+        try:
+            return torch.zeros(self.count, dtype=self.dtype, device=self.device)
+        except RuntimeError as e:       # torch's allocators (CPU and CUDA) raise RuntimeError
+            raise OutOfMemoryError(f"cannot allocate {what}, {nbytes} bytes: "
+                                   f"{str(e).splitlines()[0]}") from None
 
     def tensor(self):
         view = self.view if self.view is not None else self._materialize()
@@ -98,6 +111,17 @@ class Blob:
         self._shape = None
         self.reshape(shape)
 
+    @property
+    def name(self):
+        """The name errors give this blob (the Net's blob or param name), or None."""
+        label = self._data.label
+        return None if label is None else label[len("blob '"):-1]
+
+    @name.setter
+    def name(self, value):
+        self._data.label = None if value is None else f"blob '{value}'"
+        self._diff.label = None if value is None else f"blob '{value}' (its diff)"
+
     # -- shape -------------------------------------------------------------
     def reshape(self, *shape):
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
@@ -105,7 +129,7 @@ class Blob:
         shape = tuple(int(d) for d in shape)
         if shape == self._shape:
             return
-        count = checked_count(shape)
+        count = checked_count(shape, self._data.label or "blob")
         self._shape, self._count = shape, count
         self._data.reshape(shape, count)
         self._diff.reshape(shape, count)

@@ -31,3 +31,11 @@ class SolverError(CaffeError):
 
 class DataError(CaffeError):
     """A database, record, image or list file that cannot be read as Caffe data."""
+
+
+class OutOfMemoryError(CaffeError, MemoryError):
+    """A blob or array larger than the memory the machine can still give (a MemoryError too)."""
+
+
+class WriteError(CaffeError, OSError):
+    """A file that cannot be written (disk full, no permission); an OSError too, errno kept."""

@@ -11,10 +11,10 @@ import tempfile
 import numpy as np
 from google.protobuf import message, text_format
 
-from . import blob as _blob
+from . import blob as _blob, files, hdf5
 from ._optional import LazyModule
-from .errors import CaffeError, ProtoError, UpgradeError
-from .proto import caffe_pb2, dialects
+from .errors import CaffeError, ProtoError, UpgradeError, WriteError
+from .proto import caffe_pb2, dialects, fast_text
 from .proto.compat import is_repeated
 
 h5py = LazyModule("h5py")
@@ -43,8 +43,15 @@ def _read_bytes(path, limit=None, error=ProtoError, what=None):
         if not stat.S_ISREG(info.st_mode):
             raise error(f"{where}: not a regular file")
         with open(path, "rb") as f:
-            # Read one byte past the limit: a file growing after stat() is caught too.
-            data = f.read(limit + 1)
+            # Read one byte past the limit: a file growing after stat() is caught too. The
+            # first read asks for the size stat() gave, not the limit: Python allocates what
+            # read() is asked for, and 2 GiB would fail under an address-space limit.
+            parts = [f.read(min(limit, info.st_size) + 1)]
+            total = len(parts[0])
+            while total <= limit and len(parts[-1]):
+                parts.append(f.read(min(limit + 1 - total, 2 ** 26)))
+                total += len(parts[-1])
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
     except ValueError:      # a NUL inside the path
         raise error(f"{where!r}: not a valid file name") from None
     except OSError as e:
@@ -89,6 +96,13 @@ def parse_text(text, msg, source="<string>"):
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ProtoError(f"{source}: not a text file (byte {e.start} is not UTF-8)") from None
+    try:
+        # Large files go to protobuf's C++ parser when protoc is installed (100x faster).
+        if fast_text.parse_large(text, msg, source):
+            return msg
+    except fast_text.TextParseError as e:
+        where = f"{source} line {e.line}" if e.line else source
+        raise ProtoError(f"{where}: {e.reason}") from None
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
@@ -214,7 +228,11 @@ def atomic_write(path, data):
     """Write bytes (or call data(f) for a file object) to a temp file, then rename."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -226,13 +244,22 @@ def atomic_write(path, data):
         # mkstemp makes the file private (0600); the result gets the usual permissions.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, CaffeError):
+            raise _write_error(path, e) from None
         raise
     _fsync_folder(folder)
+
+
+def _write_error(path, error):
+    """An OSError while writing `path` (disk full, read-only folder) as a WriteError naming it."""
+    out = WriteError(f"cannot write '{path}': {error.strerror or error}")
+    out.errno = error.errno         # (no filename: OSError would then rewrite the message)
+    return out
 
 
 def _fsync_folder(folder):
@@ -285,23 +312,28 @@ def write_hdf5_weights(path, groups):
 
 
 def read_hdf5_weights(path, group="data"):
-    """{layer: {i: ndarray}} from a .caffemodel.h5."""
+    """{layer: {i: ndarray}} from a .caffemodel.h5, every dataset checked before any is read."""
     path = str(path)
     try:
-        check_regular_file(path)
-        with h5py.File(path, "r") as h5:
-            if group not in h5:
+        with hdf5.open_file(path, ProtoError) as h5:
+            top = hdf5.member(h5, group, path, ProtoError)
+            if top is None:
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
-            out = {}
-            for layer, lg in h5[group].items():
+            if not isinstance(top, h5py.Group):
+                raise ProtoError(f"{path}: /{group} is not a group")
+            found = []
+            for layer, lg in hdf5.items(top, path, ProtoError):
                 if not isinstance(lg, h5py.Group):
                     raise ProtoError(f"{path}: /{group}/{layer} is not a group")
-                out[layer] = {}
-                for name, ds in lg.items():
+                for name, ds in hdf5.items(lg, path, ProtoError):
                     if not name.isdigit() or not isinstance(ds, h5py.Dataset):
                         raise ProtoError(f"{path}: /{group}/{layer}/{name} is not a blob dataset")
-                    out[layer][int(name)] = read_hdf5_array(
-                        ds, path, np.float64 if ds.dtype == np.float64 else np.float32)
+                    dtype = np.float64 if ds.dtype == np.float64 else np.float32
+                    found.append((layer, int(name), ds, dtype))
+            out = {layer: {} for layer, _ in hdf5.items(top, path, ProtoError)}
+            arrays = hdf5.read_all([(ds, dtype) for _, _, ds, dtype in found], path, ProtoError)
+            for (layer, i, _, _), value in zip(found, arrays):
+                out[layer][i] = value
             return out
     except CaffeError:
         raise
@@ -311,21 +343,10 @@ def read_hdf5_weights(path, group="data"):
 
 def check_regular_file(path, error=ProtoError):
     """Fail early, with our message, on a path that is not a regular file."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise error(f"{path}: not a regular file")
-    except ValueError:      # a NUL inside the path
-        raise error(f"{path!r}: not a valid file name") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror or e}") from None
+    files.check_regular_file(path, error)
 
 
 def read_hdf5_array(ds, path, dtype, error=ProtoError):
-    """A numeric HDF5 dataset as an ndarray of `dtype`, its declared size checked first."""
-    if not isinstance(ds, h5py.Dataset):
-        raise error(f"{path}: {getattr(ds, 'name', None) or 'an object'} is not a dataset")
-    where = f"{path}: dataset {ds.name}"
-    if ds.dtype.kind not in "biuf":
-        raise error(f"{where} holds {ds.dtype} values, not numbers")
-    _blob.checked_count(ds.shape, where, error)
-    return np.asarray(ds[()], dtype=dtype)
+    """A numeric HDF5 dataset as an ndarray of `dtype`, inspected (size, storage, filters)
+    before it is read (caffe.hdf5)."""
+    return hdf5.read_all([(ds, dtype)], path, error)[0]

@@ -5,7 +5,6 @@ a net wants K x H x W, often BGR in [0, 255] minus a mean: `Transformer` does th
 resize_image uses scikit-image and SciPy as BVLC did (the io extra: pip install "pycaffe[io]").
 """
 import importlib
-import io as _pyio
 from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -225,10 +224,9 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
     """An image file as float32 H x W x 3 (RGB) or, with color=False, H x W x 1 intensity,
     with values in [0, 1]. Alpha is dropped for colour; grey is tiled when color=True; a
     colour file read with color=False is converted as skimage's rgb2gray (alpha blended onto
-    white first, as skimage's imread does)."""
-    from .data.image import open_image, read_image_bytes
-    data = read_image_bytes(filename)
-    with open_image(_pyio.BytesIO(data), f"image file '{filename}'") as img:
+    white first, as skimage's imread does). The file is streamed to the decoder."""
+    from .data.image import open_image, open_image_file
+    with open_image_file(filename) as f, open_image(f, f"image file '{filename}'") as img:
         mode = img.mode
         if mode == "1":
             arr = np.asarray(img, dtype=np.float32)

@@ -21,7 +21,7 @@ from .blob import Blob
 # imports them from here; they live in blob_proto.py.
 from .blob_proto import (blob_from_proto, blob_to_proto, copy_proto_into,  # noqa: F401
                          proto_shape, proto_values, shape_matches_proto)
-from .errors import LayerSetupError
+from .errors import CaffeError, LayerSetupError
 from .filler import fill
 from .proto import caffe_pb2
 
@@ -40,6 +40,19 @@ def layer_type_list():
     return sorted(LAYER_REGISTRY)
 
 
+def at_layer(error, layer):
+    """The CaffeError `error`, its message prefixed with the layer's name and type once.
+
+    `layer` is a Layer or its LayerParameter."""
+    prefix = f"layer '{layer.name}' ({layer.type})"
+    if f"layer '{layer.name}'" in str(error):
+        return error
+    try:
+        return type(error)(f"{prefix}: {error}")
+    except TypeError:           # a subclass with another constructor
+        return CaffeError(f"{prefix}: {error}")
+
+
 def create_layer(param, dtype=torch.float32, device="cpu"):
     """Instantiate the registered layer named by `param.type` (a LayerParameter)."""
     cls = LAYER_REGISTRY.get(param.type)
@@ -48,7 +61,10 @@ def create_layer(param, dtype=torch.float32, device="cpu"):
         close += [t for t in LAYER_REGISTRY if t.lower() == param.type.lower() and t not in close]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint}")
-    return cls(param, dtype=dtype, device=device)
+    try:
+        return cls(param, dtype=dtype, device=device)
+    except CaffeError as e:
+        raise at_layer(e, param) from None
 
 
 class Layer:
@@ -119,13 +135,18 @@ class Layer:
 
     # -- driven by the Net ----------------------------------------------------
     def layer_setup(self, bottom, top):
-        """Caffe's Layer::SetUp: check counts, set up, reshape, set loss weights."""
-        self.check_blob_counts(bottom, top)
-        self.setup(bottom, top)
-        if len(self.param_propagate_down) < len(self.blobs):
-            self.param_propagate_down = [True] * len(self.blobs)
-        self.reshape(bottom, top)
-        self.set_loss_weights(top)
+        """Caffe's Layer::SetUp: check counts, set up, reshape, set loss weights.
+
+        Every CaffeError it raises names the layer (its name and type)."""
+        try:
+            self.check_blob_counts(bottom, top)
+            self.setup(bottom, top)
+            if len(self.param_propagate_down) < len(self.blobs):
+                self.param_propagate_down = [True] * len(self.blobs)
+            self.reshape(bottom, top)
+            self.set_loss_weights(top)
+        except CaffeError as e:
+            raise at_layer(e, self) from None
 
     def check_blob_counts(self, bottom, top):
         def check(what, n, exact, lo, hi):

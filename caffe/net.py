@@ -6,8 +6,8 @@ import torch
 
 from . import formats
 from .blob import Blob
-from .errors import NetError
-from .layer import create_layer
+from .errors import NetError, OutOfMemoryError
+from .layer import at_layer, create_layer
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -163,7 +163,8 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                 log.info("Top shape: %s", self._blobs[bid].shape_string)
                 if layer.loss(j):
                     log.info("    with loss weight %g", layer.loss(j))
-                memory += self._blobs[bid].count() * self._blobs[bid].data.element_size()
+                # The dtype's size, not .data: reading data would allocate the blob now.
+                memory += self._blobs[bid].count() * self.dtype.itemsize
             log.info("Memory required for data: %d", memory)
             if len(lp.param) > len(layer.blobs):
                 raise NetError(f"layer '{lp.name}': {len(lp.param)} param specs given but the "
@@ -194,6 +195,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
 
     def _new_blob(self, name):
         self._blobs.append(Blob((), self.dtype, self.device))
+        self._blobs[-1].name = name     # named in allocation errors
         self._blob_names.append(name)
         self.blob_need_backward.append(False)
         self._blob_loss_weights.append(0.0)
@@ -206,6 +208,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         name = spec.name
         net_pid = len(self._params)
         self._params.append(layer.blobs[pid])
+        layer.blobs[pid].name = f"{lp.name} param {pid}"
         self.param_id_vecs[layer_id].append(net_pid)
         self.param_layer_indices.append((layer_id, pid))
         self.param_display_names.append(name or str(pid))
@@ -283,12 +286,6 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                     self.blob_need_backward[bid] = self.blob_need_backward[bid] or nb
                 layer.param_propagate_down = [True] * len(layer.blobs)
 
-    def _share_weights(self):
-        for pid, owner in enumerate(self.param_owners):
-            if owner >= 0:
-                self._params[pid].share_data(self._params[owner])
-                self._params[pid].share_diff(self._params[owner])
-
     # -- running ----------------------------------------------------------------
     def _plan_run(self):
         """Per layer, once: its weighted tops; whether it runs fused with the next layer (a
@@ -340,34 +337,37 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         i = start
         if hidden[i] is not None:
             on[i] = False          # its producer is not part of this run
-        while i <= end:
-            layer = layers[i]
-            if i + 1 < len(layers) and hidden[i + 1] is not None:
-                on[i + 1] = i < end
-            bottom, top = self._vecs(i)
-            if fuse[i] and i < end:
-                # A fused pair is one step to the hooks: both layers' before, then both after.
+        try:
+            while i <= end:
+                layer = layers[i]
+                if i + 1 < len(layers) and hidden[i + 1] is not None:
+                    on[i + 1] = i < end
+                bottom, top = self._vecs(i)
+                if fuse[i] and i < end:
+                    # A fused pair is one step to the hooks: both layers' before, then both after.
+                    for callback in self._before_forward:
+                        callback(i)
+                        callback(i + 1)
+                    layer.reshape(bottom, top)
+                    nb, nt = self._vecs(i + 1)
+                    layers[i + 1].reshape(nb, nt)
+                    layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
+                    for callback in self._after_forward:
+                        callback(i)
+                        callback(i + 1)
+                    i += 2
+                    continue
                 for callback in self._before_forward:
                     callback(i)
-                    callback(i + 1)
                 layer.reshape(bottom, top)
-                nb, nt = self._vecs(i + 1)
-                layers[i + 1].reshape(nb, nt)
-                layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
+                layer.forward(bottom, top)
+                for blob, w in self._weighted_tops[i]:
+                    loss = loss + w * blob.data.sum()
                 for callback in self._after_forward:
                     callback(i)
-                    callback(i + 1)
-                i += 2
-                continue
-            for callback in self._before_forward:
-                callback(i)
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
-            for blob, w in self._weighted_tops[i]:
-                loss = loss + w * blob.data.sum()
-            for callback in self._after_forward:
-                callback(i)
-            i += 1
+                i += 1
+        except OutOfMemoryError as e:
+            raise at_layer(e, layers[i]) from None
         return loss
 
     def _share_hidden_diff(self, i):
@@ -381,31 +381,35 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             self._plan_diffs()
         i = start
         n = len(self._layers)
-        while i >= end:
-            self._share_hidden_diff(i)
-            if i + 1 < n:
-                self._share_hidden_diff(i + 1)
-            if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
+        try:
+            while i >= end:
+                self._share_hidden_diff(i)
+                if i + 1 < n:
+                    self._share_hidden_diff(i + 1)
+                if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
+                    for callback in self._before_backward:
+                        callback(i)
+                        callback(i - 1)
+                    self._share_hidden_diff(i - 1)
+                    bottom, top = self._vecs(i - 1)
+                    self._layers[i - 1].backward_fused(
+                        top, self.bottom_need_backward[i - 1], bottom, self._layers[i],
+                        self.bottom_need_backward[i])
+                    for callback in self._after_backward:
+                        callback(i)
+                        callback(i - 1)
+                    i -= 2
+                    continue
                 for callback in self._before_backward:
                     callback(i)
-                    callback(i - 1)
-                self._share_hidden_diff(i - 1)
-                bottom, top = self._vecs(i - 1)
-                self._layers[i - 1].backward_fused(top, self.bottom_need_backward[i - 1], bottom,
-                                                   self._layers[i], self.bottom_need_backward[i])
+                if self.layer_need_backward[i]:
+                    bottom, top = self._vecs(i)
+                    self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
                 for callback in self._after_backward:
                     callback(i)
-                    callback(i - 1)
-                i -= 2
-                continue
-            for callback in self._before_backward:
-                callback(i)
-            if self.layer_need_backward[i]:
-                bottom, top = self._vecs(i)
-                self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
-            for callback in self._after_backward:
-                callback(i)
-            i -= 1
+                i -= 1
+        except OutOfMemoryError as e:
+            raise at_layer(e, self._layers[i]) from None
 
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self._layers) - 1)

@@ -7,7 +7,7 @@ import logging
 import torch
 
 from . import formats
-from .errors import WeightsError
+from .errors import CaffeError, WeightsError
 from .blob_proto import copy_proto_into, proto_shape, shape_matches_proto
 from .proto import caffe_pb2
 
@@ -16,6 +16,13 @@ log = logging.getLogger("caffe")
 
 class NetWeights:
     """Net's weight methods; the Net holds _layers, layer_index and the param tables."""
+
+    def _share_weights(self):
+        """Params named alike share one blob (data and diff) with their owner."""
+        for pid, owner in enumerate(self.param_owners):
+            if owner >= 0:
+                self._params[pid].share_data(self._params[owner])
+                self._params[pid].share_diff(self._params[owner])
 
     def copy_trained_layers_from(self, net_param, source="weights"):
         """Copy learned blobs by layer name; unknown source layers are skipped (Caffe)."""
@@ -35,7 +42,10 @@ class NetWeights:
                         f"{proto_shape(proto)} vs {blob.shape} in the net. To learn this "
                         f"layer's parameters from scratch rather than copying them, rename "
                         f"the layer.")
-                copy_proto_into(proto, blob)
+                try:
+                    copy_proto_into(proto, blob)
+                except CaffeError as e:
+                    raise WeightsError(f"{source}: layer '{src.name}': param {j}: {e}") from None
 
     def copy_trained_layers_from_hdf5(self, groups, source="weights"):
         for name, datasets in groups.items():

@@ -53,6 +53,20 @@ def test_corpus_file_is_refused_cleanly(fuzz_env, name, path):
         assert str(e), "a refusal must say why"
 
 
+ATTACKS = [(name, path) for name, path in CASES if os.path.basename(path).startswith("attack-")]
+
+
+@pytest.mark.parametrize("name,path", ATTACKS,
+                         ids=[f"{n}/{os.path.basename(p)}" for n, p in ATTACKS])
+def test_attack_file_is_refused(fuzz_env, name, path):
+    """fuzz/corpus/<target>/attack-*: the hostile files of issue 20 (bombs, external storage,
+    links, bad counts and lines) must be refused, not merely survive."""
+    with open(path, "rb") as f:
+        data = f.read()
+    with pytest.raises(CaffeError):
+        targets.TARGETS[name](data)
+
+
 def test_runner_one_command():
     """`python -m fuzz --seconds N` runs the harnesses and reports inputs run per reader (here
     one target, one second, with the engine that needs no atheris)."""

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from .._optional import require
 from ..blob import checked_count
+from ..files import check_folder_files
 from ..errors import DataError  # noqa: F401  (also importable from here, as before)
 from ..proto import caffe_pb2
 
@@ -28,6 +29,7 @@ log = logging.getLogger("caffe")
 
 LMDB_INITIAL_MAP_SIZE = 1 << 26     # grown by doubling, as Caffe's LMDB writer does
 COMMIT_EVERY = 1000                 # Caffe's tools commit every 1000 records
+MAX_MAP_RESIZES = 100               # a reader adopts a writer's grown LMDB map this often
 
 
 def backend_name(backend):
@@ -81,6 +83,7 @@ class _DB:
     """Shared behaviour: iteration in key order, buffered writes, context manager."""
 
     backend = ""
+    files = None            # the names in the folder the library opens (None: all of them)
 
     def __init__(self, path, mode):
         self.path, self.mode = path, mode
@@ -91,12 +94,16 @@ class _DB:
                 raise DataError(f"{self.backend} database '{path}' does not exist")
             if not os.path.isdir(path):
                 raise DataError(f"{self.backend} database '{path}' is not a folder")
+            # The library opens the folder's files itself: a FIFO among them would hang it.
+            check_folder_files(path, DataError, f"{self.backend} database", self.files)
             self._key = (self.backend, os.path.realpath(path))
             self._handle = _Shared.acquire(self._key, self._open_read)
         else:
             if mode == "new" and os.path.exists(path):
                 raise DataError(f"cannot create {self.backend} database '{path}': it already "
                                 f"exists")
+            if os.path.isdir(path):
+                check_folder_files(path, DataError, f"{self.backend} database", self.files)
             self._handle = self._open_write()
 
     def __iter__(self):
@@ -131,12 +138,22 @@ class _DB:
             self.commit()
             self._close_handle(self._handle)
 
+    def _read_error(self, error, last_key, action="read"):
+        """The library's exception as a DataError naming the database and the record."""
+        detail = error.args[0] if error.args else error
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        after = f" after record '{_name(last_key)}'" if last_key is not None else ""
+        return DataError(f"{self.backend} database '{self.path}' cannot be {action}{after}: "
+                         f"{type(error).__name__}: {detail}")
+
     def __repr__(self):
         return f"<{self.backend} database '{self.path}' ({self.mode})>"
 
 
 class LMDB(_DB):
     backend = "lmdb"
+    files = ("data.mdb", "lock.mdb")
 
     def _open_read(self):
         import lmdb
@@ -174,24 +191,66 @@ class LMDB(_DB):
                 size = self._handle.info()["map_size"] * 2
                 log.info("Doubling LMDB map size to %d MB", size >> 20)
                 self._handle.set_mapsize(size)
+            except lmdb.Error as e:     # disk full, I/O error: name the database
+                raise self._read_error(e, None, "written") from None
 
     def cursor(self):
-        """(key, value) pairs in key order, from one read transaction."""
+        """(key, value) pairs in key order, from one read transaction.
+
+        A writer growing the map (convert_imageset while we read) makes LMDB raise
+        MapResizedError: the reader adopts the new size and goes on after the last key read.
+        """
         import lmdb
-        txn = self._handle.begin(buffers=False)
+        last = None
+        for _ in range(MAX_MAP_RESIZES):
+            try:
+                txn = self._handle.begin(buffers=False)
+                try:
+                    cursor = txn.cursor()
+                    found = cursor.first() if last is None else cursor.set_range(last)
+                    if found and last is not None and cursor.key() == last:
+                        found = cursor.next()
+                    if not found:
+                        return
+                    for key, value in cursor.iternext():
+                        last = key
+                        yield key, value
+                    return
+                finally:
+                    txn.abort()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as e:
+                raise self._read_error(e, last) from None
+        raise DataError(f"lmdb database '{self.path}': its map was resized "
+                        f"{MAX_MAP_RESIZES} times while reading; is it still being written?")
+
+    def _adopt_map_size(self):
+        import lmdb
         try:
-            yield from txn.cursor()
+            self._handle.set_mapsize(0)     # 0: the size the writer left in the file
         except lmdb.Error as e:
-            raise DataError(f"lmdb database '{self.path}' cannot be read: {e}") from None
-        finally:
-            txn.abort()
+            raise self._read_error(e, None) from None
 
     def __len__(self):
-        return self._handle.stat()["entries"]
+        return self._retry(lambda: self._handle.stat()["entries"])
 
     def get(self, key):
-        with self._handle.begin() as txn:
-            return txn.get(_bytes(key))
+        def get():
+            with self._handle.begin() as txn:
+                return txn.get(_bytes(key))
+        return self._retry(get)
+
+    def _retry(self, call):
+        import lmdb
+        for _ in range(MAX_MAP_RESIZES):
+            try:
+                return call()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as e:
+                raise self._read_error(e, None) from None
+        raise DataError(f"lmdb database '{self.path}': its map keeps being resized")
 
 
 class LevelDB(_DB):
@@ -219,25 +278,40 @@ class LevelDB(_DB):
         db.close()
 
     def _write(self, records):
-        with self._handle.write_batch() as batch:
-            for key, value in records:
-                batch.put(key, value)
+        import plyvel
+        try:
+            with self._handle.write_batch() as batch:
+                for key, value in records:
+                    batch.put(key, value)
+        except plyvel.Error as e:
+            raise self._read_error(e, None, "written") from None
 
     def cursor(self):
         plyvel = require("plyvel", extra="leveldb", feature="LevelDB databases")
-        it = self._handle.iterator()
+        last, it = None, None
         try:
-            yield from it
+            it = self._handle.iterator()
+            for last, value in it:
+                yield last, value
         except plyvel.Error as e:
-            raise DataError(f"leveldb database '{self.path}' cannot be read: {e}") from None
+            raise self._read_error(e, last) from None
         finally:
-            it.close()
+            if it is not None:
+                it.close()
 
     def __len__(self):
-        return sum(1 for _ in self._handle.iterator(include_value=False))
+        import plyvel
+        try:
+            return sum(1 for _ in self._handle.iterator(include_value=False))
+        except plyvel.Error as e:
+            raise self._read_error(e, None) from None
 
     def get(self, key):
-        return self._handle.get(_bytes(key))
+        import plyvel
+        try:
+            return self._handle.get(_bytes(key))
+        except plyvel.Error as e:
+            raise self._read_error(e, None) from None
 
 
 def _bytes(key):

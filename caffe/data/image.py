@@ -29,6 +29,9 @@ ImageOps = LazyModule("PIL.ImageOps")
 # declares a gigapixel image (a "decompression bomb") fails at once; raise it for huge images.
 # Pillow refuses more than 2 * PIL.Image.MAX_IMAGE_PIXELS on its own: raise that one too.
 MAX_IMAGE_PIXELS = 2 ** 26
+# An image file larger than this is refused on its size (stat) before it is opened: 2^26
+# pixels of 16-bit RGBA, uncompressed, are 512 MiB.
+MAX_IMAGE_BYTES = 2 ** 30
 # The formats decoded (OpenCV's imdecode set, as Pillow names them). Pillow knows many more,
 # some of them rarely exercised parsers or, for EPS, a Ghostscript subprocess: none of those
 # is tried on untrusted bytes.
@@ -58,21 +61,27 @@ def decode_image(data, color=None, source="image", contiguous=True):
 
 
 def read_image(path, height=0, width=0, color=True):
-    """Caffe's ReadImageToCVMat: decode a file, then resize to height x width if both are > 0."""
-    data = read_image_bytes(path)
-    img = decode_image(data, color, f"image file '{path}'")
+    """Caffe's ReadImageToCVMat: decode a file, then resize to height x width if both are > 0.
+
+    The file is streamed into the decoder, never read whole: its size is checked (stat), then
+    its header (the pixel count), before any pixel is decoded."""
+    with open_image_file(path) as f:
+        img = _decode(f, color, f"image file '{path}'")
     if height > 0 and width > 0:
         img = resize_linear(img, height, width)
     return img
 
 
-def read_image_bytes(path):
-    """The bytes of an image file (a regular file: never a FIFO or device)."""
+def open_image_file(path):
+    """An image file opened for reading: a regular file of at most MAX_IMAGE_BYTES."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"image file '{path}' is not a regular file")
-        with open(path, "rb") as f:
-            return f.read()
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ImageError(f"image file '{path}': {info.st_size} bytes, more than the limit "
+                             f"{MAX_IMAGE_BYTES} (caffe.data.image.MAX_IMAGE_BYTES)")
+        return open(path, "rb")
     except ValueError:      # a NUL inside the path
         raise ImageError(f"image file {path!r}: not a valid file name") from None
     except OSError as e:
@@ -80,6 +89,19 @@ def read_image_bytes(path):
             raise
         raise ImageError(f"could not open or find image file '{path}': {e.strerror or e}") \
             from None
+
+
+def read_image_bytes(path):
+    """The bytes of an image file (a regular file of at most MAX_IMAGE_BYTES)."""
+    with open_image_file(path) as f:
+        try:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+        except OSError as e:
+            raise ImageError(f"cannot read image file '{path}': {e.strerror or e}") from None
+    if len(data) > MAX_IMAGE_BYTES:     # the file grew after stat()
+        raise ImageError(f"image file '{path}': more than the limit {MAX_IMAGE_BYTES} bytes "
+                         f"(caffe.data.image.MAX_IMAGE_BYTES)")
+    return data
 
 
 def open_image(stream, source, prepare=None):

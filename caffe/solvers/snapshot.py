@@ -4,13 +4,16 @@ A state holds the iteration, the position in a step schedule and the solver's `h
 blobs, in the reference's layouts (binary SolverState or HDF5), so each side can resume
 from the other's files.
 """
+import errno
+import fcntl
 import logging
 import os
+import socket
 
 import numpy as np
 import torch
 
-from .. import formats, parallel
+from .. import formats, hdf5, parallel
 from ..formats import h5py
 from ..blob import checked_count
 from ..errors import CaffeError, SolverError
@@ -40,6 +43,50 @@ class SnapshotMixin:
         if not os.access(folder, os.W_OK):
             raise SolverError(f"cannot write to snapshot prefix '{p.snapshot_prefix}': the "
                               f"directory '{folder}' is not writeable")
+
+    def lock_snapshot_prefix(self):
+        """Hold an advisory lock on <prefix>.lock while solve() runs (root worker only).
+
+        Two runs writing one snapshot prefix at once would interleave their files; the second
+        fails here, naming the first's pid. The lock is the kernel's (flock): it ends with the
+        process, however it ends, so a later run is never locked out by a dead one. The file
+        stays; it holds the pid of the last run that locked it.
+        """
+        p = self.param
+        if getattr(self, "_snapshot_lock", None) is not None or not parallel.is_root() or \
+                not p.HasField("snapshot_prefix") or not (p.snapshot or p.snapshot_after_train):
+            return
+        path = f"{p.snapshot_prefix}.lock"
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return                  # check_snapshot_prefix reports the missing folder
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            log.warning("Cannot create the snapshot lock %s (%s): runs sharing this snapshot "
+                        "prefix are not detected", path, e.strerror or e)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise SolverError(f"snapshot prefix '{p.snapshot_prefix}' is in use by another "
+                                  f"training run ({holder}; lock file {path}): two runs "
+                                  f"would overwrite each other's snapshots. Wait for it, "
+                                  f"stop it, or give this run another snapshot_prefix.") \
+                    from None
+            log.warning("Cannot lock %s (%s): runs sharing this snapshot prefix are not "
+                        "detected", path, e.strerror or e)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._snapshot_lock = fd
+
+    def release_snapshot_lock(self):
+        fd, self._snapshot_lock = getattr(self, "_snapshot_lock", None), None
+        if fd is not None:
+            os.close(fd)            # closing the descriptor releases the flock
 
     def snapshot_filename(self, extension):
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
@@ -123,7 +170,10 @@ class SnapshotMixin:
             if isinstance(value, np.ndarray):
                 value = torch.from_numpy(value)
             else:
-                value = proto_values(value, blob.count())
+                try:
+                    value = proto_values(value, blob.count())
+                except CaffeError as e:
+                    raise SolverError(f"{path}: history blob {i}: {e}") from None
             blob.data.copy_(value.reshape(blob.shape))
         self.iter, self.current_step = int(iteration), int(step)
         log.info("Restored solver state from %s at iteration %d", path, self.iter)
@@ -139,14 +189,18 @@ def _read_batches_hdf5(path):
 
 def _read_state_hdf5(path):
     try:
-        with h5py.File(path, "r") as h5:
+        with hdf5.open_file(path, SolverError) as h5:
             for key in ("iter", "current_step", "history"):
-                if key not in h5:
+                if hdf5.member(h5, key, path, SolverError) is None:
                     raise SolverError(f"{path}: not a solver state: no '{key}' in the HDF5 file")
             iteration, step = (_hdf5_scalar(h5, key, path) for key in ("iter", "current_step"))
             learned_net = ""
-            if "learned_net" in h5:
-                learned_net = h5["learned_net"][()]
+            value = hdf5.member(h5, "learned_net", path, SolverError)
+            if value is not None:
+                if not isinstance(value, h5py.Dataset) or value.size != 1:
+                    raise SolverError(f"{path}: learned_net is not a file name")
+                hdf5.check_storage(value, path, SolverError)
+                learned_net = value[()]
                 if isinstance(learned_net, np.ndarray) and learned_net.size == 1:
                     learned_net = learned_net.reshape(-1)[0]
                 if isinstance(learned_net, bytes):
@@ -154,16 +208,18 @@ def _read_state_hdf5(path):
                 if not isinstance(learned_net, str):
                     raise SolverError(f"{path}: learned_net is not a file name")
             group = h5["history"]
-            history = []
+            datasets = []
             for i in range(len(group)):
-                if str(i) not in group:
+                ds = hdf5.member(group, str(i), path, SolverError)
+                if ds is None:
                     raise SolverError(f"{path}: history blob {i} is missing")
-                value = formats.read_hdf5_array(group[str(i)], path, np.float64, SolverError)
-                history.append((value.shape, value))
+                datasets.append((ds, np.float64))
+            history = [(value.shape, value)
+                       for value in hdf5.read_all(datasets, path, SolverError)]
             return iteration, learned_net, step, history
     except CaffeError:
         raise
-    except formats.H5_ERRORS as e:
+    except (formats.H5_ERRORS + (UnicodeDecodeError,)) as e:
         raise SolverError(f"{path}: not a readable HDF5 solver state: {e}") from None
 
 
@@ -171,7 +227,15 @@ def _hdf5_scalar(h5, key, path):
     value = h5[key]
     if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
         raise SolverError(f"{path}: '{key}' is not a single number")
-    return int(np.asarray(value[()]).reshape(-1)[0])
+    return int(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
+
+
+def _lock_holder(fd):
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown"
 
 
 def _find_learned_net(learned_net, state_path):

@@ -198,11 +198,19 @@ class Solver(SnapshotMixin):
     # -- training ------------------------------------------------------------------
     def solve(self, resume_file=None):
         """Train to max_iter (resuming from a .solverstate first if given)."""
+        try:
+            self._solve(resume_file)
+        finally:
+            # The prefix is free again once training ends, for a rerun in this process too.
+            self.release_snapshot_lock()
+
+    def _solve(self, resume_file):
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False
         if self.param.snapshot_after_train:
             self.check_snapshot_prefix()
+        self.lock_snapshot_prefix()
         if resume_file:
             log.info("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)

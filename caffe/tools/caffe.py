@@ -262,6 +262,10 @@ def time_net(args):
     _select_device(_gpus(args.gpu))
     net = Net(args.model, phase=_phase(args.phase, caffe_pb2.TRAIN), level=args.level,
               stages=_stages(args))
+    # BVLC's `caffe time` runs every layer's Backward: layers must keep what their backward
+    # reads (an in-place Scale's input) even in a deploy net that needs no backward.
+    for layer in net._layers:
+        layer.need_backward = True
     # One untimed pass first: it sizes every blob and catches errors early.
     log.info("Performing Forward")
     log.info("Initial loss: %s", _fmt(float(net.forward_prefilled())))

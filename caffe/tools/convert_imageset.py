@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .cli import Parser, run, setup_logging
 from ..data.db import image_to_datum, open_db
-from ..data.image import encode_image, read_image, read_image_list
+from ..data.image import encode_image, read_image, read_image_bytes, read_image_list
 from ..errors import DataError
 
 log = logging.getLogger("caffe")
@@ -58,8 +58,7 @@ def _datum(path, label, args, encoding):
         ext = _ext(path)
         same_format = ext == encoding or (encoding == "jpg" and ext == "jpeg")
         if (img.shape[2] == 3) == color and not height and not width and same_format:
-            with open(path, "rb") as f:
-                return image_to_datum(None, label, encoded=f.read())
+            return image_to_datum(None, label, encoded=read_image_bytes(path))
         return image_to_datum(None, label, encoded=encode_image(img, encoding))
     except (DataError, OSError) as e:
         log.warning("skipping %s: %s", path, e)

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ... import formats, parallel
+from ... import formats, hdf5, parallel
 from ...formats import h5py
 from ...data.transformer import draw_seed
 from ...errors import DataError
@@ -43,19 +43,20 @@ class HDF5DataLayer(_DataLayer):
     def _load(self, index):
         path = self.files[index]
         try:
-            formats.check_regular_file(path, DataError)
-            with h5py.File(path, "r") as f:
-                arrays = []
+            with hdf5.open_file(path, DataError) as f:
+                datasets = []
                 for name in self.param.top:
-                    if name not in f or not isinstance(f[name], h5py.Dataset):
+                    ds = hdf5.member(f, name, path, DataError)
+                    if not isinstance(ds, h5py.Dataset):
                         raise DataError(f"HDF5 file '{path}' has no dataset '{name}' (one "
                                         f"dataset per top, named as the top)")
-                    ds = f[name]
                     if ds.ndim < 1 or ds.dtype.kind not in "biuf":
                         raise DataError(f"HDF5 dataset '{name}' in '{path}' must be a numeric "
                                         f"array of at least 1 dimension, got {ds.dtype} "
                                         f"{ds.shape}")
-                    arrays.append(formats.read_hdf5_array(ds, path, ds.dtype, DataError))
+                    datasets.append((ds, _np_dtype(self.dtype)))
+                # All tops inspected (size, storage, filters) before any is read.
+                arrays = hdf5.read_all(datasets, path, DataError)
         except DataError:
             raise
         except formats.H5_ERRORS as e:
@@ -64,8 +65,7 @@ class HDF5DataLayer(_DataLayer):
         if len(rows) != 1:
             counts = ", ".join(f"{n} {a.shape[0]}" for n, a in zip(self.param.top, arrays))
             raise DataError(f"the datasets of '{path}' have different numbers of rows: {counts}")
-        self.datasets = [torch.from_numpy(np.asarray(a, dtype=_np_dtype(self.dtype)))
-                         .to(self.device, self.dtype) for a in arrays]
+        self.datasets = [torch.from_numpy(a).to(self.device, self.dtype) for a in arrays]
         self.rows = rows.pop()
         if self.rows == 0:
             raise DataError(f"HDF5 file '{path}' has no rows")

@@ -1,4 +1,6 @@
 """WindowData: R-CNN's windows of images, warped to a square crop."""
+import re
+
 import numpy as np
 
 from ... import formats
@@ -94,6 +96,9 @@ def _round(x):
     return int(np.sign(x) * np.floor(np.abs(x) + 0.5))
 
 
+_TOKEN = re.compile(r"\S+")
+
+
 @register_layer
 class WindowDataLayer(_PrefetchingLayer):
     """R-CNN windows from window_data_param.source, warped to crop_size: data and label.
@@ -152,47 +157,68 @@ class WindowDataLayer(_PrefetchingLayer):
                              draw_seed(), dtype, channels)
 
     def _read_windows(self, p):
-        tokens = formats.read_text_file(p.source, "window file", DataError).split()
+        text = formats.read_text_file(p.source, "window file", DataError)
+        read = [0]                      # tokens read so far, kept by _parse_windows
+        try:
+            return self._parse_windows(p, text, read)
+        except (DataError, ValueError) as e:
+            # The line of the last token read; found only when the file is wrong.
+            line = _token_line(text, read[0])
+            detail = f"not a number: {e}" if isinstance(e, ValueError) else str(e)
+            raise DataError(f"window file '{p.source}' line {line}: {detail}") from None
+
+    def _parse_windows(self, p, text, read):
+        tokens = text.split()
         if not tokens:
-            raise DataError(f"window file '{p.source}' is empty")
+            raise DataError("the file is empty")
         images, fg, bg, pos = {}, [], [], 0
 
         def take(n, what):
             nonlocal pos
             if pos + n > len(tokens):
-                raise DataError(f"window file '{p.source}' ends in the middle of {what}")
+                read[0] = len(tokens)
+                raise DataError(f"the file ends in the middle of {what}")
             pos += n
+            read[0] = pos
             return tokens[pos - n:pos]
 
-        try:
-            while pos < len(tokens):
-                mark, index = take(2, "an image header")
-                if mark != "#":
-                    raise DataError(f"window file '{p.source}': expected '# image_index', "
-                                    f"found '{mark} {index}'")
-                index = int(index)
-                path = p.root_folder + take(1, "an image header")[0]
-                size = tuple(int(v) for v in take(3, "an image size"))
-                images[index] = (path, size)
-                for _ in range(int(take(1, "a window count")[0])):
-                    label, overlap, x1, y1, x2, y2 = take(6, "a window")
-                    window = [index, int(label), float(overlap), int(x1), int(y1), int(x2),
-                              int(y2)]
-                    if not all(-2 ** 31 <= v < 2 ** 31 for v in window[3:]):
-                        # Caffe reads them as ints; beyond, the warp arithmetic overflows.
-                        raise DataError(f"window file '{p.source}': window {window[3:]} of "
-                                        f"image {index} does not fit 32-bit coordinates")
-                    if window[2] >= p.fg_threshold:
-                        if window[1] <= 0:
-                            raise DataError(f"window file '{p.source}': foreground window of "
-                                            f"image {index} has class {window[1]}; foreground "
-                                            f"classes start at 1")
-                        fg.append(window)
-                    elif window[2] < p.bg_threshold:
-                        window[1], window[2] = 0, 0.0
-                        bg.append(window)
-        except ValueError as e:
-            raise DataError(f"window file '{p.source}': not a number: {e}") from None
+        while pos < len(tokens):
+            mark, index = take(2, "an image header")
+            if mark != "#":
+                raise DataError(f"expected '# image_index', "
+                                f"found '{mark} {index}'")
+            index = int(index)
+            path = p.root_folder + take(1, "an image header")[0]
+            size = tuple(int(v) for v in take(3, "an image size"))
+            images[index] = (path, size)
+            for _ in range(int(take(1, "a window count")[0])):
+                label, overlap, x1, y1, x2, y2 = take(6, "a window")
+                window = [index, int(label), float(overlap), int(x1), int(y1), int(x2),
+                          int(y2)]
+                if not all(-2 ** 31 <= v < 2 ** 31 for v in window[3:]):
+                    # Caffe reads them as ints; beyond, the warp arithmetic overflows.
+                    raise DataError(f"window {window[3:]} of "
+                                    f"image {index} does not fit 32-bit coordinates")
+                if window[2] >= p.fg_threshold:
+                    if window[1] <= 0:
+                        raise DataError(f"foreground window of "
+                                        f"image {index} has class {window[1]}; foreground "
+                                        f"classes start at 1")
+                    fg.append(window)
+                elif window[2] < p.bg_threshold:
+                    window[1], window[2] = 0, 0.0
+                    bg.append(window)
         log.info("Window data: %d images, %d foreground and %d background windows",
                  len(images), len(fg), len(bg))
         return images, fg, bg
+
+
+def _token_line(text, count):
+    """The line (from 1) of the count-th whitespace-separated token of text (the last if past)."""
+    offset = 0
+    for token in _TOKEN.finditer(text):
+        offset = token.start()
+        count -= 1
+        if count <= 0:
+            break
+    return text.count("\n", 0, offset) + 1
