@@ -83,7 +83,8 @@ class _DB:
     """Shared behaviour: iteration in key order, buffered writes, context manager."""
 
     backend = ""
-    files = None            # the names in the folder the library opens (None: all of them)
+    # the names in the folder the library opens (None: all of them)
+    files: "tuple[str, ...] | None" = None
 
     def __init__(self, path, mode):
         self.path, self.mode = path, mode
