@@ -384,6 +384,7 @@ def test_concurrent_runs_on_one_snapshot_prefix(tmp_path):
         print("RERUN", sorted(os.listdir("snap")), flush=True)
     """, tmp_path, seconds=90)
     assert "s_iter_5.caffemodel" in out and "s_iter_5.solverstate" in out, out
+    assert "s.lock" not in out, out     # taken over from the dead holder, removed at the end
 
 
 def test_second_sigint_does_not_drop_the_stop_snapshot(tmp_path):

@@ -2,6 +2,7 @@
 import io
 import os
 import shutil
+import signal
 import sys
 
 import numpy as np
@@ -34,12 +35,16 @@ def spark():
     os.environ["PYTHONPATH"] = clean_env()["PYTHONPATH"]    # the tasks import this caffe
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["PYSPARK_PYTHON"] = sys.executable          # the tasks' Python: this venv's
+    # SparkContext installs its own SIGINT handler and stop() leaves it: restore ours, so
+    # that later tests of Ctrl-C handling see Python's default.
+    sigint = signal.getsignal(signal.SIGINT)
     session = (SparkSession.builder.master("local[2]").appName("pycaffe-test")
                .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
                .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    signal.signal(signal.SIGINT, sigint)
 
 
 def snapshots(folder):

@@ -49,8 +49,9 @@ class SnapshotMixin:
 
         Two runs writing one snapshot prefix at once would interleave their files; the second
         fails here, naming the first's pid. The lock is the kernel's (flock): it ends with the
-        process, however it ends, so a later run is never locked out by a dead one. The file
-        stays; it holds the pid of the last run that locked it.
+        process, however it ends, so a later run is never locked out by a dead one. A run that
+        ends normally removes the file, so the folder holds only what BVLC writes; one that was
+        killed leaves it, holding its pid, and the next run takes it over.
         """
         p = self.param
         if getattr(self, "_snapshot_lock", None) is not None or not parallel.is_root() or \
@@ -59,33 +60,45 @@ class SnapshotMixin:
         path = f"{p.snapshot_prefix}.lock"
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             return                  # check_snapshot_prefix reports the missing folder
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        except OSError as e:
-            log.warning("Cannot create the snapshot lock %s (%s): runs sharing this snapshot "
-                        "prefix are not detected", path, e.strerror or e)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = _lock_holder(fd)
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise SolverError(f"snapshot prefix '{p.snapshot_prefix}' is in use by another "
-                                  f"training run ({holder}; lock file {path}): two runs "
-                                  f"would overwrite each other's snapshots. Wait for it, "
-                                  f"stop it, or give this run another snapshot_prefix.") \
-                    from None
-            log.warning("Cannot lock %s (%s): runs sharing this snapshot prefix are not "
-                        "detected", path, e.strerror or e)
+        for _ in range(10):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as e:
+                log.warning("Cannot create the snapshot lock %s (%s): runs sharing this "
+                            "snapshot prefix are not detected", path, e.strerror or e)
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise SolverError(f"snapshot prefix '{p.snapshot_prefix}' is in use by "
+                                      f"another training run ({holder}; lock file {path}): "
+                                      f"two runs would overwrite each other's snapshots. Wait "
+                                      f"for it, stop it, or give this run another "
+                                      f"snapshot_prefix.") from None
+                log.warning("Cannot lock %s (%s): runs sharing this snapshot prefix are not "
+                            "detected", path, e.strerror or e)
+                return
+            if _same_file(fd, path):
+                break
+            os.close(fd)    # a finishing run removed the file after we opened it: open anew
+        else:
+            log.warning("Cannot lock %s: it keeps being replaced", path)
             return
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._snapshot_lock = fd
+        self._snapshot_lock = (fd, path)
 
     def release_snapshot_lock(self):
-        fd, self._snapshot_lock = getattr(self, "_snapshot_lock", None), None
-        if fd is not None:
+        held, self._snapshot_lock = getattr(self, "_snapshot_lock", None), None
+        if held is not None:
+            fd, path = held
+            try:
+                os.unlink(path)     # removed while still locked, so no other run holds it
+            except OSError:
+                pass
             os.close(fd)            # closing the descriptor releases the flock
 
     def snapshot_filename(self, extension):
@@ -228,6 +241,13 @@ def _hdf5_scalar(h5, key, path):
     if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
         raise SolverError(f"{path}: '{key}' is not a single number")
     return int(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
+
+
+def _same_file(fd, path):
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _lock_holder(fd):

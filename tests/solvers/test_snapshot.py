@@ -182,7 +182,7 @@ def test_kill_9_leaves_only_complete_snapshots(tmp_path):
     assert done, "no snapshot completed in a second"
     # Leftovers of interrupted writes never carry a final name.
     for path in tmp_path.iterdir():
-        # crash.lock: the snapshot-prefix lock (issue 20), kept on purpose.
+        # crash.lock: the snapshot-prefix lock (issue 20), left by the killed run.
         assert re.fullmatch(r"crash_iter_\d+\.(caffemodel|solverstate)(\..*\.tmp)?"
                             r"|trainer\.py|crash\.lock", path.name), path.name
     # Training resumes from the last complete snapshot.
