@@ -5,7 +5,8 @@
 1. Runs the golden layer and solver suites and the whole-net tests under pytest with
    PYCAFFE_TEST_DEVICE=cuda (every device-parametrized test on CUDA, caffe.set_mode_gpu()).
 2. Times CaffeNet train and forward (batch 256), GoogLeNet and ResNet-50 train (batch 64), in
-   ms per image, fp32 and under bf16 autocast, ours (caffe.Net / SGDSolver) against the
+   ms per image, fp32 and bf16 (ours: precision="bf16", bf16 nets with float32 master
+   weights; PyTorch: fp32 weights under bf16 autocast), ours (caffe.Net / SGDSolver) against the
    hand-written PyTorch models of benchmarks/torch_models.py on the same GPU, alternating the
    two sides' iterations in one process (ABBA) with a CUDA synchronize around each; the nets,
    weights and the before-timing agreement check are benchmarks/run.py's.
@@ -76,7 +77,10 @@ def time_row(spec, models, dev, precision, budget):
     if dev.type == "cuda":
         caffe.set_mode_gpu()
     try:
-        net, solver, x, y, ostep = run.build_ours(key, models, train)
+        # Ours computes in bf16 with float32 masters (-precision bf16); PyTorch's side is its
+        # usual mixed precision, fp32 weights under bf16 autocast.
+        net, solver, x, y, ostep = run.build_ours(key, models, train,
+                                                  precision if precision == "bf16" else None)
         model, tstep = run.build_torch(key, net)
         model.to(dev)
         tstep.x = x.to(dev)

@@ -90,23 +90,26 @@ def caffe_net_param(path, batch, train):
     return param
 
 
-def build_ours(row, models, train):
+def build_ours(row, models, train, precision=None):
+    """Our net (and solver); precision "bf16"/"fp16" builds it in half precision, the
+    solver with float32 master weights (caffe.solvers.precision)."""
     import torch
     import caffe
     from caffe.proto import caffe_pb2
+    from caffe.solvers.precision import compute_dtype
     _, proto, batch, _ = ROWS[row]
     param = caffe_net_param(str(Path(models) / proto), batch, train)
     if train:
         sp = caffe_pb2.SolverParameter(type="SGD", lr_policy="fixed", max_iter=10 ** 9,
                                        display=0, **SOLVER)
         sp.net_param.CopyFrom(param)
-        solver = caffe.get_solver(sp)
+        solver = caffe.get_solver(sp, precision=precision)
         net = solver.net
         # A training loop reads only the learned blobs' gradients: let the intermediate
         # blobs' diffs share storage (see Net.recycle_diffs).
         net.recycle_diffs = RECYCLE_DIFFS
     else:
-        solver, net = None, caffe.Net(param, caffe.TEST)
+        solver, net = None, caffe.Net(param, caffe.TEST, dtype=compute_dtype(precision))
     for name, layer in zip(net._layer_names, net._layers):
         if layer.type == "BatchNorm":   # unit variance, zero mean, scale factor 1
             layer.blobs[1].data.fill_(1)
@@ -168,6 +171,10 @@ def check(row, net, solver, model, tstep):
     for layer, module in zip(layers, learned_modules(model)):
         params = [module.weight] + ([module.bias] if module.bias is not None else [])
         pairs += [(blob, p, p.detach().clone()) for blob, p in zip(layer.blobs, params)]
+    if solver.master is not None:
+        # Half precision: the update is in the float32 masters; the net holds their rounding.
+        masters = dict(zip(map(id, net.learnable_params), solver.master.params))
+        pairs = [(masters.get(id(blob), blob), p, before) for blob, p, before in pairs]
     solver.step(1)
     ours_loss = float(net._blobs[net.blob_index["loss"]].data)
     theirs_loss = tstep()

@@ -18,6 +18,8 @@ MAX_BLOB_COUNT = 2 ** 31 - 1
 MAX_BLOB_AXES = 32      # Caffe's kMaxBlobAxes
 
 _AT_DEVICE, _AT_HOST, _SYNCED = 0, 1, 2
+# Compute dtypes of half precision (caffe.solvers.precision); files always hold float32.
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def checked_count(shape, what="blob", error=CaffeError):
@@ -94,10 +96,13 @@ class _Mem:
 
     def numpy(self):
         view = self.view if self.view is not None else self._materialize()
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.dtype not in HALF_DTYPES:
             return view.numpy()
+        # A GPU blob's mirror is a host copy; so is a half-precision blob's, in float32
+        # (NumPy has no bfloat16), so that every write reaches the tensor through tensor().
         if self.host is None or self.head == _AT_DEVICE:
-            self.host = view.cpu().numpy()
+            host = view.cpu()
+            self.host = (host.float() if self.dtype in HALF_DTYPES else host).numpy()
         self.head = _AT_HOST
         return self.host
 

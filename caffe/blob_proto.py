@@ -67,5 +67,6 @@ def blob_to_proto(blob, proto, write_diff=False):
     fields = [(data_field, blob.data)] + ([(diff_field, blob.diff)] if write_diff else [])
     for name, tensor in fields:
         number = proto.DESCRIPTOR.fields_by_name[name].number
-        proto.MergeFromString(_packed(number, tensor.detach().cpu().numpy().astype(dtype).ravel()))
+        values = tensor.detach().cpu().to(torch.float64 if double else torch.float32)
+        proto.MergeFromString(_packed(number, values.numpy().astype(dtype).ravel()))
     return proto

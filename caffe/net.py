@@ -5,7 +5,7 @@ import os
 import torch
 
 from . import formats
-from .blob import Blob
+from .blob import HALF_DTYPES, Blob
 from .errors import NetError, OutOfMemoryError
 from .layer import at_layer, create_layer
 from .layers.python_layer import module_search_dir
@@ -331,7 +331,9 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
 
     def forward_from_to(self, start, end):
         """Run layers start..end inclusive; return the weighted loss as a 0-d tensor."""
-        loss = torch.zeros((), dtype=self.dtype, device=self.device)
+        # Half-precision nets add their losses up in float32.
+        loss = torch.zeros((), dtype=torch.float32 if self.dtype in HALF_DTYPES else self.dtype,
+                           device=self.device)
         layers, fuse, hidden, on = self._layers, self._fuse_next, self._hidden, \
             self._hidden_on
         i = start
@@ -427,7 +429,18 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             layer.reshape(bottom, top)
             for blob, w in zip(top, layer.loss_weights):
                 if w:
-                    blob.diff.fill_(w)
+                    blob.diff.fill_(w * self.loss_scale)
+
+    # Backward starts from loss_weight x loss_scale: float16 training scales its loss so that
+    # small gradients do not underflow (caffe.solvers.precision divides them back).
+    loss_scale = 1.0
+
+    def set_loss_scale(self, scale):
+        self.loss_scale = float(scale)
+        for layer, top in zip(self._layers, self.top_vecs):
+            for blob, w in zip(top, layer.loss_weights):
+                if w:
+                    blob.diff.fill_(w * self.loss_scale)
 
     def clear_param_diffs(self):
         for blob in self.learnable_params:

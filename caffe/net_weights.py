@@ -7,8 +7,9 @@ import logging
 import torch
 
 from . import formats
+from .blob import HALF_DTYPES
 from .errors import CaffeError, WeightsError
-from .blob_proto import copy_proto_into, proto_shape, shape_matches_proto
+from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
 from .proto import caffe_pb2
 
 log = logging.getLogger("caffe")
@@ -95,19 +96,26 @@ class NetWeights:
                                        f"{k}, shape {theirs.shape} vs {mine.shape}")
                 mine.share_data(theirs)
 
-    def to_proto(self, write_diff=False):
+    def to_proto(self, write_diff=False, masters=None):
+        """The NetParameter with learned blobs; `masters` (one blob per learnable param, a
+        half-precision solver's float32 copies) replace the net's own values."""
         out = caffe_pb2.NetParameter()
         out.name = self.name
-        for layer in self._layers:
-            layer.to_proto(write_diff, out=out.layer.add())
+        for i, layer in enumerate(self._layers):
+            proto = out.layer.add()
+            layer.to_proto(write_diff, out=proto)
+            if masters is not None:
+                for j, pid in enumerate(self.param_id_vecs[i]):
+                    blob_to_proto(masters[self.learnable_param_ids[pid]], proto.blobs[j],
+                                  write_diff)
         return out
 
-    def save(self, path, write_diff=False):
+    def save(self, path, write_diff=False, masters=None):
         path = str(path)
         if path.endswith(".h5"):
-            formats.write_hdf5_weights(path, self._hdf5_groups(write_diff))
+            formats.write_hdf5_weights(path, self._hdf5_groups(write_diff, masters))
         else:
-            formats.write_caffemodel(path, self.to_proto(write_diff))
+            formats.write_caffemodel(path, self.to_proto(write_diff, masters))
 
     def save_hdf5(self, path):
         """Write the learned blobs as a .caffemodel.h5 (Net::ToHDF5)."""
@@ -118,13 +126,21 @@ class NetWeights:
         path = str(path)
         self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
 
-    def _hdf5_groups(self, write_diff):
+    def _hdf5_groups(self, write_diff, masters=None):
         data, diff = {}, {}
         for i, layer in enumerate(self._layers):
             data[self._layer_names[i]], diff[self._layer_names[i]] = {}, {}
             for j, blob in enumerate(layer.blobs):
+                if masters is not None:
+                    blob = masters[self.learnable_param_ids[self.param_id_vecs[i][j]]]
                 if self.param_owners[self.param_id_vecs[i][j]] < 0:
-                    data[self._layer_names[i]][j] = blob.data.cpu().numpy()
+                    data[self._layer_names[i]][j] = _host(blob.data)
                 if write_diff:
-                    diff[self._layer_names[i]][j] = blob.diff.cpu().numpy()
+                    diff[self._layer_names[i]][j] = _host(blob.diff)
         return {"data": data, **({"diff": diff} if write_diff else {})}
+
+
+def _host(tensor):
+    """A NumPy copy for a weights file: float32 for half-precision blobs, as Caffe reads."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype in HALF_DTYPES else tensor).numpy()

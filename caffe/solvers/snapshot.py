@@ -112,7 +112,10 @@ class SnapshotMixin:
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
         self._note_replacing(model)
-        self.net.save(model, write_diff=self.param.snapshot_diff)
+        # A half-precision run writes its float32 masters: the file is BVLC's float32 model.
+        master = getattr(self, "master", None)
+        self.net.save(model, write_diff=self.param.snapshot_diff,
+                      masters=master.params if master is not None else None)
         state = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto",
                  state)
@@ -174,7 +177,10 @@ class SnapshotMixin:
                               f"{len(self.history)} (a state saved by another solver type or "
                               f"for another net?)")
         if learned_net:
-            self.net.copy_from(_find_learned_net(learned_net, path))
+            learned_net = _find_learned_net(learned_net, path)
+            self.net.copy_from(learned_net)
+            if getattr(self, "master", None) is not None:
+                self.master.load(_weight_layers(learned_net))
         for i, (blob, (shape, value)) in enumerate(zip(self.history, history)):
             if tuple(shape) != blob.shape and \
                     checked_count(shape, f"{path}: history blob {i}", SolverError) != blob.count():
@@ -241,6 +247,15 @@ def _hdf5_scalar(h5, key, path):
     if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
         raise SolverError(f"{path}: '{key}' is not a single number")
     return int(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
+
+
+def _weight_layers(path):
+    """[(layer name, [values])] of a weights file, for a half-precision solver's masters."""
+    if str(path).endswith(".h5"):
+        groups = formats.read_hdf5_weights(str(path))
+        return [(name, [blobs[k] for k in sorted(blobs, key=int)])
+                for name, blobs in groups.items()]
+    return [(layer.name, list(layer.blobs)) for layer in formats.read_caffemodel(path).layer]
 
 
 def _same_file(fd, path):

@@ -22,6 +22,7 @@ from ..proto import caffe_pb2
 from .debug_info import (backward_debug_info, fmt, forward_debug_info, loss_note,
                          output_values, update_debug_info)
 from .lr_policy import check_lr_policy, learning_rate
+from .precision import MasterWeights, compute_dtype
 from .registry import read_solver
 from .signals import NONE, SNAPSHOT, STOP
 from .snapshot import SnapshotMixin
@@ -38,7 +39,8 @@ class Solver(SnapshotMixin):
     """Caffe's Solver + SGDSolver machinery shared by all six solver types.
 
     Solver(param) takes a SolverParameter or a solver prototxt path. Nets are
-    built in `dtype` on `device` (default: caffe's current mode).
+    built in `dtype` on `device` (default: caffe's current mode); precision="bf16" or
+    "fp16" builds them in that half dtype with float32 master weights (precision.py).
     Subclasses set `type`, `num_history_sets` and implement compute_update_value.
     """
 
@@ -46,12 +48,13 @@ class Solver(SnapshotMixin):
     num_history_sets = 1  # AdaDelta and Adam keep a second set after the first
     data_parallel = None  # caffe.parallel.DataParallel when this is one of several workers
 
-    def __init__(self, param, dtype=torch.float32, device=None):
+    def __init__(self, param, dtype=torch.float32, device=None, precision=None):
         if not isinstance(param, caffe_pb2.SolverParameter):
             param = read_solver(param)
         self.param = caffe_pb2.SolverParameter()
         self.param.CopyFrom(param)
         self.dtype = dtype
+        self.compute_dtype = compute_dtype(precision, dtype)
         self.device = torch.device(device if device is not None else common.device())
         self.check_param()
         self.check_snapshot_prefix(only_if_periodic=True)
@@ -60,6 +63,7 @@ class Solver(SnapshotMixin):
         self.net = self._init_train_net()
         # As BVLC, only the root solver (worker 0 of a parallel run) tests.
         self.test_nets = self._init_test_nets() if parallel.is_root() else []
+        self.master = MasterWeights.for_net(self.net, dtype)   # half precision's fp32 copies
         log.info("Solver scaffolding done.")
         self.iter = 0
         self.current_step = 0
@@ -104,7 +108,7 @@ class Solver(SnapshotMixin):
         log.info("Creating %s net from %s", "training" if phase == caffe_pb2.TRAIN else "test",
                  source)
         try:
-            net = Net(net_param, dtype=self.dtype, device=self.device)
+            net = Net(net_param, dtype=self.compute_dtype, device=self.device)
         except NetError as e:
             # Name the solver field the net came from (an inline net has no file name).
             if "from the NetParameter given" in str(e):
@@ -305,7 +309,7 @@ class Solver(SnapshotMixin):
         net = self.net
         if not debug:
             return net.forward_backward()
-        loss = torch.zeros((), dtype=net.dtype, device=net.device)
+        loss = torch.zeros((), dtype=torch.float32, device=net.device)
         for i in range(len(net._layers)):
             loss = loss + net.forward_from_to(i, i)
             forward_debug_info(net, i)
@@ -384,7 +388,9 @@ class Solver(SnapshotMixin):
         self.learning_rate = rate
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %s", self.iter, fmt(rate))
-        params = self.net.learnable_params
+        params = self.net.learnable_params if self.master is None else self.master.params
+        if self.master is not None and not self.master.gradients():
+            return                  # float16 overflowed: no update, a lower loss scale
         if params:
             diffs = [b.diff for b in params]
             self.clip_gradients(diffs)
@@ -394,6 +400,8 @@ class Solver(SnapshotMixin):
                 self.regularize(params, diffs)
                 self.compute_update_value(diffs, [rate * lr for lr in self.net.params_lr])
                 torch._foreach_sub_([b.data for b in params], diffs)
+            if self.master is not None:
+                self.master.push(diffs=True)
         if p.display and p.debug_info and self.iter % p.display == 0:
             update_debug_info(self.net)
 

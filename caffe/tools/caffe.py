@@ -27,17 +27,18 @@ from .glog import GlogFormatter, log_to_stderr  # noqa: F401  (also the data too
 # torch, the net and the solvers load when a command runs (_load_engine): `caffe --help`
 # needs none of them.
 torch = common = parallel = caffe_pb2 = dashboard = Net = None
-SignalHandler = get_solver = read_solver = None
+SignalHandler = get_solver = read_solver = compute_dtype = None
 
 
 def _load_engine():
     global torch, common, parallel, caffe_pb2, dashboard, Net
-    global SignalHandler, get_solver, read_solver
+    global SignalHandler, get_solver, read_solver, compute_dtype
     import torch
     from .. import common, parallel
     from ..net import Net
     from ..proto import caffe_pb2
     from ..solvers import dashboard
+    from ..solvers.precision import compute_dtype
     from ..solvers.registry import get_solver, read_solver
     from ..solvers.signals import SignalHandler
 
@@ -170,7 +171,7 @@ def train(args):
         del param.weights[:]
         param.weights.append(args.weights)
     with SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
-        solver = get_solver(param)
+        solver = get_solver(param, precision=args.precision)
         # No one reads intermediate blobs' diffs in this loop (debug_info prints them): let
         # them share storage. pycaffe's Solver keeps Caffe's every-blob diffs for scripts.
         solver.net.recycle_diffs = not param.debug_info
@@ -218,7 +219,7 @@ def test(args):
         raise CaffeError("Need model weights to score (-weights).")
     _select_device(_gpus(args.gpu))
     net = Net(args.model, phase=_phase(args.phase, caffe_pb2.TEST), level=args.level,
-              stages=_stages(args))
+              stages=_stages(args), dtype=compute_dtype(args.precision))
     for name in args.weights.split(","):
         net.copy_from(name.strip())
     log.info("Running for %d iterations.", args.iterations)
@@ -261,7 +262,7 @@ def time_net(args):
         raise CaffeError("Need a model definition to time (-model).")
     _select_device(_gpus(args.gpu))
     net = Net(args.model, phase=_phase(args.phase, caffe_pb2.TRAIN), level=args.level,
-              stages=_stages(args))
+              stages=_stages(args), dtype=compute_dtype(args.precision))
     # BVLC's `caffe time` runs every layer's Backward: layers must keep what their backward
     # reads (an in-place Scale's input) even in a deploy net that needs no backward.
     for layer in net._layers:

@@ -51,6 +51,9 @@ def flag_set(commands, tools):
       "received: snapshot, stop or none.", choices=ACTIONS)
     d("workers", int, 0, "pycaffe: train with N data-parallel worker processes (CPU: gloo); "
       "-gpu lists give one per GPU", module="pycaffe")
+    d("precision", str, "fp32", "pycaffe: compute in fp32, bf16 or fp16 (train: float32 master "
+      "weights and snapshots; fp16 with dynamic loss scaling)", module="pycaffe",
+      choices=("fp32", "bf16", "fp16"))
     d("overwrite_snapshots", bool, False, "pycaffe: accepted from older scripts and ignored: "
       "train replaces snapshot files as BVLC does (with a WARNING for files it did not write)",
       module="pycaffe")

@@ -61,6 +61,30 @@ def test_train_test_and_time(workdir, capsys):
     assert "Average Forward-Backward: " in err and "*** Benchmark ends ***" in err
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_flag(workdir, capsys, precision):
+    code, err = run(capsys, "train", "-solver", "solver.prototxt", "-weights", "init.caffemodel",
+                    "-precision", precision)
+    assert code == 0, err
+    name = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    assert f"Computing in {name} with float32 master weights" in err
+    assert "    Test net output #0: accuracy = 1\n" in err
+    # The snapshot holds float32 masters, which a float32 net reads as they were.
+    net = caffe.Net("net.prototxt", "tiny_iter_20.caffemodel", caffe.TEST)
+    assert net.params["ip"][0].data.dtype == np.float32
+    code, err = run(capsys, "test", "-model", "net.prototxt", "-weights",
+                    "tiny_iter_20.caffemodel", "-iterations", "2", "-precision", precision)
+    assert code == 0 and "] accuracy = 1\n" in err, err
+    code, err = run(capsys, "time", "-model", "net.prototxt", "-iterations", "1",
+                    "-precision", precision)
+    assert code == 0 and "*** Benchmark ends ***" in err, err
+
+
+def test_unknown_precision_flag(workdir, capsys):
+    code, err = run(capsys, "train", "-solver", "solver.prototxt", "-precision", "fp8")
+    assert code != 0 and "precision" in err and "fp8" in err, err
+
+
 def test_resume_from_snapshot(workdir, capsys):
     code, err = run(capsys, "train", "-solver", "solver.prototxt", "-weights", "init.caffemodel")
     assert code == 0, err
