@@ -1,7 +1,7 @@
 """`python -m caffe ARGS` is the `caffe` command."""
 import sys
 
-from caffe.tools.caffe import main
+from caffe.tools.caffe import program
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(program())

@@ -100,4 +100,4 @@ def test_metadata():
     assert "pycaffe[all" in " ".join(extras["test"])
     assert {"Homepage", "Source", "Documentation"} <= set(project["urls"])
     scripts = project["scripts"]
-    assert scripts["caffe"] == "caffe.tools.caffe:main"
+    assert scripts["caffe"] == "caffe.tools.caffe:program"

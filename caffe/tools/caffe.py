@@ -14,6 +14,7 @@ Training on several GPUs (-gpu 0,1 / all) or CPU workers (-workers N) runs one p
 device, data-parallel; under torchrun's variables each process is one worker (caffe.parallel).
 """
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -378,5 +379,18 @@ def main(argv=None):
         set_python_layers_allowed(allowed)
 
 
+def program(argv=None):
+    """The `caffe` program: main(), then a quick exit.
+
+    Python's last garbage collection at exit walks torch's whole object graph, about 0.5 s on
+    a 2-core machine (BVLC's binary exits at once); frozen objects are skipped, and their
+    memory goes back with the process. Only for the program: main() called from Python code
+    leaves the caller's collector alone.
+    """
+    status = main(argv)
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(program())
