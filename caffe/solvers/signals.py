@@ -66,3 +66,16 @@ class SignalHandler:
             self.got_sighup = False
             return self.sighup_effect
         return NONE
+
+
+def serve_requests(solver):
+    """Between test batches: snapshot or stop as asked until no request is left (Caffe's
+    Test loop); True when the solver is to stop."""
+    request = solver.requested_action()
+    while request != NONE:
+        if request == SNAPSHOT:
+            solver.snapshot()
+        elif request == STOP:
+            solver.requested_early_exit = True
+        request = solver.requested_action()
+    return solver.requested_early_exit

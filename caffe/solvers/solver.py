@@ -21,10 +21,11 @@ from ..net import Net
 from ..proto import caffe_pb2
 from .debug_info import (backward_debug_info, fmt, forward_debug_info, loss_note,
                          output_values, update_debug_info)
+from .detection_eval import check_eval, test_detection
 from .lr_policy import check_lr_policy, learning_rate
 from .precision import MasterWeights, compute_dtype
 from .registry import read_solver
-from .signals import NONE, SNAPSHOT, STOP
+from .signals import NONE, SNAPSHOT, STOP, serve_requests
 from .snapshot import SnapshotMixin
 
 log = logging.getLogger("caffe.solver")
@@ -87,6 +88,7 @@ class Solver(SnapshotMixin):
         if p.iter_size < 1:
             raise SolverError(f"iter_size must be >= 1, got {p.iter_size}")
         check_lr_policy(p)
+        check_eval(p)
         if p.regularization_type not in ("L1", "L2"):
             raise SolverError(f"unknown regularization type '{p.regularization_type}' "
                               f"(known types: L1, L2)")
@@ -326,7 +328,8 @@ class Solver(SnapshotMixin):
         for i in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            results.append(self.test(i))
+            detection = self.param.eval_type == "detection"    # SSD's mAP test
+            results.append(test_detection(self, i) if detection else self.test(i))
         return results
 
     def test(self, test_net_id=0):
@@ -338,14 +341,7 @@ class Solver(SnapshotMixin):
         iterations = p.test_iter[test_net_id]
         sums, loss = None, 0.0
         for _ in range(iterations):
-            request = self.requested_action()
-            while request != NONE:
-                if request == SNAPSHOT:
-                    self.snapshot()
-                elif request == STOP:
-                    self.requested_early_exit = True
-                request = self.requested_action()
-            if self.requested_early_exit:
+            if serve_requests(self):
                 log.info("Test interrupted.")
                 return []
             iter_loss = net.forward_prefilled()
