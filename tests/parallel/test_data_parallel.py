@@ -68,6 +68,28 @@ def test_two_workers_step_as_one_with_twice_the_batch(runs, solver):
     assert double.count("Testing net") == single.count("Testing net")
 
 
+def test_two_workers_in_bf16_step_as_one(tmp_path):
+    # Half precision over gloo: bf16 gradients are averaged, each worker updates its float32
+    # masters alike; the result follows one bf16 process with the combined batch.
+    folder = make_folder(tmp_path, "sgd")
+    logs = []
+    for solver, extra in (("sgd6.prototxt", ()), ("sgd3.prototxt", ("-workers", "2"))):
+        log = f"{solver}.txt"
+        code, text = finish(caffe_train(folder, "-solver", solver, "-precision", "bf16", *extra,
+                                        log=log), folder, log)
+        assert code == 0, text
+        assert "Computing in bfloat16 with float32 master weights" in text
+        logs.append(text)
+    one, two = losses(logs[0]), losses(logs[1])
+    assert sorted(one) == sorted(two) == list(range(7))
+    for i in one:
+        assert two[i] == pytest.approx(one[i], abs=0.01), f"iteration {i}"
+    # Snapshots hold the float32 masters; bf16 rounding of the summed gradients separates
+    # the two runs by about 1e-4 here.
+    assert_weights_close(folder / "out6/s_iter_6.caffemodel", folder / "out3/s_iter_6.caffemodel",
+                         tol=1e-3)
+
+
 def test_resumed_parallel_run_matches_the_uninterrupted_one(runs):
     folder, _, uninterrupted = runs("sgd")
     # A resumed run reads its database from the first record again (as Caffe's): resume at
