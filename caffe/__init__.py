@@ -28,6 +28,7 @@ _EXPORTS = {
     "register_layer": (".layer", "register_layer"),
     "Net": (".net", "Net"),
     "set_python_layers_allowed": (".layers.python_layer", "set_python_layers_allowed"),
+    "set_python2_layers": (".upgrade.python2", "set_python2_layers"),
     "params": (".net_spec", "params"),
     "NetSpec": (".net_spec", "NetSpec"),
     "to_proto": (".net_spec", "to_proto"),
@@ -64,6 +65,7 @@ if TYPE_CHECKING:     # what type checkers and editors see: the same names, impo
     from .layer import (Layer as Layer, layer_type_list as layer_type_list,
                         register_layer as register_layer)
     from .layers.python_layer import set_python_layers_allowed as set_python_layers_allowed
+    from .upgrade.python2 import set_python2_layers as set_python2_layers
     from .net import Net as Net
     from .net_spec import NetSpec as NetSpec, layers as layers, params as params
     from .net_spec import to_proto as to_proto

@@ -7,7 +7,6 @@ SmoothL1LossLayer and docs/forks/detection.md).
 import numpy as np
 import torch
 
-from ..errors import CaffeError
 from ..layer import register_layer
 from ..proto import caffe_pb2
 from . import bbox_util
@@ -67,9 +66,9 @@ class SmoothL1LossLayer(LossLayer):
         top[0].data[...] = value.sum() / bottom[0].num
 
     def backward(self, top, propagate_down, bottom):
-        if len(propagate_down) > 2 and any(propagate_down[2:]):
-            raise CaffeError(f"layer '{self.name}' ({self.type}) cannot backpropagate to "
-                             f"its weight inputs")
+        # The weights get no gradient, whatever propagate_down asks, as in both forks (their
+        # backward loops over bottoms 0 and 1): py-faster-rcnn's weights come from a Python
+        # layer downstream of the RPN, so Caffe's net asks for them.
         grad = self.grad
         # SSD's backward leaves out its weight (it stays inside f only); Faster R-CNN's
         # multiplies by both weights.

@@ -21,6 +21,7 @@ from ..blob import Blob, PyBlob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
+from ..upgrade import python2
 
 _allowed = [True]
 _search = threading.local()
@@ -61,7 +62,8 @@ def _import_module(name, layer_name):
     try:
         if name not in sys.modules:
             importlib.invalidate_caches()     # a module written since the last import
-        return importlib.import_module(name)
+        # A module written for Python 2 (py-faster-rcnn's lib/) is translated as it is imported.
+        return python2.import_layer_module(name, path, lambda: importlib.import_module(name))
     except ModuleNotFoundError as e:
         if e.name is not None and e.name != name and not name.startswith(e.name + "."):
             raise                   # the module exists; something it imports does not
@@ -73,7 +75,6 @@ def _import_module(name, layer_name):
     finally:
         for d in added:
             sys.path.remove(d)
-
 
 
 class PhaseValue(int):

@@ -68,6 +68,22 @@ def test_smooth_l1_four_bottoms_need_no_param(device):
     assert layer.dialect == "faster-rcnn" and layer.sigma2 == 1.0
 
 
+@pytest.mark.parametrize("n", [3, 4])
+def test_smooth_l1_weights_get_no_gradient_even_when_asked(device, n):
+    """Both forks' backward fills only bottoms 0 and 1; py-faster-rcnn's train nets ask for
+    the weights too (they come from a Python layer downstream of the RPN)."""
+    bottom = blobs(device, n)
+    layer = make_layer('type: "SmoothL1Loss"', device=device)
+    top = run(layer, bottom)
+    top.diff[...] = 1
+    for b in bottom:
+        b.diff[...] = 7
+    layer.backward([top], [True] * n, bottom)
+    assert all(bool((b.diff == 7).all()) for b in bottom[2:])
+    assert not bool((bottom[0].diff == 7).any())
+    np.testing.assert_array_equal(bottom[1].diff.cpu().numpy(), -bottom[0].diff.cpu().numpy())
+
+
 def test_smooth_l1_refuses_sigma_with_three_bottoms():
     with pytest.raises(LayerSetupError, match="inside and outside"):
         run(make_layer('type: "SmoothL1Loss" smooth_l1_loss_param { sigma: 3 }'), blobs("cpu", 3))
