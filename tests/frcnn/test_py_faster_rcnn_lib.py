@@ -45,6 +45,10 @@ def lib():
     pytest.importorskip("easydict", reason="py-faster-rcnn's config needs easydict")
     root = str(Path(CHECKOUT) / "lib")
     saved = dict(sys.modules)
+    # Other tests' modules of the same names (our stand-in rpn.proposal_layer) step aside.
+    packages = {p.name for p in Path(root).iterdir() if (p / "__init__.py").exists()}
+    for name in [m for m in sys.modules if m.split(".")[0] in packages]:
+        del sys.modules[name]
     sys.path.insert(0, root)
     caffe.set_python2_layers(True)     # config.py and friends compile as Python 3 as well
     python2.mark_root(root)
@@ -67,6 +71,7 @@ def lib():
         sys.path.remove(root)
         for name in set(sys.modules) - set(saved):
             del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def test_their_proposal_layer_gives_caffe_fast_rcnns_outputs(lib, tmp_path):
@@ -86,14 +91,21 @@ def test_their_proposal_layer_gives_caffe_fast_rcnns_outputs(lib, tmp_path):
                                        rtol=1e-4, atol=1e-4, err_msg=f"image {k}: {name}")
 
 
-def test_their_zf_test_prototxt_runs(lib):
-    """models/pascal_voc/ZF/faster_rcnn_end2end/test.prototxt as published, random weights."""
-    path = Path(CHECKOUT) / "models" / "pascal_voc" / "ZF" / "faster_rcnn_end2end" / \
+def random_test_net(model):
+    path = Path(CHECKOUT) / "models" / "pascal_voc" / model / "faster_rcnn_end2end" / \
         "test.prototxt"
     net = caffe.Net(str(path), caffe.TEST)
     rng = np.random.default_rng(0)
-    for name, params in net.params.items():
+    for params in net.params.values():
         params[0].data[...] = rng.normal(0, 0.01, params[0].data.shape)
+    return net
+
+
+@pytest.mark.parametrize("model", ["ZF", "VGG16"])
+def test_their_test_prototxts_run(lib, model):
+    """models/pascal_voc/*/faster_rcnn_end2end/test.prototxt as published, random weights."""
+    net = random_test_net(model)
+    rng = np.random.default_rng(1)
     net.blobs["data"].reshape(1, 3, 224, 320)
     out = net.forward(data=rng.normal(size=(1, 3, 224, 320)).astype(np.float32),
                       im_info=np.array([[224, 320, 1.0]], np.float32))
@@ -101,6 +113,22 @@ def test_their_zf_test_prototxt_runs(lib):
     assert 0 < len(rois) <= lib.TEST.RPN_POST_NMS_TOP_N
     assert out["cls_prob"].shape == (len(rois), 21) and out["bbox_pred"].shape == (len(rois), 84)
     assert (rois[:, 1:] >= 0).all() and (rois[:, [1, 3]] <= 319).all()
+
+
+def test_their_im_detect_runs_on_our_net(lib):
+    """Their user code too: fast_rcnn.test.im_detect (tools/demo.py's call) and their nms."""
+    cfg = lib
+    cfg.TEST.update(HAS_RPN=True, SCALES=(200,), MAX_SIZE=300)
+    from fast_rcnn.nms_wrapper import nms
+    from fast_rcnn.test import im_detect
+    net = random_test_net("ZF")
+    image = np.random.default_rng(2).integers(0, 255, (150, 220, 3)).astype(np.uint8)
+    scores, boxes = im_detect(net, image)
+    assert scores.shape[1] == 21 and boxes.shape == (len(scores), 84)
+    assert (boxes[:, 0::4] >= 0).all() and (boxes[:, 2::4] <= 219).all()
+    dets = np.hstack([boxes[:, 4:8], scores[:, 1:2]]).astype(np.float32)
+    keep = nms(dets, 0.3)
+    assert 0 < len(keep) <= len(dets)
 
 
 def synthetic_roidb(folder, count=4, size=(160, 200), seed=0):
