@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 import caffe
+import caffe.layers  # noqa: F401  (registers the built-in types run_case looks up)
 from caffe.formats import read_net_param
 from caffe.layer import LAYER_REGISTRY
 

@@ -3,7 +3,8 @@
 run through caffe.Net: forward 1e-4, gradients 1e-3.
 
 Their weights.caffemodel files were written by the forks, so loading them also checks that
-the forks' binary dialects (caffe/proto/dialects.py) parse here."""
+the forks' binary dialects (caffe/proto/dialects.py) parse here; the four cases of Faster
+R-CNN's CUDA-only code (a SOURCE file says so) come from its kernels run on the CPU."""
 from pathlib import Path
 
 import pytest
