@@ -84,20 +84,24 @@ def score_order(scores, threshold=None, top_k=-1):
     return idx[order]
 
 
-def nms(boxes, scores, score_threshold, nms_threshold, eta=1.0, top_k=-1):
+def nms(boxes, scores, score_threshold, nms_threshold, eta=1.0, top_k=-1, normalized=True,
+        limit=None):
     """The fork's ApplyNMSFast: greedy, highest score first; a box is kept when it overlaps
     every kept box at most `nms_threshold`, which shrinks by eta after each kept box while
-    above 0.5. Returns the kept indices (a list), highest score first."""
+    above 0.5; at most `limit` are kept (OpenCV's NMSFast_). Returns the kept indices (a
+    list), highest score first."""
     order = score_order(scores, score_threshold, top_k)
     if order.numel() == 0:
         return []
-    overlap = jaccard(boxes[order], boxes[order]).cpu().numpy()
+    overlap = jaccard(boxes[order], boxes[order], normalized).cpu().numpy()
     order = order.tolist()
     kept, threshold = [], nms_threshold
     for i in range(len(order)):
         if kept and overlap[i, kept].max() > threshold:
             continue
         kept.append(i)
+        if limit is not None and len(kept) >= limit:
+            break
         if eta < 1 and threshold > 0.5:
             threshold *= eta
     return [order[i] for i in kept]

@@ -34,6 +34,8 @@ LAYER_FIELDS = {
     "DenseImageData": {138: (22138, {})},
     # SegNet's BN (PSPNet's is 152 on disk and here, with the same inner numbers).
     "BN": {45: (152, {1: 22001, 2: 22002, 3: 22003})},
+    # OpenCV's Proposal: 201 is SSD's multibox_loss_param here.
+    "Proposal": {201: (23201, {})},
 }
 SEGNET_MARKS = {"BN": 45, "Upsample": 137, "DenseImageData": 138}
 SEGNET_FIELDS = {_LOSS: {3: 22103}, _DROPOUT: {2: 22202}}
