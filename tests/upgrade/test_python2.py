@@ -80,6 +80,13 @@ layer { name: "py" type: "Python" bottom: "data" top: "out" top: "kept"
 '''
 
 
+@pytest.fixture(autouse=True)
+def no_marked_folders(monkeypatch):
+    """Each test starts with no folder marked as Python 2 (an earlier test in the process, such
+    as the tutorial's, may have marked its own)."""
+    monkeypatch.setattr(python2, "_roots", [])
+
+
 @pytest.fixture
 def lib(tmp_path, monkeypatch):
     root = tmp_path / "lib"
