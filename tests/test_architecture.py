@@ -40,6 +40,8 @@ LAYERS = [
 UPWARD = {
     ("caffe.layers.recurrent", "caffe.net"):
         "RNN and LSTM run an unrolled inner Net, as Caffe's RecurrentLayer does",
+    ("caffe.testing.gradient_check", "caffe.layers.common"):
+        "make_layer loads the built-in catalog, for layer tests that never imported it",
     ("caffe.pycaffe", "caffe.vis.notebook"):
         "Jupyter's display of a Net (_repr_html_/_repr_svg_) draws it only when shown",
 }
