@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import caffe
+from tests.frcnn.zf_net import RPN_CLS_PROB
 
 G = 7
 
@@ -30,15 +31,8 @@ def rfcn_net(height=96, width=128, classes=21):
     text += conv("rpn_conv", bottom, 24)
     text += conv("rpn_cls_score", "rpn_conv", 18, 1, 1, 0, relu=False)
     text += conv("rpn_bbox_pred", "rpn_conv", 36, 1, 1, 0, relu=False)
-    text += ('layer { name: "rpn_cls_score_reshape" type: "Reshape" bottom: "rpn_cls_score" '
-             'top: "rpn_cls_score_reshape" reshape_param { shape { dim: 0 dim: 2 dim: -1 '
-             'dim: 0 } } }\n'
-             'layer { name: "rpn_cls_prob" type: "Softmax" bottom: "rpn_cls_score_reshape" '
-             'top: "rpn_cls_prob" }\n'
-             'layer { name: "rpn_cls_prob_reshape" type: "Reshape" bottom: "rpn_cls_prob" '
-             'top: "rpn_cls_prob_reshape" reshape_param { shape { dim: 0 dim: 18 dim: -1 '
-             'dim: 0 } } }\n'
-             'layer { name: "proposal" type: "Proposal" bottom: "rpn_cls_prob_reshape" '
+    text += RPN_CLS_PROB
+    text += ('layer { name: "proposal" type: "Proposal" bottom: "rpn_cls_prob_reshape" '
              'bottom: "rpn_bbox_pred" bottom: "im_info" top: "rois" proposal_param { '
              'ratio: 0.5 ratio: 1 ratio: 2 scale: 8 scale: 16 scale: 32 feat_stride: 16 '
              'pre_nms_topn: 600 post_nms_topn: 50 nms_thresh: 0.7 } }\n')

@@ -22,6 +22,7 @@ Python 3; ``False`` turns translation off. The environment variable PYCAFFE_PYTH
 """
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import logging
 import operator
 import os

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import caffe
-from tests.frcnn.zf_net import FEAT_STRIDE, zf_like
+from tests.frcnn.zf_net import (FEAT_STRIDE, GOLDEN, assert_equals_recorded_golden,
+                                zf_like)
 
 pytest.importorskip("yaml", reason="the proposal layer reads its param_str with PyYAML")
 HERE = Path(__file__).parent
@@ -73,9 +74,6 @@ def test_roi_pooling_matches_pooling_each_proposal_alone(net):
         assert pooled[k].max() == pytest.approx(region.max(), rel=1e-6)
 
 
-GOLDEN = HERE.parent / "golden_forks" / "models" / "frcnn_zf_test"
-
-
 def test_whole_net_equals_caffe_fast_rcnn(tmp_path):
     """The same net, weights (drawn and saved by the fork) and proposal layer, run by
     caffe-fast-rcnn's pycaffe (tests/golden_forks/record_frcnn_net.py) and here."""
@@ -83,11 +81,4 @@ def test_whole_net_equals_caffe_fast_rcnn(tmp_path):
     shutil.copy(GOLDEN / "net.prototxt", tmp_path / "net.prototxt")
     net = caffe.Net(str(tmp_path / "net.prototxt"), str(GOLDEN / "weights.caffemodel"),
                     caffe.TEST)
-    golden = np.load(GOLDEN / "golden.npz")
-    for k in range(2):
-        data, info = golden[f"in/{k}/data"], golden[f"in/{k}/im_info"]
-        net.blobs["data"].reshape(*data.shape)
-        net.forward(data=data, im_info=info)
-        for name in ("rois", "cls_prob", "bbox_pred"):
-            np.testing.assert_allclose(net.blobs[name].data, golden[f"out/{k}/{name}"],
-                                       rtol=1e-4, atol=1e-4, err_msg=f"image {k}: {name}")
+    assert_equals_recorded_golden(net)

@@ -20,11 +20,10 @@ import pytest
 
 import caffe
 from caffe.upgrade import python2
+from tests.frcnn.zf_net import GOLDEN, assert_equals_recorded_golden
 
 CHECKOUT = os.environ.get("PYCAFFE_PY_FASTER_RCNN")
 pytestmark = pytest.mark.skipif(not CHECKOUT, reason="PYCAFFE_PY_FASTER_RCNN is not set")
-HERE = Path(__file__).parent
-GOLDEN = HERE.parent / "golden_forks" / "models" / "frcnn_zf_test"
 
 
 def _bbox_overlaps(boxes, query):
@@ -81,14 +80,7 @@ def test_their_proposal_layer_gives_caffe_fast_rcnns_outputs(lib, tmp_path):
     net = caffe.Net(str(tmp_path / "net.prototxt"), str(GOLDEN / "weights.caffemodel"),
                     caffe.TEST)
     assert Path(sys.modules["rpn.proposal_layer"].__file__).is_relative_to(CHECKOUT)
-    golden = np.load(GOLDEN / "golden.npz")
-    for k in range(2):
-        data, info = golden[f"in/{k}/data"], golden[f"in/{k}/im_info"]
-        net.blobs["data"].reshape(*data.shape)
-        net.forward(data=data, im_info=info)
-        for name in ("rois", "cls_prob", "bbox_pred"):
-            np.testing.assert_allclose(net.blobs[name].data, golden[f"out/{k}/{name}"],
-                                       rtol=1e-4, atol=1e-4, err_msg=f"image {k}: {name}")
+    assert_equals_recorded_golden(net)
 
 
 def random_test_net(model):

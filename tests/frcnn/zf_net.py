@@ -5,8 +5,36 @@ back, 36 box deltas), the Python proposal layer `rpn.proposal_layer.ProposalLaye
 (tests/frcnn/rpn), ROIPooling at 1/16, fc6 + ReLU + Dropout (scale_train: false, the fork's),
 cls_score + Softmax and bbox_pred, with gaussian fillers.
 """
+from pathlib import Path
+
+import numpy as np
+
 FEAT_STRIDE = 16
 SIZES = [(64, 80), (48, 64)]       # the recorded images: two sizes, two numbers of proposals
+GOLDEN = Path(__file__).resolve().parents[1] / "golden_forks" / "models" / "frcnn_zf_test"
+# The RPN's 18 scores as a 2-way Softmax and back (py-faster-rcnn's and R-FCN's layout).
+RPN_CLS_PROB = (
+    'layer { name: "rpn_cls_score_reshape" type: "Reshape" bottom: "rpn_cls_score" '
+    'top: "rpn_cls_score_reshape" reshape_param { shape { dim: 0 dim: 2 dim: -1 '
+    'dim: 0 } } }\n'
+    'layer { name: "rpn_cls_prob" type: "Softmax" bottom: "rpn_cls_score_reshape" '
+    'top: "rpn_cls_prob" }\n'
+    'layer { name: "rpn_cls_prob_reshape" type: "Reshape" bottom: "rpn_cls_prob" '
+    'top: "rpn_cls_prob_reshape" reshape_param { shape { dim: 0 dim: 18 dim: -1 '
+    'dim: 0 } } }\n')
+
+
+def assert_equals_recorded_golden(net):
+    """Run `net` (GOLDEN's prototxt and weights) on the recorded images: rois, cls_prob and
+    bbox_pred equal caffe-fast-rcnn's within 1e-4."""
+    golden = np.load(GOLDEN / "golden.npz")
+    for k in range(len(SIZES)):
+        data, info = golden[f"in/{k}/data"], golden[f"in/{k}/im_info"]
+        net.blobs["data"].reshape(*data.shape)
+        net.forward(data=data, im_info=info)
+        for name in ("rois", "cls_prob", "bbox_pred"):
+            np.testing.assert_allclose(net.blobs[name].data, golden[f"out/{k}/{name}"],
+                                       rtol=1e-4, atol=1e-4, err_msg=f"image {k}: {name}")
 
 
 def zf_like(height=96, width=128, num_classes=21):
@@ -40,14 +68,7 @@ def zf_like(height=96, width=128, num_classes=21):
             'layer { name: "rpn_bbox_pred" type: "Convolution" bottom: "rpn_conv" '
             'top: "rpn_bbox_pred" convolution_param { num_output: 36 kernel_size: 1 '
             'weight_filler { type: "gaussian" std: 0.01 } } }\n'
-            'layer { name: "rpn_cls_score_reshape" type: "Reshape" bottom: "rpn_cls_score" '
-            'top: "rpn_cls_score_reshape" reshape_param { shape { dim: 0 dim: 2 dim: -1 '
-            'dim: 0 } } }\n'
-            'layer { name: "rpn_cls_prob" type: "Softmax" bottom: "rpn_cls_score_reshape" '
-            'top: "rpn_cls_prob" }\n'
-            'layer { name: "rpn_cls_prob_reshape" type: "Reshape" bottom: "rpn_cls_prob" '
-            'top: "rpn_cls_prob_reshape" reshape_param { shape { dim: 0 dim: 18 dim: -1 '
-            'dim: 0 } } }\n'
+            + RPN_CLS_PROB +
             'layer { name: "proposal" type: "Python" bottom: "rpn_cls_prob_reshape" '
             'bottom: "rpn_bbox_pred" bottom: "im_info" top: "rois" python_param { '
             'module: "rpn.proposal_layer" layer: "ProposalLayer" '

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import caffe
-from caffe.blob import Blob
 from caffe.errors import CaffeError
 from caffe.testing import check_gradient, make_layer, random_blob
+from tests.layers.test_detection import run
 
 ROIS = np.array([[0, 0, 0, 60, 40], [1, 10, 12, 90, 70], [0, 40, 20, 47, 27],
                  [1, -10, -10, 200, 200], [0, 30, 30, 30, 30], [1, 100.4, 8.6, 170.5, 139.5]])
@@ -42,13 +42,6 @@ def reference_psroi(x, rois, dim, group, scale):
                         c = (d * group + i) * group + j
                         out[r, d, i, j] = x[int(b), c, h0:h1, w0:w1].mean()
     return out
-
-
-def run(layer, bottom, tops=1):
-    top = [Blob((), bottom[0].dtype, bottom[0].device) for _ in range(tops)]
-    layer.layer_setup(bottom, top)
-    layer.forward(bottom, top)
-    return top
 
 
 def test_psroi_pooling_equals_the_written_out_forward(device):
@@ -139,11 +132,11 @@ def test_proposal_refuses_a_batch_and_wrong_channels(tmp_path):
     info = random_blob((1, 3), values=[[64, 64, 1]], dtype=torch.float32)
     with pytest.raises(CaffeError, match="one image at a time"):
         run(layer, [random_blob((2, 18, 4, 4), dtype=torch.float32),
-                    random_blob((2, 36, 4, 4), dtype=torch.float32), info], tops=2)
+                    random_blob((2, 36, 4, 4), dtype=torch.float32), info], num_tops=2)
     layer = make_layer(f'type: "Proposal" {PROPOSAL % (100, 10, 0.7)}', dtype=torch.float32)
     with pytest.raises(CaffeError, match="9 anchors need 18 score and 36 delta"):
         run(layer, [random_blob((1, 18, 4, 4), dtype=torch.float32),
-                    random_blob((1, 32, 4, 4), dtype=torch.float32), info], tops=2)
+                    random_blob((1, 32, 4, 4), dtype=torch.float32), info], num_tops=2)
 
 
 def test_the_new_fields_keep_their_dialects_numbers_on_disk(tmp_path):
