@@ -1,0 +1,85 @@
+"""What must happen before torch loads inside MATLAB or Octave (imported first by the bridge).
+
+Two troubles of a Python embedded in a host that has its own numerical libraries loaded:
+
+* BLAS: the host (Octave's OpenBLAS, MATLAB's ILP64 MKL) has already put `sgemm_` and friends
+  in the global symbol scope, and libtorch's calls would bind to those, not to torch's own
+  BLAS (in Octave the results then differ from pycaffe's by ~1e-7; MATLAB's 64-bit-integer
+  BLAS would be plainly wrong). Importing torch with RTLD_DEEPBIND makes its libraries look up
+  their own dependencies first.
+* OpenMP: Octave loads libgomp when it starts, and torch's wheel brings a libgomp.so.1 of the
+  same name, so torch uses the one already loaded, configured from the environment Octave
+  started with. Without OMP_WAIT_POLICY=PASSIVE there, torch's idle threads spin and steal
+  the cores: a forward was ~10x and a set_data ~100x slower. pycaffe's own choice
+  (caffe.threads) comes too late for that library, so `python -m caffe.matlab octave|matlab`
+  starts the host with the variables set, and WARNINGS says so when the host was started
+  without them (caffe_ shows it once, as warning caffe:threads).
+"""
+import os
+import sys
+
+WARNINGS = []
+THREAD_VARS = ("OMP_WAIT_POLICY",)
+
+
+def initial_environment(path="/proc/self/environ"):
+    """The environment the process was started with (what a library loaded at start-up read);
+    None where /proc is not there."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    env = {}
+    for item in raw.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep:
+            env[os.fsdecode(name)] = os.fsdecode(value)
+    return env
+
+
+def loaded_libraries(path="/proc/self/maps"):
+    try:
+        with open(path) as f:
+            return {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+    except OSError:
+        return set()
+
+
+def thread_warning(initial, libraries):
+    """The warning for a host that loaded libgomp before us without a passive wait policy."""
+    if initial is None or not any(n.startswith("libgomp") for n in libraries):
+        return None
+    policy = initial.get("OMP_WAIT_POLICY", "").upper()
+    if policy == "PASSIVE":
+        return None
+    return ("the host loaded OpenMP (libgomp) before caffe and was started without "
+            "OMP_WAIT_POLICY=PASSIVE: torch's idle threads will spin, which makes caffe many "
+            "times slower on a busy machine. Start it with `python -m caffe.matlab octave` "
+            "(or matlab), or with OMP_WAIT_POLICY=PASSIVE in its environment.")
+
+
+def _import_torch_deepbind():
+    if "torch" in sys.modules:
+        return
+    flags = sys.getdlopenflags()
+    deepbind = getattr(os, "RTLD_DEEPBIND", 0)
+    sys.setdlopenflags(flags | deepbind)
+    try:
+        import torch  # noqa: F401
+    finally:
+        sys.setdlopenflags(flags)
+
+
+def prepare():
+    """Run once, in the host, before the bridge imports anything that loads torch."""
+    warning = thread_warning(initial_environment(), loaded_libraries())
+    if warning:
+        WARNINGS.append(("caffe:threads", warning))
+    from .. import threads
+    threads.configure()         # thread count and policy for what loads after us
+    _import_torch_deepbind()
+
+
+if getattr(sys, "_matcaffe_host", False):
+    prepare()
