@@ -15,6 +15,7 @@ Two troubles of a Python embedded in a host that has its own numerical libraries
   starts the host with the variables set, and WARNINGS says so when the host was started
   without them (caffe_ shows it once, as warning caffe:threads).
 """
+import logging
 import os
 import sys
 
@@ -79,6 +80,11 @@ def prepare():
     from .. import threads
     threads.configure()         # thread count and policy for what loads after us
     _import_torch_deepbind()
+    # BVLC's matcaffe showed Caffe's glog lines (a solver's progress) on stderr; so do we,
+    # from the level GLOG_minloglevel names (0 INFO, 1 WARNING, 2 ERROR), as glog's.
+    from ..tools.glog import log_to_stderr
+    levels = {"0": logging.INFO, "1": logging.WARNING, "2": logging.ERROR, "3": logging.CRITICAL}
+    log_to_stderr(levels.get(os.environ.get("GLOG_minloglevel", "0"), logging.INFO))
 
 
 if getattr(sys, "_matcaffe_host", False):
