@@ -6,7 +6,9 @@ Two troubles of a Python embedded in a host that has its own numerical libraries
   in the global symbol scope, and libtorch's calls would bind to those, not to torch's own
   BLAS (in Octave the results then differ from pycaffe's by ~1e-7; MATLAB's 64-bit-integer
   BLAS would be plainly wrong). Importing torch with RTLD_DEEPBIND makes its libraries look up
-  their own dependencies first.
+  their own dependencies first. The same holds beyond BLAS: Octave's libhdf5 1.10 took the
+  place of h5py's own HDF5 (HDF5Data layers then failed with "Not a datatype"), so every
+  extension module loads that way in the host.
 * OpenMP: Octave loads libgomp when it starts, and torch's wheel brings a libgomp.so.1 of the
   same name, so torch uses the one already loaded, configured from the environment Octave
   started with. Without OMP_WAIT_POLICY=PASSIVE there, torch's idle threads spin and steal
@@ -20,7 +22,6 @@ import os
 import sys
 
 WARNINGS = []
-THREAD_VARS = ("OMP_WAIT_POLICY",)
 
 
 def initial_environment(path="/proc/self/environ"):
@@ -60,16 +61,10 @@ def thread_warning(initial, libraries):
             "(or matlab), or with OMP_WAIT_POLICY=PASSIVE in its environment.")
 
 
-def _import_torch_deepbind():
-    if "torch" in sys.modules:
-        return
-    flags = sys.getdlopenflags()
-    deepbind = getattr(os, "RTLD_DEEPBIND", 0)
-    sys.setdlopenflags(flags | deepbind)
-    try:
-        import torch  # noqa: F401
-    finally:
-        sys.setdlopenflags(flags)
+def _deepbind_from_now_on():
+    """Every extension module loaded from now on (torch, h5py, lmdb, Pillow's, ...) binds to
+    the libraries it brought, not to the host's of the same name."""
+    sys.setdlopenflags(sys.getdlopenflags() | getattr(os, "RTLD_DEEPBIND", 0))
 
 
 def prepare():
@@ -79,7 +74,8 @@ def prepare():
         WARNINGS.append(("caffe:threads", warning))
     from .. import threads
     threads.configure()         # thread count and policy for what loads after us
-    _import_torch_deepbind()
+    _deepbind_from_now_on()
+    import torch  # noqa: F401
     # BVLC's matcaffe showed Caffe's glog lines (a solver's progress) on stderr; so do we,
     # from the level GLOG_minloglevel names (0 INFO, 1 WARNING, 2 ERROR), as glog's.
     from ..tools.glog import log_to_stderr
