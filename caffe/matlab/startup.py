@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-WARNINGS = []
+WARNINGS: "list[tuple[str, str]]" = []    # (identifier, message) for caffe_ to show
 
 
 def initial_environment(path="/proc/self/environ"):
