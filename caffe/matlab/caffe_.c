@@ -61,7 +61,7 @@ static PyMethodDef g_methods[] = {
 
 static struct PyModuleDef g_module = {PyModuleDef_HEAD_INIT, "_matcaffe",
                                       "The caffe_ MEX gateway's side of the bridge.", -1,
-                                      g_methods};
+                                      g_methods, NULL, NULL, NULL, NULL};
 
 static void on_sigint(int sig) {
   (void)sig;

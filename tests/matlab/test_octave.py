@@ -184,6 +184,13 @@ report(@() solver.iter());
 report(@() solver.net.blobs('data').shape);
 net = caffe.Net('net.prototxt', 'train');
 printf('after reset: %s\\n', mat2str(net.blobs('data').shape));
+% BVLC's handles, as its +caffe/private/is_valid_handle.m checks them
+h = caffe_('get_net', 'net.prototxt', 'test');
+key = caffe_('get_init_key');
+printf('bvlc handle %d %d\\n', isa(h.ptr, 'uint64') && isscalar(h.ptr), ...
+       isa(h.init_key, 'double') && h.init_key == key);
+caffe_('reset');
+printf('new key %d\\n', caffe_('get_init_key') ~= key);
 """
 
 
@@ -221,6 +228,7 @@ def test_error_identifiers_and_stale_handles(matcaffe, tmp_path):
     for line, (identifier, text) in zip(lines, expected):
         assert line.startswith(identifier + " | ") and text in line, (line, identifier, out)
     assert lines[-1] == "after reset: [5 5 3 8]"
+    assert "bvlc handle 1 1" in out and "new key 1" in out
 
 
 CTRL_C = """
