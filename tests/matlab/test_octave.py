@@ -305,3 +305,43 @@ def test_launcher_starts_octave_with_matcaffe(matcaffe, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "1.0.0 PASSIVE" in done.stdout
     assert "caffe:threads" not in done.stderr
+
+
+def test_data_layers_in_the_host(matcaffe, tmp_path):
+    # Inside Octave every extension module loads with RTLD_DEEPBIND (caffe/matlab/startup.py):
+    # LMDB Data and ImageData (Pillow's decoders) still read what pycaffe reads.
+    import lmdb
+    from PIL import Image
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (3, 6, 5, 3), dtype=np.uint8)        # N x H x W x RGB
+    with lmdb.open(str(tmp_path / "db"), map_size=1 << 24) as env, env.begin(write=True) as txn:
+        for i, im in enumerate(images):
+            datum = caffe.io.array_to_datum(im.transpose(2, 0, 1), label=i)
+            txn.put(f"{i:08d}".encode(), datum.SerializeToString())
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(tmp_path / f"im{i}.png")
+    (tmp_path / "list.txt").write_text("".join(f"im{i}.png {i}\n" for i in range(3)))
+    (tmp_path / "data.prototxt").write_text(f"""
+layer {{ name: "db" type: "Data" top: "db" top: "db_label"
+  data_param {{ source: "{tmp_path / 'db'}" backend: LMDB batch_size: 3 }} }}
+layer {{ name: "img" type: "ImageData" top: "img" top: "img_label"
+  image_data_param {{ source: "{tmp_path / 'list.txt'}" root_folder: "{tmp_path}/"
+                      batch_size: 3 }} }}
+""")
+    out = ok(run_octave(matcaffe, """
+    net = caffe.Net('data.prototxt', 'test');
+    net.forward_prefilled();
+    names = {'db', 'db_label', 'img', 'img_label'};
+    for n = 1:numel(names)
+      fid = fopen([names{n} '.out'], 'w'); fwrite(fid, net.blobs(names{n}).get_data(), 'single'); fclose(fid);
+    end
+    printf('shape %s\\n', mat2str(net.blobs('img').shape));
+    """, tmp_path))
+    assert "shape [5 6 3 3]" in out
+    python = caffe.Net(str(tmp_path / "data.prototxt"), caffe.TEST)
+    python.forward()
+    for name in ("db", "db_label", "img", "img_label"):
+        got = np.fromfile(tmp_path / f"{name}.out", np.float32)
+        assert np.array_equal(got, python.blobs[name].data.ravel()), name
+    # Caffe's BGR channel order, from both sources
+    assert np.array_equal(python.blobs["img"].data, images[:, :, :, ::-1].transpose(0, 3, 1, 2))
