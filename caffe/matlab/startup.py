@@ -12,8 +12,8 @@ Two troubles of a Python embedded in a host that has its own numerical libraries
 * OpenMP: Octave loads libgomp when it starts, and torch's wheel brings a libgomp.so.1 of the
   same name, so torch uses the one already loaded, configured from the environment Octave
   started with. Without OMP_WAIT_POLICY=PASSIVE there, torch's idle threads spin and steal
-  the cores: a LeNet forward took 106 ms instead of 5.8 ms on two busy cores. pycaffe's own choice
-  (caffe.threads) comes too late for that library, so `python -m caffe.matlab octave|matlab`
+  the cores: a LeNet forward took 106 ms instead of 5.8 ms on two busy cores. pycaffe's own
+  choice (caffe.threads) comes too late for that library, so `python -m caffe.matlab octave|matlab`
   starts the host with the variables set, and WARNINGS says so when the host was started
   without them (caffe_ shows it once, as warning caffe:threads).
 """

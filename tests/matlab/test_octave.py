@@ -152,9 +152,6 @@ function report(f)
     printf('%s | %s\\n', err.identifier, strrep(err.message, sprintf('\\n'), ' '));
   end
 end
-fid = fopen('bad.prototxt', 'w'); fprintf(fid, 'layer { name: "x" type: "Input" top: "x"\\n'); fclose(fid);
-fid = fopen('unknown.prototxt', 'w'); fprintf(fid, 'layer { name: "odd" type: "Convolutoin" }\\n'); fclose(fid);
-fid = fopen('badsolver.prototxt', 'w'); fprintf(fid, 'net: "net.prototxt" type: "SDG"\\n'); fclose(fid);
 report(@() caffe.Net('missing.prototxt', 'test'));
 report(@() caffe.Net('bad.prototxt', 'test'));
 report(@() caffe.Net('unknown.prototxt', 'test'));
@@ -167,7 +164,8 @@ report(@() net.copy_from('other.caffemodel'));
 report(@() caffe_('no_such_command'));
 report(@() caffe_('blob_get_data', 3));
 report(@() caffe_('net_forward', net.blobs('data')));
-report(@() caffe_('blob_get_data', struct('ptr', uint64(987654), 'init_key', caffe_('get_init_key'))));
+forged = struct('ptr', uint64(987654), 'init_key', caffe_('get_init_key'));
+report(@() caffe_('blob_get_data', forged));
 h = caffe_('get_net', 'net.prototxt', 'train');
 report(@() caffe_('blob_get_data', h));
 % stale handles: a blob of a deleted net, then everything after reset_all
@@ -198,6 +196,9 @@ def test_error_identifiers_and_stale_handles(matcaffe, tmp_path):
     (tmp_path / "net.prototxt").write_text(DUMMY_NET)
     (tmp_path / "solver.prototxt").write_text(dummy_solver(tmp_path / "net.prototxt",
                                                            tmp_path / "snap"))
+    (tmp_path / "bad.prototxt").write_text('layer { name: "x" type: "Input" top: "x"\n')
+    (tmp_path / "unknown.prototxt").write_text('layer { name: "odd" type: "Convolutoin" }\n')
+    (tmp_path / "badsolver.prototxt").write_text('net: "net.prototxt" type: "SDG"\n')
     other = tmp_path / "other.prototxt"
     other.write_text(DUMMY_NET.replace("num_output: 6", "num_output: 5"))
     caffe.Net(str(other), caffe.TRAIN).save(str(tmp_path / "other.caffemodel"))
@@ -333,7 +334,9 @@ layer {{ name: "img" type: "ImageData" top: "img" top: "img_label"
     net.forward_prefilled();
     names = {'db', 'db_label', 'img', 'img_label'};
     for n = 1:numel(names)
-      fid = fopen([names{n} '.out'], 'w'); fwrite(fid, net.blobs(names{n}).get_data(), 'single'); fclose(fid);
+      fid = fopen([names{n} '.out'], 'w');
+      fwrite(fid, net.blobs(names{n}).get_data(), 'single');
+      fclose(fid);
     end
     printf('shape %s\\n', mat2str(net.blobs('img').shape));
     """, tmp_path))
