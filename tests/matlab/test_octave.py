@@ -348,3 +348,29 @@ layer {{ name: "img" type: "ImageData" top: "img" top: "img_label"
         assert np.array_equal(got, python.blobs[name].data.ravel()), name
     # Caffe's BGR channel order, from both sources
     assert np.array_equal(python.blobs["img"].data, images[:, :, :, ::-1].transpose(0, 3, 1, 2))
+
+
+def test_gateway_survives_clear_and_reports_a_python_without_pycaffe(matcaffe, tmp_path):
+    # `clear all` cannot unload the gateway (CPython cannot start twice in one process).
+    out = ok(run_octave(matcaffe, """
+    setenv('KEY_BEFORE', num2str(caffe_('get_init_key'), 17));
+    clear all; clear functions; clear caffe_;
+    printf('same session %d\\n', caffe_('get_init_key') == str2double(getenv('KEY_BEFORE')));
+    """, tmp_path))
+    assert "same session 1" in out
+    # A Python without pycaffe's dependencies: a clear error on every call, never a crash.
+    import venv
+    venv.create(tmp_path / "bare", with_pip=False)
+    done = run_octave(matcaffe, """
+    for n = 1:2
+      try
+        caffe.version();
+      catch err
+        printf('%s | %s\\n', err.identifier, err.message);
+      end
+    end
+    """, tmp_path, PYCAFFE_PYTHON=str(tmp_path / "bare" / "bin" / "python"))
+    lines = [line for line in ok(done).splitlines() if " | " in line]
+    assert len(lines) == 2 and lines[0] == lines[1], done.stdout + done.stderr
+    assert lines[0].startswith("caffe:init | ") and "could not import pycaffe" in lines[0]
+    assert "No module named" in lines[0]
