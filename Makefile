@@ -45,6 +45,10 @@ octave:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq octave liboctave-dev >/dev/null) \
 	  || echo "Octave could not be installed: the matcaffe tests will skip"
 
+# matcaffe's gateway for Octave, in ~/.cache/pycaffe/matlab (python -m caffe.matlab path).
+matcaffe: install octave
+	$(PY) -m caffe.matlab build
+
 test: install graphviz chromium iproute2 java octave
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -63,4 +67,4 @@ proto: $(PROTO_VENV)/.installed
 compat: install
 	$(PY) .ci/compat.py
 
-.PHONY: install graphviz chromium iproute2 java octave lenet test proto compat
+.PHONY: install graphviz chromium iproute2 java octave matcaffe lenet test proto compat

@@ -33,7 +33,7 @@ end
 if nargin < 5, mean_file = 'data/ilsvrc12/imagenet_mean.binaryproto'; end
 if ~exist(net_weights, 'file')
   error('classification_demo:noWeights', ['%s is not there: fetch it first (caffe zoo ' ...
-        'fetch bvlc_reference_caffenet), or pass your own net'], net_weights);
+        'download bvlc_reference_caffenet), or pass your own net'], net_weights);
 end
 
 if use_gpu
