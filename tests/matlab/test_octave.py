@@ -374,3 +374,16 @@ def test_gateway_survives_clear_and_reports_a_python_without_pycaffe(matcaffe, t
     assert len(lines) == 2 and lines[0] == lines[1], done.stdout + done.stderr
     assert lines[0].startswith("caffe:init | ") and "could not import pycaffe" in lines[0]
     assert "No module named" in lines[0]
+
+
+def test_benchmark_runs(matcaffe):
+    # benchmarks/bench_matcaffe.py, briefly: its rows come out (the timings are not checked)
+    import sys
+    from .octave import ROOT
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_matcaffe", "--repeat", "3",
+                           "--matcaffe", str(matcaffe)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("round trip", "200 KB blob: Blob.set_data", "LeNet forward b64: net.forward"):
+        line = next(s for s in done.stdout.splitlines() if s.startswith(row))
+        assert len(re.findall(r"[0-9.]+ [um]s", line)) == 2, line
