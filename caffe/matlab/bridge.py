@@ -91,10 +91,13 @@ def _array(array, shape):
 
 
 def _copy_in(blob, arg, diff):
+    """An array from the host into the blob's data or diff: one copy, straight from the
+    host's memory (the .m code checked the shape; this checks the count, as BVLC does)."""
     count = blob.count()
-    if arg[2] and int(np.prod(arg[2])) != count or (not arg[2] and count):
+    numel = int(np.prod(arg[2])) if arg[2] else 0
+    if numel != count:
         raise MatcaffeError("caffe:sizeMismatch", "number of elements in target blob doesn't "
-                            f"match that in input mxArray ({int(np.prod(arg[2]))} vs {count})")
+                            f"match that in input mxArray ({numel} vs {count})")
     target = blob.diff_numpy() if diff else blob.data_numpy()
     np.copyto(target.reshape(-1), np.frombuffer(arg[1], dtype=np.float32, count=count))
 

@@ -78,6 +78,9 @@ def prepare():
     import torch  # noqa: F401
     # BVLC's matcaffe showed Caffe's glog lines (a solver's progress) on stderr; so do we,
     # from the level GLOG_minloglevel names (0 INFO, 1 WARNING, 2 ERROR), as glog's.
+    # The host does not flush Python's stdout: print() in a Python layer shows per line.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     from ..tools.glog import log_to_stderr
     levels = {"0": logging.INFO, "1": logging.WARNING, "2": logging.ERROR, "3": logging.CRITICAL}
     log_to_stderr(levels.get(os.environ.get("GLOG_minloglevel", "0"), logging.INFO))
