@@ -11,8 +11,9 @@ function [scores, maxlabel, crops] = classification_demo(im, use_gpu, net_model,
 %   net_model   a deploy prototxt whose input is 10 x 3 x crop x crop
 %               (default: models/bvlc_reference_caffenet/deploy.prototxt)
 %   net_weights its .caffemodel (default: bvlc_reference_caffenet.caffemodel)
-%   mean_file   the mean image as a .binaryproto (default: data/ilsvrc12/
-%               imagenet_mean.binaryproto); its size is the size the image is resized to
+%   mean_file   the mean image, W x H x C BGR: a .binaryproto (default: data/ilsvrc12/
+%               imagenet_mean.binaryproto) or a .mat holding mean_data, as BVLC's
+%               ilsvrc_2012_mean.mat; its size is the size the image is resized to
 %
 %   scores      the class scores averaged over the ten crops (a column)
 %   maxlabel    the best class, counted from 1
@@ -51,7 +52,7 @@ if nargin < 1 || isempty(im)
 end
 crop = net.blobs(net.inputs{1}).shape();
 tic;
-crops = prepare_image(im, caffe.io.read_mean(mean_file), crop(1));
+crops = prepare_image(im, read_mean_image(mean_file), crop(1));
 toc;
 tic;
 scores = net.forward({crops});
@@ -60,6 +61,16 @@ scores = mean(scores{1}, 2);       % one column per crop: average them
 [~, maxlabel] = max(scores);
 
 caffe.reset_all();
+end
+
+function mean_data = read_mean_image(mean_file)
+[~, ~, ext] = fileparts(mean_file);
+if strcmpi(ext, '.mat')
+  d = load(mean_file);
+  mean_data = single(d.mean_data);
+else
+  mean_data = caffe.io.read_mean(mean_file);
+end
 end
 
 function crops = prepare_image(im, mean_data, crop_dim)

@@ -36,13 +36,18 @@ def test_classification_demo(matcaffe, tmp_path):
     [scores, maxlabel, crops] = classification_demo(imread('im.png'), false, ...
         'deploy.prototxt', 'tiny.caffemodel', 'mean.binaryproto');
     printf('scores %s label %d crops %s\\n', mat2str(size(scores)), maxlabel, mat2str(size(crops)));
+    mean_data = caffe.io.read_mean('mean.binaryproto');
+    save('-v7', 'mean.mat', 'mean_data');            % BVLC's demo reads its mean from a .mat
+    same = classification_demo(imread('im.png'), false, 'deploy.prototxt', 'tiny.caffemodel', ...
+                               'mean.mat');
+    printf('same from .mat %d\\n', isequal(same, scores));
     printf('mirrored %d %d\\n', isequal(crops(end:-1:1, :, :, 1), crops(:, :, :, 6)), ...
            isequal(crops(end:-1:1, :, :, 5), crops(:, :, :, 10)));
     fid = fopen('crops.out', 'w'); fwrite(fid, crops, 'single'); fclose(fid);
     fid = fopen('scores.out', 'w'); fwrite(fid, scores, 'single'); fclose(fid);
     """, tmp_path, OMP_NUM_THREADS="1"))
     assert "scores [5 1]" in out and "crops [27 27 3 10]" in out
-    assert "mirrored 1 1" in out
+    assert "mirrored 1 1" in out and "same from .mat 1" in out
     crops = np.fromfile(tmp_path / "crops.out", np.float32).reshape(10, 3, 27, 27)
     scores = np.fromfile(tmp_path / "scores.out", np.float32)
     # The corner crop starts at the resized image's corner: it holds BGR values minus the mean.
