@@ -192,3 +192,36 @@ def test_the_m_files_and_the_gateway_ship_in_the_wheel():
     assert "+caffe/Net.m" in files and "caffe_.c" in files
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
     assert not unshipped
+
+
+def test_blob_values_cross_on_every_device(files, device):
+    # On a GPU the blob's NumPy face is a host mirror: set_data must reach the tensor, get_data
+    # must see what the forward computed there.
+    from caffe import common
+    model = files / "input.prototxt"
+    # an Input layer: DummyData would refill the data blob in the forward
+    model.write_text(DUMMY_NET.replace('type: "DummyData"', 'type: "Input"').replace(
+        "dummy_data_param", "input_param").replace(
+        'data_filler { type: "gaussian" std: 1 } data_filler { type: "uniform" min: -1 max: 1 }',
+        ""))
+    (common.set_mode_gpu if device == "cuda" else common.set_mode_cpu)()
+    try:
+        net = handle(call("get_net", str(model), "test"))
+        attr = dict(call("net_get_attr", net)[1])
+        names = attr["blob_names"][1]
+        data = handle(attr["hBlob_blobs"], names.index("data"))
+        ip = handle(attr["hBlob_blobs"], names.index("ip"))
+        values = np.random.default_rng(3).standard_normal((8, 3, 5, 5)).astype(np.float32)
+        call("blob_set_data", data, single(values))
+        call("net_forward", net)
+        got = call("blob_get_data", ip)[1].reshape(8, 4)
+        core = bridge.TABLE.get(net, "Net")
+        assert core.device.type == device
+        cpu = caffe.Net(str(model), caffe.TEST, device="cpu")
+        for name in ("conv", "ip"):
+            for mine, theirs in zip(cpu.params[name], core.params[name]):
+                mine.data[...] = theirs.data
+        cpu.blobs["data"].data[...] = values
+        assert np.allclose(cpu.forward(end="ip")["ip"], got, atol=1e-5)
+    finally:
+        common.set_mode_cpu()
