@@ -16,7 +16,9 @@ import urllib.request
 
 import numpy as np
 
-from .image import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, open_image, open_image_file
+# The size limits are read from caffe.data.image at each call: raising them there applies here.
+from . import image
+from .image import ImageError, open_image, open_image_file
 
 _URL = re.compile(r"http://|https://|ftp://|file://|file:\\")   # skimage.io's test
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -83,12 +85,12 @@ def _image_input(filename):
 def _download(url, source):
     try:
         with urllib.request.urlopen(url) as response:
-            data = response.read(MAX_IMAGE_BYTES + 1)
+            data = response.read(image.MAX_IMAGE_BYTES + 1)
     except (OSError, ValueError) as e:   # URLError and HTTPError are OSErrors
         raise ImageError(f"could not download {source}: {getattr(e, 'reason', None) or e}") \
             from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError(f"{source}: more than the limit {MAX_IMAGE_BYTES} bytes "
+    if len(data) > image.MAX_IMAGE_BYTES:
+        raise ImageError(f"{source}: more than the limit {image.MAX_IMAGE_BYTES} bytes "
                          f"(caffe.data.image.MAX_IMAGE_BYTES)")
     return data
 
@@ -116,9 +118,9 @@ def _read_tiff(tifffile, stream, source):
             page = tif.pages[0]
             pixels = int(np.prod(page.shape[:2] if page.shape[-1] in (3, 4) or
                                  len(page.shape) < 3 else page.shape[1:3], dtype=object))
-            if pixels > MAX_IMAGE_PIXELS:
+            if pixels > image.MAX_IMAGE_PIXELS:
                 raise ImageError(f"{source}: image of shape {page.shape}, more than the "
-                                 f"limit {MAX_IMAGE_PIXELS} pixels "
+                                 f"limit {image.MAX_IMAGE_PIXELS} pixels "
                                  f"(caffe.data.image.MAX_IMAGE_PIXELS)")
             arr = page.asarray()
     except ImageError:
