@@ -196,7 +196,10 @@ def transformer_cases(draw):
     h, w = draw(st.integers(2, 9)), draw(st.integers(2, 9))
     seed = draw(st.integers(0, 2 ** 32 - 1))
     rng = np.random.default_rng(seed)
-    case = {"shape": (draw(st.integers(1, 2)), k, h, w)}
+    case = {"shape": (draw(st.integers(1, 2)), k, h, w),
+            # (2, 1, 0) also swaps height and width: a square blob keeps its size.
+            "transpose": draw(st.sampled_from([(2, 0, 1), (2, 1, 0)] if h == w else
+                                              [(2, 0, 1)]))}
     if draw(st.booleans()):
         case["channel_swap"] = tuple(int(i) for i in rng.permutation(k))
         if draw(st.booleans()):
@@ -227,7 +230,7 @@ def transformer_cases(draw):
 
 def _configure(module, case):
     t = module.Transformer({"data": case["shape"]})
-    t.set_transpose("data", (2, 0, 1))
+    t.set_transpose("data", case.get("transpose", (2, 0, 1)))
     for setting in ("channel_swap", "raw_scale", "mean", "input_scale"):
         if setting in case:
             getattr(t, "set_" + setting)("data", case[setting])
