@@ -13,6 +13,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
+from typing import BinaryIO, Union
 
 import numpy as np
 
@@ -26,7 +27,8 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _GREY = (0.2125, 0.7154, 0.0721)
 
 
-def load_image(filename, color: bool = True) -> np.ndarray:
+def load_image(filename: Union[str, "os.PathLike[str]", bytes, BinaryIO],
+               color: bool = True) -> np.ndarray:
     """An image as float32 H x W x 3 (RGB) or, with color=False, H x W x 1 intensity, with
     values in [0, 1] (16-bit samples scaled by 65535, float samples as they are).
 
