@@ -7,6 +7,7 @@ extra, with the size limits of caffe.data.image applied. Unlike caffe.data.image
 conventions, for the data layers), colour stays RGB, values are floats in [0, 1], 16-bit
 samples keep their precision and EXIF orientation is not applied.
 """
+import contextlib
 import importlib
 import io
 import os
@@ -41,8 +42,8 @@ def load_image(filename: Union[str, "os.PathLike[str]", bytes, BinaryIO],
     first frame. TIFF files named .tif/.tiff are read by tifffile when it is installed (it
     comes with scikit-image), keeping 16-bit colour samples, as BVLC's reader did.
     """
-    source, stream, tiff = _image_input(filename)
-    with stream:
+    source, opened, tiff = _image_input(filename)
+    with opened as stream:
         if tiff:
             tifffile = _optional_module("tifffile")
             if tifffile is not None:
@@ -61,13 +62,13 @@ def _optional_module(name):
 
 
 def _image_input(filename):
-    """(name for messages, binary stream, read as TIFF by tifffile?) for a path, URL or
-    file object."""
+    """(name for messages, context giving the binary stream, read as TIFF by tifffile?)
+    for a path, URL or file object."""
     if hasattr(filename, "read"):
         name = getattr(filename, "name", None)
         source = f"image file '{name}'" if isinstance(name, str) else "image file object"
-        # The caller's file stays open: only a wrapper is closed after reading.
-        return source, _Unclosed(filename), False
+        # The caller's file stays open after reading.
+        return source, contextlib.nullcontext(filename), False
     if isinstance(filename, str) and _URL.match(filename):
         source = f"image URL '{filename}'"
         suffix = os.path.splitext(urllib.parse.urlparse(filename).path)[1].lower()
@@ -95,22 +96,6 @@ def _download(url, source):
         raise ImageError(f"{source}: more than the limit {image.MAX_IMAGE_BYTES} bytes "
                          f"(caffe.data.image.MAX_IMAGE_BYTES)")
     return data
-
-
-class _Unclosed:
-    """A caller's file object, used as a stream that closing leaves open."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self.f
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _read_tiff(tifffile, stream, source):

@@ -97,3 +97,16 @@ def test_errors_name_the_input(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / "x.tif", RGB, photometric="rgb")
     with pytest.raises(OSError, match="x.tif': image of shape .* more than the limit 10"):
         load_image(str(tmp_path / "x.tif"))
+
+
+def test_load_image_bad_inputs(tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(OSError, match="junk.png' could not be decoded"):
+        load_image(str(tmp_path / "junk.png"))
+    with pytest.raises(OSError, match="image file object could not be decoded"):
+        load_image(io.BytesIO(b"not an image"))
+    with pytest.raises(TypeError, match="file name, a URL or a binary file object, got int"):
+        load_image(3)
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00junk")
+    with pytest.raises(OSError, match="junk.tif' could not be decoded as TIFF"):
+        load_image(str(tmp_path / "junk.tif"))
