@@ -36,15 +36,20 @@ class CropError(CaffeError, AssertionError):
     pycaffe raised AssertionError here, so scripts catching that still work."""
 
 
+class LegacyParamsError(CaffeError, AssertionError):
+    """A layer on the path sets kernel/stride/pad by the legacy _h/_w fields, which maps do
+    not read (pycaffe asserted here: an AssertionError, and the walk stops)."""
+
+
 def conv_params(fn):
     """(axis, stride, effective kernel extent, pad) of a Convolution-like or Pooling layer,
     from its convolution_param (or pooling_param) dict or its keyword arguments."""
     params = fn.params.get("convolution_param", fn.params.get("pooling_param", fn.params))
     legacy = {"pad_h", "pad_w", "kernel_h", "kernel_w", "stride_h", "stride_w"} & set(params)
     if legacy:
-        raise UndefinedMapException(f"{fn.type_name}: coordinate maps do not support the "
-                                    f"legacy _h/_w parameters ({', '.join(sorted(legacy))}); "
-                                    f"use kernel_size/stride/pad lists")
+        raise LegacyParamsError(f"{fn.type_name}: cropping does not support the legacy _h/_w "
+                                f"parameters ({', '.join(sorted(legacy))}); use "
+                                f"kernel_size/stride/pad lists")
     if params.get("global_pooling") or "kernel_size" not in params:
         raise UndefinedMapException(f"{fn.type_name}: no kernel_size, so no spatial map")
     kernel = np.array(params["kernel_size"], ndmin=1)
