@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import caffe
-from caffe.errors import CaffeError
 from caffe.coord_map import (AxisMismatchException, CropError, UnconnectedTopsError,
                              compose, coord_map_from_to, crop, inverse)
+from caffe.errors import CaffeError
 from caffe.net_spec import NetSpec
 from caffe.net_spec import layers as L
 from caffe.net_spec import params as P
