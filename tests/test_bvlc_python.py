@@ -18,7 +18,7 @@ from google.protobuf import text_format
 pytest.importorskip("skimage", reason="BVLC's caffe.io imports scikit-image (the io extra)")
 pytest.importorskip("six", reason="BVLC's net_spec imports six (the test extra has it)")
 pytest.importorskip("pydot", reason="BVLC's draw imports pydot (the draw extra)")
-hypothesis = pytest.importorskip("hypothesis")
+pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
