@@ -136,17 +136,21 @@ def test_transformer_matches_bvlc(bvlc, case):
 
 
 def test_deprocess_float32_feeds_img_as_ubyte(bvlc):
-    # The style-transfer crash: VGG's mean and a float64 result gave 1.0000000000000002,
-    # which skimage.img_as_ubyte refuses; float32 arithmetic rounds it to 1.0.
+    # The style-transfer crash: with VGG's mean, white comes back from float64 arithmetic
+    # as 1.0000000182, which skimage.img_as_ubyte refuses; float32 rounds it to 1.0.
     from skimage import img_as_ubyte
     case = {"shape": (1, 3, 4, 4), "channel_swap": (2, 1, 0), "raw_scale": 255.0,
             "mean": np.array([103.939, 116.779, 123.68])}
     image = np.ones((4, 4, 3), np.float32)
     for module in (our_io, bvlc.io):
         t = _configure(module, case)
-        restored = t.deprocess("data", t.preprocess("data", image)[np.newaxis])
+        net_input = t.preprocess("data", image)[np.newaxis]
+        restored = t.deprocess("data", net_input)
         assert restored.dtype == np.float32
-        assert img_as_ubyte(np.clip(restored, 0, 1)).max() == 255
+        assert img_as_ubyte(restored).min() == 255
+    in_float64 = (net_input[0].astype(np.float64) + case["mean"][:, None, None]) / 255.0
+    with pytest.raises(ValueError, match="between -1 and 1"):
+        img_as_ubyte(in_float64)
 
 
 def test_set_mean_constant_mean_of_another_size(bvlc):
