@@ -13,6 +13,7 @@ The registry holds the types of the modules that registered them: importing the 
 caffe.layers (which `import caffe` does), registers every built-in type.
 """
 import difflib
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -67,6 +68,53 @@ def create_layer(param, dtype=torch.float32, device="cpu"):
         raise at_layer(e, param) from None
 
 
+class Step:
+    """Layers the Net runs as one unit of its plan (caffe.net_plan): one layer, as Caffe runs
+    it, or a fused pair. `layers` are their net indices, ascending; `units` the (layer, bottom,
+    top, propagate_down) of each. A fused step overrides forward and backward, and must leave
+    every blob as its layers run one by one would."""
+
+    __slots__ = ("layers", "units")
+
+    def __init__(self, layers, units):
+        self.layers, self.units = layers, units
+
+    def reshape(self):
+        for layer, bottom, top, _ in self.units:
+            layer.reshape(bottom, top)
+
+    def forward(self):
+        for layer, bottom, top, _ in self.units:
+            layer.forward(bottom, top)
+
+    def backward(self):
+        for layer, bottom, top, propagate_down in reversed(self.units):
+            if layer.need_backward:
+                layer.backward(top, propagate_down, bottom)
+
+
+class Hints(NamedTuple):
+    """A layer's hints to the Net's execution plan (Layer.plan_hints).
+
+    fusion: a Step subclass that runs this layer and the next as one step, where its
+        fits(layer, next_layer, bottom, top, next_bottom, next_top) says it may.
+    own_input: this in-place layer's backward reads its input; when the Net also runs the
+        layer producing it, that layer writes into a hidden blob this one reads (same shape,
+        sharing the diff), so that no copy of the input is needed.
+    diff_passthrough: (bottom, top) index pairs whose diffs backward makes equal, so that a
+        Net recycling diffs may keep both in one buffer (the layer skips the copy then, by
+        Blob.shares_diff_with).
+    keeps_diffs: the layer's tops share their bottom's diff storage: recycling leaves them.
+    """
+    fusion: Optional[type] = None
+    own_input: bool = False
+    diff_passthrough: Tuple[Tuple[int, int], ...] = ()
+    keeps_diffs: bool = False
+
+
+NO_HINTS = Hints()
+
+
 class Layer:
     """Base class of every layer; subclasses set `type` and override the contract."""
 
@@ -114,24 +162,10 @@ class Layer:
     def allow_force_backward(self, bottom_index):
         return True
 
-    def fuses_with(self, nxt, bottom, top, next_bottom, next_top):
-        """Whether the Net may run this layer and the next one (nxt) as one step, through
-        forward_fused(bottom, top, nxt, next_bottom, next_top) and backward_fused(top,
-        propagate_down, bottom, nxt, next_propagate_down); each pair must leave every blob
-        as the two steps would."""
-        return False
-
-    def diff_passthrough(self):
-        """(bottom, top) index pairs whose diffs backward makes equal (the bottom's written from
-        the top's), so that a Net recycling diffs may keep both in one buffer; the layer must
-        then skip the copy (Blob.shares_diff_with)."""
-        return []
-
-    def wants_own_input(self, bottom, top):
-        """Whether this in-place layer's backward reads its input: then, when the Net also runs
-        the layer that produces it, that layer writes into a hidden blob this one reads (same
-        shape, sharing the diff), so that no copy of the input is needed."""
-        return False
+    def plan_hints(self, bottom, top):
+        """What the Net's execution plan (caffe.net_plan) may do with this layer beyond
+        Caffe's contract; the one place a layer says so. Hints() by default: nothing."""
+        return NO_HINTS
 
     # -- driven by the Net ----------------------------------------------------
     def layer_setup(self, bottom, top):

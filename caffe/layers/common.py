@@ -1,7 +1,7 @@
 """Common layers: structural layers that move, split, join and reshape blobs."""
 import torch
 
-from ..layer import Layer, register_layer
+from ..layer import Hints, Layer, register_layer
 
 
 def canonical_axis(layer, blob, axis, what="axis"):
@@ -72,9 +72,9 @@ class SplitLayer(Layer):
             if not blob.shares_data_with(bottom[0]):
                 blob.data.copy_(bottom[0].data)
 
-    def diff_passthrough(self):
-        """The bottom's diff may live in top 0's (a Net recycling diffs): it is summed there."""
-        return [(0, 0)]
+    def plan_hints(self, bottom, top):
+        # The bottom's diff may live in top 0's (a Net recycling diffs): it is summed there.
+        return Hints(diff_passthrough=((0, 0),))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -189,10 +189,12 @@ class _ReshapeBase(Layer):
 
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
-    shares_bottom_diff = True    # a Net recycling diffs leaves these blobs' diffs alone
 
     def setup(self, bottom, top):
         refuse_in_place(self, bottom, top)
+
+    def plan_hints(self, bottom, top):
+        return Hints(keeps_diffs=True)     # a Net recycling diffs leaves these diffs alone
 
     def forward(self, bottom, top):
         if not top[0].shares_data_with(bottom[0]):

@@ -3,7 +3,7 @@ ArgMax, Reduction."""
 import torch
 
 from ..errors import CaffeError
-from ..layer import Layer, register_layer
+from ..layer import Hints, Layer, register_layer
 from ..proto import caffe_pb2
 from .common import _bottom_label, canonical_axis, refuse_in_place
 
@@ -62,10 +62,11 @@ class EltwiseLayer(Layer):
                 self.mask.masked_fill_(x > y, k)
                 torch.maximum(y, x, out=y)
 
-    def diff_passthrough(self):
-        """(bottom, top) index pairs whose diffs are equal after backward, so that a Net
-        recycling diffs may give them one buffer: SUM's bottom 0 with coefficient 1."""
-        return [(0, 0)] if self.op == _ELTWISE.SUM and self.coeffs[0] == 1 else []
+    def plan_hints(self, bottom, top):
+        # SUM's bottom 0 with coefficient 1 has top 0's diff: a Net recycling diffs may give
+        # both one buffer.
+        passthrough = self.op == _ELTWISE.SUM and self.coeffs[0] == 1
+        return Hints(diff_passthrough=((0, 0),) if passthrough else ())
 
     def backward(self, top, propagate_down, bottom):
         dy, y = top[0].diff, top[0].data
