@@ -9,10 +9,10 @@ Every layer follows Caffe's contract:
                           accumulate (+=) learned-blob diffs where self.param_propagate_down says so
 `bottom` and `top` are lists of caffe.blob.Blob whose .data and .diff are torch tensors.
 
-The registry holds the types of the modules that registered them: importing the catalog,
-caffe.layers (which `import caffe` does), registers every built-in type.
+The registry maps Caffe type strings to layer classes; a type registered twice is an error
+unless the second registration asks to replace the first. The built-in catalog, caffe.layers,
+fills it when imported and is where layers are created from it (create_layer).
 """
-import difflib
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -26,19 +26,31 @@ from .errors import CaffeError, LayerSetupError
 from .filler import fill
 from .proto import caffe_pb2
 
+# Caffe type string -> layer class: the built-in catalog (caffe.layers) registers its types
+# when imported, and creates layers from them (caffe.layers.create_layer).
 LAYER_REGISTRY: dict = {}
 
 
-def register_layer(cls):
-    """Class decorator: make `cls` creatable by its Caffe type string."""
+def register_layer(cls=None, *, replace=False):
+    """Class decorator: make `cls` creatable by its Caffe type string.
+
+    A type registered already is refused, as Caffe's LayerRegistry refuses it, unless the
+    caller asks to replace it: @register_layer(replace=True). The same class defined again
+    (a module reloaded, a notebook cell run twice) replaces its earlier self."""
+    if cls is None:
+        return lambda c: register_layer(c, replace=replace)
     if not cls.type:
         raise TypeError(f"{cls.__name__} has no Caffe type string")
+    old = LAYER_REGISTRY.get(cls.type)
+    same = old is not None and (old.__module__, old.__qualname__) == \
+        (cls.__module__, cls.__qualname__)
+    if old is not None and not (replace or same):
+        raise LayerSetupError(f"layer type '{cls.type}' is already registered "
+                              f"({old.__module__}.{old.__qualname__}); to replace it with "
+                              f"{cls.__module__}.{cls.__qualname__}, register it with "
+                              f"@register_layer(replace=True)")
     LAYER_REGISTRY[cls.type] = cls
     return cls
-
-
-def layer_type_list():
-    return sorted(LAYER_REGISTRY)
 
 
 def at_layer(error, layer):
@@ -52,20 +64,6 @@ def at_layer(error, layer):
         return type(error)(f"{prefix}: {error}")
     except TypeError:           # a subclass with another constructor
         return CaffeError(f"{prefix}: {error}")
-
-
-def create_layer(param, dtype=torch.float32, device="cpu"):
-    """Instantiate the registered layer named by `param.type` (a LayerParameter)."""
-    cls = LAYER_REGISTRY.get(param.type)
-    if cls is None:
-        close = difflib.get_close_matches(param.type, LAYER_REGISTRY, n=3, cutoff=0.5)
-        close += [t for t in LAYER_REGISTRY if t.lower() == param.type.lower() and t not in close]
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint}")
-    try:
-        return cls(param, dtype=dtype, device=device)
-    except CaffeError as e:
-        raise at_layer(e, param) from None
 
 
 class Step:

@@ -11,7 +11,8 @@ from . import formats
 from .blob import HALF_DTYPES, Blob, PyBlob
 from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
 from .errors import CaffeError, NetError, OutOfMemoryError, WeightsError
-from .layer import at_layer, create_layer
+from .layer import at_layer
+from .layers import create_layer
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2

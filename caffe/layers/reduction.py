@@ -5,7 +5,7 @@ import torch
 from ..errors import CaffeError
 from ..layer import Hints, Layer, register_layer
 from ..proto import caffe_pb2
-from .common import _bottom_label, canonical_axis, refuse_in_place
+from .common_layers import _bottom_label, canonical_axis, refuse_in_place
 
 
 _ELTWISE = caffe_pb2.EltwiseParameter

@@ -22,7 +22,7 @@ from caffe.formats import read_caffemodel, read_binary_proto
 from caffe.proto import caffe_pb2
 from tests.parallel.helpers import (COMMON, LONG, SOLVERS, assert_weights_close, caffe_train,
                                     clean_env, finish, losses, make_folder, scores, wait_for)
-from caffe.testing.netns import NetnsUnavailable, TwoHosts
+from tests.netns import NetnsUnavailable, TwoHosts
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
