@@ -9,6 +9,7 @@ As in BVLC's pycaffe, caffe.layers is also NetSpec's layer factory: caffe.layers
 (caffe.net_spec.layers takes any name).
 """
 import difflib
+import importlib.util
 
 import torch
 
@@ -39,7 +40,9 @@ def create_layer(param, dtype=torch.float32, device="cpu"):
 
 
 def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(f"module 'caffe.layers' has no attribute '{name}'")
+    # `from caffe.layers import bbox_util` asks here first: a module of the catalog is never a
+    # NetSpec type, so say it is not loaded yet and the import system loads it.
+    if name.startswith("__") or importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
     from ..net_spec import layers
     return getattr(layers, name)

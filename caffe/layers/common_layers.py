@@ -88,7 +88,7 @@ class SplitLayer(Layer):
             diff.add_(blob.diff)
 
 
-def _bottom_label(layer, i):
+def bottom_label(layer, i):
     names = layer.param.bottom
     return f"bottom {i} ('{names[i]}')" if i < len(names) else f"bottom {i}"
 
@@ -111,8 +111,8 @@ class ConcatLayer(Layer):
             if blob.num_axes != len(shape) or any(
                     a != b for j, (a, b) in enumerate(zip(shape, blob.shape)) if j != self.axis):
                 self.fail(f"bottoms must have the same shape except along axis {self.axis}: "
-                          f"{_bottom_label(self, 0)} has shape {bottom[0].shape}, "
-                          f"{_bottom_label(self, i)} has shape {blob.shape}")
+                          f"{bottom_label(self, 0)} has shape {bottom[0].shape}, "
+                          f"{bottom_label(self, i)} has shape {blob.shape}")
             shape[self.axis] += blob.shape[self.axis]
         top[0].reshape(shape)
 

@@ -5,7 +5,7 @@ import torch
 from ..errors import CaffeError
 from ..layer import Hints, Layer, register_layer
 from ..proto import caffe_pb2
-from .common_layers import _bottom_label, canonical_axis, refuse_in_place
+from .common_layers import bottom_label, canonical_axis, refuse_in_place
 
 
 _ELTWISE = caffe_pb2.EltwiseParameter
@@ -34,8 +34,8 @@ class EltwiseLayer(Layer):
     def reshape(self, bottom, top):
         for i, blob in enumerate(bottom[1:], 1):
             if blob.shape != bottom[0].shape:
-                self.fail(f"bottoms must have the same shape: {_bottom_label(self, 0)} has shape "
-                          f"{bottom[0].shape}, {_bottom_label(self, i)} has shape {blob.shape}")
+                self.fail(f"bottoms must have the same shape: {bottom_label(self, 0)} has shape "
+                          f"{bottom[0].shape}, {bottom_label(self, i)} has shape {blob.shape}")
         top[0].reshape_like(bottom[0])
 
     def forward(self, bottom, top):
@@ -118,7 +118,7 @@ class FilterLayer(Layer):
                       f"{selector.shape}")
         for i, blob in enumerate(bottom[:-1]):
             if blob.num_axes == 0 or blob.shape[0] != selector.shape[0]:
-                self.fail(f"{_bottom_label(self, i)} of shape {blob.shape} does not have the "
+                self.fail(f"{bottom_label(self, i)} of shape {blob.shape} does not have the "
                           f"selector's {selector.shape[0]} items")
         self.index = torch.nonzero(selector.data.view(-1)).view(-1)
         num = selector.shape[0] if self.first_reshape else self.index.numel()

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import text_format
 
-from ..draw import _quote, get_pydot_graph
+from ..draw import quote_label, get_pydot_graph
 from ..errors import CaffeError
 from ..net import Net
 from ..proto import caffe_pb2
@@ -70,8 +70,8 @@ def graph_svg(param, nodes, rankdir="TB"):
     for key, info in nodes.items():
         if info["kind"] != "blob":
             continue
-        for node in graph.get_node(_quote(key)):
-            label = _quote(info["name"])[:-1] + "\\n" + info["shape"].replace("\u00d7", "x") + '"'
+        for node in graph.get_node(quote_label(key)):
+            label = quote_label(info["name"])[:-1] + "\\n" + info["shape"].replace("\u00d7", "x") + '"'
             node.set("label", label)
     import shutil
     if shutil.which("dot") is None:

@@ -140,7 +140,7 @@ display: 20 max_iter: 1000000 snapshot_prefix: "out3/s" solver_mode: CPU random_
 
 def start_pair(folder, solvers=("long.prototxt", "long.prototxt"), **extra):
     """Two workers started torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR/PORT, LOCAL_RANK."""
-    port = parallel._free_port()
+    port = parallel.free_port()
     procs = []
     for rank in range(2):
         env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
