@@ -38,6 +38,19 @@ class SoftmaxLayer(_OneToOne):
             bottom[0].diff[...] = y * (dy - (dy * y).sum(self.axis, keepdim=True))
 
 
+def mvn(x, rows, p):
+    """MVN's maths (MVNParameter p) over x seen as `rows` rows: (y, std + eps per row, or None
+    without normalize_variance). The layer and the torch exporter use it."""
+    v = x.reshape(rows, -1)
+    y = v - v.mean(1, keepdim=True)
+    std = None
+    if p.normalize_variance:
+        # Caffe adds eps to the standard deviation, not to the variance.
+        std = torch.sqrt((y * y).mean(1, keepdim=True)) + p.eps
+        y = y / std
+    return y.reshape(x.shape), std
+
+
 @register_layer
 class MVNLayer(_OneToOne):
     """y = (x - mean) / (std + eps) per sample and channel (or per sample across channels)."""
@@ -50,14 +63,8 @@ class MVNLayer(_OneToOne):
         return n if self.param.mvn_param.across_channels else n * blob.legacy_shape(1)
 
     def forward(self, bottom, top):
-        p = self.param.mvn_param
-        x = bottom[0].data.reshape(self.groups(bottom[0]), -1)
-        y = x - x.mean(1, keepdim=True)
-        if p.normalize_variance:
-            # Caffe adds eps to the standard deviation, not to the variance.
-            self.std = torch.sqrt((y * y).mean(1, keepdim=True)) + p.eps
-            y = y / self.std
-        top[0].data[...] = y.view(top[0].shape)
+        y, self.std = mvn(bottom[0].data, self.groups(bottom[0]), self.param.mvn_param)
+        top[0].data[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
