@@ -353,6 +353,20 @@ def main(argv=None):
     except (gflags.FlagError, gflags.HelpRequested) as e:
         return gflags.exit_on(e)
     _configure_logging(args)
+    if args.command in HANDLERS and args.positional:
+        # BVLC's caffe runs a command only when gflags leaves exactly one word (argc == 2)
+        # and prints usage otherwise: a stray word is most often a bool flag's value given
+        # after a space (-allow_python_layers false), which gflags does not take.
+        extra = args.positional[0]
+        hint = ""
+        previous = args.argv[args.argv.index(extra) - 1] if extra in args.argv[1:] else ""
+        flag = FLAGS.flags.get(previous.lstrip("-"))
+        if flag is not None and flag.kind is bool:
+            hint = (f" (a bool flag takes its value after '=': {previous}={extra}; "
+                    f"'{previous} {extra}' sets it to true)")
+        log.error("Unexpected argument '%s'%s", extra, hint)
+        print(FLAGS.help_text(modules={"main"}), file=sys.stderr)
+        return 1
     if args.command not in HANDLERS:
         if args.command:
             log.error("Unknown action: %s", args.command)
