@@ -361,14 +361,66 @@ def write_caffemodel(path, net_param):
 
 
 # -- HDF5 (BVLC's layout: /data/<layer>/<i>, optional /diff/<layer>/<i>) ---------------
+# The attribute that holds a layer's name when its HDF5 group cannot be named after it.
+HDF5_NAME_ATTR = "caffe_name"
+
+
+def _hdf5_plain(name):
+    # An HDF5 link name cannot hold '/' (a path: BVLC's H5Gcreate2 fails on "conv1/7x7"), a
+    # NUL, or be empty or '.'.
+    return bool(name) and name != "." and "/" not in name and "\0" not in name
+
+
+def hdf5_group_names(names):
+    """{layer name: HDF5 group name}: a name HDF5 can hold is its own group name (the file is
+    BVLC's); any other ('a/b', '.', '') gets an escaped, unused group name and the real name in
+    the group's caffe_name attribute (UTF-8 bytes), which BVLC ignores and pycaffe reads."""
+    out = {n: n for n in names if _hdf5_plain(n)}
+    taken = set(out)
+    for name in names:
+        if name in out:
+            continue
+        base = (name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+                or "%")
+        base = "%2E" if base == "." else base
+        group, k = base, 1
+        while group in taken:
+            group, k = f"{base}~{k}", k + 1
+        out[name] = group
+        taken.add(group)
+    return out
+
+
+def _hdf5_layer_name(lg, group_name, path):
+    """The layer name a weights group stands for: its caffe_name attribute, else its name."""
+    if HDF5_NAME_ATTR not in lg.attrs:
+        return group_name
+    attr = h5py.h5a.open(lg.id, HDF5_NAME_ATTR.encode())
+    where = f"{path}: {lg.name}: attribute {HDF5_NAME_ATTR}"
+    if attr.dtype != np.uint8 or len(attr.shape) != 1 or attr.shape[0] > 1 << 16:
+        raise ProtoError(f"{where} must be the layer name's UTF-8 bytes (uint8, at most 65536)")
+    value = np.empty(attr.shape, np.uint8)
+    if value.size:
+        attr.read(value)
+    try:
+        return value.tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtoError(f"{where} is not UTF-8 text") from None
+
+
 def write_hdf5_weights(path, groups):
-    """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}."""
+    """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}. Layer names that HDF5
+    cannot hold as group names round-trip through hdf5_group_names."""
     def write(f):
         with h5py.File(f, "w") as h5:
             for top, layers in groups.items():
                 g = h5.create_group(top)
+                names = hdf5_group_names(list(layers))
                 for layer, blobs in layers.items():
-                    lg = g.create_group(layer)
+                    lg = g.create_group(names[layer])
+                    if names[layer] != layer:
+                        lg.attrs.create(HDF5_NAME_ATTR,
+                                        np.frombuffer(layer.encode("utf-8"), np.uint8))
                     for i, value in blobs.items():
                         # float64 nets keep doubles, as BVLC's Net<double> does.
                         value = np.asarray(value)
@@ -387,16 +439,20 @@ def read_hdf5_weights(path, group="data"):
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
             if not isinstance(top, h5py.Group):
                 raise ProtoError(f"{path}: /{group} is not a group")
-            found = []
-            for layer, lg in hdf5.items(top, path, ProtoError):
+            found, out = [], {}
+            for group_name, lg in hdf5.items(top, path, ProtoError):
                 if not isinstance(lg, h5py.Group):
-                    raise ProtoError(f"{path}: /{group}/{layer} is not a group")
+                    raise ProtoError(f"{path}: /{group}/{group_name} is not a group")
+                layer = _hdf5_layer_name(lg, group_name, path)
+                if layer in out:
+                    raise ProtoError(f"{path}: two groups of /{group} hold layer '{layer}'")
+                out[layer] = {}
                 for name, ds in hdf5.items(lg, path, ProtoError):
                     if not name.isdigit() or not isinstance(ds, h5py.Dataset):
-                        raise ProtoError(f"{path}: /{group}/{layer}/{name} is not a blob dataset")
+                        raise ProtoError(f"{path}: /{group}/{group_name}/{name} is not a blob "
+                                         f"dataset")
                     dtype = np.float64 if ds.dtype == np.float64 else np.float32
                     found.append((layer, int(name), ds, dtype))
-            out = {layer: {} for layer, _ in hdf5.items(top, path, ProtoError)}
             arrays = hdf5.read_all([(ds, dtype) for _, _, ds, dtype in found], path, ProtoError)
             for (layer, i, _, _), value in zip(found, arrays):
                 out[layer][i] = value
