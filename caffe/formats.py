@@ -5,17 +5,17 @@ every writer writes a temporary file beside the target and renames it, so a file
 final name is always complete.
 """
 import os
-import re
 import stat
 import tempfile
 
 import numpy as np
-from google.protobuf import message, text_encoding, text_format
+from google.protobuf import message, text_format
 
 from . import blob as _blob, files, hdf5
 from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError, WriteError
 from .proto import caffe_pb2, dialects, fast_text
+from .proto.text_strings import check_text_strings
 from .proto.compat import is_repeated
 
 h5py = LazyModule("h5py")
@@ -99,7 +99,7 @@ def parse_text(text, msg, source="<string>"):
             raise ProtoError(f"{source}: not a text file (byte {e.start} is not UTF-8)") from None
     # One check for both parsers: protoc (large files) accepts escapes such as "\377" that
     # make a name invalid UTF-8, which text_format refuses and nothing could reload.
-    check_text_strings(text, msg, source)
+    check_text_strings(text, msg, source, ProtoError)
     try:
         # Large files go to protobuf's C++ parser when protoc is installed (100x faster).
         if fast_text.parse_large(text, msg, source):
@@ -121,65 +121,6 @@ def parse_text(text, msg, source="<string>"):
             detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
         raise ProtoError(f"{where}: {detail}") from None
     return msg
-
-
-_STRING_ESCAPE = re.compile(r"\\(?:[0-7]|x[0-9A-Fa-f])")
-_QUOTED = re.compile(r"""#.*|"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'""")
-
-
-def _has_bytes_field(descriptor, seen=None):
-    seen = set() if seen is None else seen
-    if descriptor.full_name in seen:
-        return False
-    seen.add(descriptor.full_name)
-    return any(f.type == f.TYPE_BYTES or (f.message_type is not None and
-                                          _has_bytes_field(f.message_type, seen))
-               for f in descriptor.fields)
-
-
-def check_text_strings(text, msg, source="<string>"):
-    """Refuse a quoted string whose escapes (\\377, \\xff) spell invalid UTF-8, naming the
-    line; messages with bytes fields (Datum) are left to the parser. Only lines holding an
-    octal or hex escape are looked at, so large files cost one regex search."""
-    if _has_bytes_field(msg.DESCRIPTOR):
-        return
-    checked = -1
-    for found in _STRING_ESCAPE.finditer(text):
-        start = text.rfind("\n", 0, found.start()) + 1
-        if start == checked:
-            continue
-        checked = start
-        end = text.find("\n", found.end())
-        line = text[start:] if end < 0 else text[start:end]
-        for literal in _string_runs(line):
-            try:
-                text_encoding.CUnescape(literal).decode("utf-8")
-            except UnicodeDecodeError as e:
-                number = text.count("\n", 0, start) + 1
-                raise ProtoError(f"{source} line {number}: string \"{literal}\" is not UTF-8 "
-                                 f"text (byte {e.start} of its value is {e.object[e.start]:#x}); "
-                                 f"Caffe names and strings must be UTF-8") from None
-            except ValueError:
-                continue                    # a malformed escape: the parser names it
-
-
-def _string_runs(line):
-    """The string values of a line: adjacent literals ("a" "b") joined, comments skipped."""
-    runs, current, last_end = [], None, None
-    for m in _QUOTED.finditer(line):
-        if m.group(0).startswith("#"):
-            break
-        literal = m.group(1) if m.group(1) is not None else m.group(2)
-        if current is not None and line[last_end:m.start()].strip() == "":
-            current += literal
-        else:
-            if current is not None:
-                runs.append(current)
-            current = literal
-        last_end = m.end()
-    if current is not None:
-        runs.append(current)
-    return [r for r in runs if "\\" in r]
 
 
 def parse_binary(data, msg, source="<bytes>"):
@@ -361,53 +302,6 @@ def write_caffemodel(path, net_param):
 
 
 # -- HDF5 (BVLC's layout: /data/<layer>/<i>, optional /diff/<layer>/<i>) ---------------
-# The attribute that holds a layer's name when its HDF5 group cannot be named after it.
-HDF5_NAME_ATTR = "caffe_name"
-
-
-def _hdf5_plain(name):
-    # An HDF5 link name cannot hold '/' (a path: BVLC's H5Gcreate2 fails on "conv1/7x7"), a
-    # NUL, or be empty or '.'.
-    return bool(name) and name != "." and "/" not in name and "\0" not in name
-
-
-def hdf5_group_names(names):
-    """{layer name: HDF5 group name}: a name HDF5 can hold is its own group name (the file is
-    BVLC's); any other ('a/b', '.', '') gets an escaped, unused group name and the real name in
-    the group's caffe_name attribute (UTF-8 bytes), which BVLC ignores and pycaffe reads."""
-    out = {n: n for n in names if _hdf5_plain(n)}
-    taken = set(out)
-    for name in names:
-        if name in out:
-            continue
-        base = (name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
-                or "%")
-        base = "%2E" if base == "." else base
-        group, k = base, 1
-        while group in taken:
-            group, k = f"{base}~{k}", k + 1
-        out[name] = group
-        taken.add(group)
-    return out
-
-
-def _hdf5_layer_name(lg, group_name, path):
-    """The layer name a weights group stands for: its caffe_name attribute, else its name."""
-    if HDF5_NAME_ATTR not in lg.attrs:
-        return group_name
-    attr = h5py.h5a.open(lg.id, HDF5_NAME_ATTR.encode())
-    where = f"{path}: {lg.name}: attribute {HDF5_NAME_ATTR}"
-    if attr.dtype != np.uint8 or len(attr.shape) != 1 or attr.shape[0] > 1 << 16:
-        raise ProtoError(f"{where} must be the layer name's UTF-8 bytes (uint8, at most 65536)")
-    value = np.empty(attr.shape, np.uint8)
-    if value.size:
-        attr.read(value)
-    try:
-        return value.tobytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtoError(f"{where} is not UTF-8 text") from None
-
-
 def write_hdf5_weights(path, groups):
     """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}. Layer names that HDF5
     cannot hold as group names round-trip through hdf5_group_names."""
@@ -415,12 +309,11 @@ def write_hdf5_weights(path, groups):
         with h5py.File(f, "w") as h5:
             for top, layers in groups.items():
                 g = h5.create_group(top)
-                names = hdf5_group_names(list(layers))
+                names = hdf5.group_names(list(layers))
                 for layer, blobs in layers.items():
                     lg = g.create_group(names[layer])
                     if names[layer] != layer:
-                        lg.attrs.create(HDF5_NAME_ATTR,
-                                        np.frombuffer(layer.encode("utf-8"), np.uint8))
+                        hdf5.write_layer_name(lg, layer)
                     for i, value in blobs.items():
                         # float64 nets keep doubles, as BVLC's Net<double> does.
                         value = np.asarray(value)
@@ -443,7 +336,7 @@ def read_hdf5_weights(path, group="data"):
             for group_name, lg in hdf5.items(top, path, ProtoError):
                 if not isinstance(lg, h5py.Group):
                     raise ProtoError(f"{path}: /{group}/{group_name} is not a group")
-                layer = _hdf5_layer_name(lg, group_name, path)
+                layer = hdf5.layer_name(lg, group_name, path, ProtoError)
                 if layer in out:
                     raise ProtoError(f"{path}: two groups of /{group} hold layer '{layer}'")
                 out[layer] = {}
