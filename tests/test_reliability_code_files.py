@@ -142,6 +142,43 @@ def test_training_workers_import_nothing_from_the_working_folder(tmp_path):
     assert "Optimization Done." in err
 
 
+SPAWNER = """import multiprocessing, sys
+def child(queue):
+    queue.put(sys.path)
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    print("SPAWNED", queue.get(timeout=60), flush=True)
+    process.join()
+"""
+
+
+def test_spawned_grandchildren_import_nothing_from_the_working_folder(tmp_path):
+    """A child's own multiprocessing 'spawn' children (a Python layer or a data library may
+    start them) inherit PYTHONSAFEPATH: the planted json.py is not what they import."""
+    work = tmp_path / "work"
+    (work / "multiprocessing").mkdir(parents=True)
+    (work / "multiprocessing" / "__init__.py").write_text(PLANTED)
+    (work / "json.py").write_text(PLANTED)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "spawner.py").write_text(SPAWNER)
+    env = {"MARK_FILE": str(tmp_path / "mark.txt")}
+    _, out, err = attack(LEAVE_CWD + f"""
+        import subprocess
+        from caffe.child_process import child_env, python_module_command
+        env = child_env()
+        env["PYTHONPATH"] += os.pathsep + {str(tmp_path / "lib")!r}
+        done = subprocess.run(python_module_command("spawner"), env=env, capture_output=True,
+                              text=True, timeout=90)
+        print("CHILD", done.returncode, done.stdout, done.stderr[-2000:], flush=True)
+    """, tmp_path, seconds=120, env=env)
+    assert not _marks(tmp_path), _marks(tmp_path) + out
+    assert "CHILD 0 SPAWNED" in out, out + err[-2000:]
+    assert str(work) not in out.split("SPAWNED", 1)[1].split("\n", 1)[0]
+
+
 LAYER = """layer {{ name: "conv{i}" type: "Convolution" bottom: "d{i}" top: "d{j}"
   convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 weight_filler {{ type: "xavier" }} }}
 }}
