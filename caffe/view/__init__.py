@@ -161,7 +161,8 @@ def build_page(model, weights=None, phase=caffe_pb2.TEST, rankdir="TB",
         param = filter_net(definition)
         nodes, count = describe_param(param), None
         note = (f"shapes not computed: Python layer '{python[0].name}' would run code from "
-                f"module '{python[0].python_param.module}' (-allow_python_layers to run it)")
+                f"module '{python[0].python_param.module}' (-allow_python_layers to run it)"
+                + ("; weights not read" if weights else ""))
         name = definition.name
     else:
         net = Net(model, phase)
