@@ -525,5 +525,6 @@ def test_names_cannot_forge_log_lines(tmp_path):
     train, test = parse_log(str(tmp_path / "train.log"))
     # parse_log reads a message only at its start: the escaped name's text is no value.
     assert [row["NumIters"] for row in train] == [0, 1], train
-    assert len(test) == 2 and all("accuracy" in row for row in train + test), test
+    assert [row["NumIters"] for row in test] == [0, 1, 2], test
+    assert all("accuracy" in row for row in train + test), train + test
     assert all("fake" not in row for row in train + test), train + test
