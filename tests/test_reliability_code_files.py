@@ -212,7 +212,7 @@ def test_protoc_children_import_nothing_from_the_working_folder(tmp_path):
     assert out.count("LAYERS 12000") == 2 and "COMMAND -c" in out, out + err[-3000:]
 
 
-# -- 3. view and export never import a Python layer's module -----------------------------------
+# -- 3. view and export never import a Python layer's module; vis honours the switch -------
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="graphviz's dot is absent (make test installs it)")
 
@@ -227,12 +227,16 @@ def test_view_and_export_do_not_run_python_layers(tmp_path):
               flush=True)
         print("EXPORT TORCH", cli.main(["export", "-model", "net.prototxt", "-torch", "n.pt2",
                                         "-phase", "TRAIN"]), flush=True)
+        # caffe vis runs the net (its activations need the layers): it honours the switch.
+        print("VIS", cli.main(["vis", "-model", "net.prototxt", "-o", "vis_out", "-blobs", "ip",
+                               "-allow_python_layers=false"]), flush=True)
         print("MARKS BEFORE OPT-IN", os.path.exists(os.environ["MARK_FILE"]), flush=True)
         print("OPTED IN", cli.main(["view", "net.prototxt", "-o", "shapes.html",
                                     "-allow_python_layers"]), flush=True)
     """, tmp_path, seconds=180, env=env)
     assert "VIEW 0" in out and "EXPORT 1" in out and "EXPORT TORCH 1" in out, out + err[-3000:]
-    assert "MARKS BEFORE OPT-IN False" in out
+    assert "MARKS BEFORE OPT-IN False" in out and "VIS 1" in out
+    assert "layer 'py' (Python): Python layers are disabled" in err
     assert "cannot export layer 'py' (type Python)" in err and "not imported" in err
     assert not (tmp_path / "n.onnx").exists() and not (tmp_path / "n.pt2").exists()
     page = (tmp_path / "page.html").read_text()

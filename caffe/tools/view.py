@@ -18,7 +18,9 @@ from .. import view
 from ..errors import CaffeError
 from ..formats import atomic_write
 from ..proto import caffe_pb2
-from .cli import parse_bool
+from .cli import gflags_argv, parse_bool
+
+BOOL_FLAGS = ("allow_python_layers",)
 
 
 def _parser():
@@ -42,20 +44,6 @@ def _parser():
     return p
 
 
-def _bool_flags(argv, names=("allow_python_layers",)):
-    # gflags' bool spellings: -flag alone is true, -noflag false; the flag never takes the
-    # next word, so `-allow_python_layers false` leaves 'false' over and argparse refuses it.
-    out = []
-    for arg in argv:
-        bare = arg.lstrip("-")
-        if arg.startswith("-") and bare in names:
-            arg = f"--{bare}=true"
-        elif arg.startswith("-") and bare.startswith("no") and bare[2:] in names:
-            arg = f"--{bare[2:]}=false"
-        out.append(arg)
-    return out
-
-
 def _netron(args):
     try:
         import netron
@@ -69,7 +57,10 @@ def _netron(args):
 
 
 def main(argv=None):
-    args = _parser().parse_args(_bool_flags(sys.argv[1:] if argv is None else argv))
+    # gflags' bool spellings (-flag, -noflag, -flag=false); `-allow_python_layers false`
+    # leaves 'false' over, which the parser refuses.
+    args = _parser().parse_args(gflags_argv(sys.argv[1:] if argv is None else argv,
+                                            BOOL_FLAGS))
     try:
         if args.netron:
             return _netron(args)

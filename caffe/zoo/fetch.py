@@ -1,9 +1,10 @@
 """Resumable HTTP(S) downloads with a progress bar and a sha1 check.
 
-The bytes arrive in a `.part` file in the model folder's hidden .zoo-partial/; only a file whose size (and
-sha1, when one is published) checks out is renamed into place, so a cut, a truncated
-response or a corrupted copy never leaves a half-written file where Caffe would load it.
-A cut download resumes from its `.part` with an HTTP Range request.
+The bytes arrive in a `.part` file in the model folder's hidden .zoo-partial/; only a file
+whose size (and sha1, when one is published) checks out is renamed into place, so a cut, a
+truncated response or a corrupted copy never leaves a half-written file where Caffe would load
+it. A cut download resumes from its `.part` with an HTTP Range request. Only http and https
+URLs are opened, and a redirect is followed only to them (urllib would follow one to ftp).
 """
 import hashlib
 import http.client
