@@ -22,6 +22,7 @@ import sys
 import time
 
 from ..errors import CaffeError
+from ..log_text import printable
 from . import caffe_flags, gflags
 from .glog import GlogFormatter, log_to_stderr  # noqa: F401  (also the data tools' import)
 
@@ -235,7 +236,7 @@ def test(args):
         k = 0
         for name, _, count in names:
             for _ in range(count):
-                log.info("Batch %d, %s = %s", i, name, _fmt(float(values[k])))
+                log.info("Batch %d, %s = %s", i, printable(name), _fmt(float(values[k])))
                 k += 1
     iterations = max(args.iterations, 1)
     log.info("Loss: %s", _fmt(loss / iterations))
@@ -244,7 +245,7 @@ def test(args):
         for _ in range(count):
             mean = float(sums[k]) / iterations if sums is not None else 0.0
             note = f" (* {_fmt(weight)} = {_fmt(weight * mean)} loss)" if weight else ""
-            log.info("%s = %s%s", name, _fmt(mean), note)
+            log.info("%s = %s%s", printable(name), _fmt(mean), note)
             k += 1
     return 0
 
@@ -300,8 +301,8 @@ def time_net(args):
     iterations = max(args.iterations, 1)
     log.info("Average time per layer: ")
     for i, name in enumerate(net._layer_names):
-        log.info("%10s\tforward: %s ms.", name, _fmt(forward_ms[i] / iterations))
-        log.info("%10s\tbackward: %s ms.", name, _fmt(backward_ms[i] / iterations))
+        log.info("%10s\tforward: %s ms.", printable(name), _fmt(forward_ms[i] / iterations))
+        log.info("%10s\tbackward: %s ms.", printable(name), _fmt(backward_ms[i] / iterations))
     log.info("Average Forward pass: %s ms.", _fmt(forward_total / iterations))
     log.info("Average Backward pass: %s ms.", _fmt(backward_total / iterations))
     log.info("Average Forward-Backward: %s ms.", _fmt(total_ms / iterations))
