@@ -48,7 +48,7 @@ def to_onnx(net, path=None, opset=DEFAULT_OPSET, outputs=None, name=None):
         if out_name not in seen:
             seen.add(out_name)
             outs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT,
-                                                      list(blob.shape)))
+                                                      g.shapes.get(value, list(blob.shape))))
     graph = helper.make_graph(g.nodes, name or net.name or "caffe_net", inputs, outs,
                               initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]

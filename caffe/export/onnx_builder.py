@@ -22,6 +22,9 @@ class Builder:
         self.opset, self.namer = opset, namer
         self.nodes, self.initializers, self.cache = [], [], {}
         self.node_names = Namer()
+        # Values whose shape depends on the data (DetectionOutput's rows): value name -> the
+        # shape to declare, with a named dimension where the blob's size varies.
+        self.shapes = {}
 
     def fresh(self, hint):
         return self.namer.take(hint)
