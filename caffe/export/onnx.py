@@ -9,7 +9,9 @@ Shapes are static: the graph is exported for the shapes the net's inputs have no
 """
 import os
 
-from . import onnx_common, onnx_detection, onnx_forks, onnx_vision  # noqa: F401  (register the converters)
+# Imported for their converters' registration.
+from . import (onnx_common, onnx_detection, onnx_forks, onnx_regions,  # noqa: F401
+               onnx_vision)
 from .._optional import require
 from .graph import ExportError, Namer, plan_net
 from .onnx_builder import Builder, convert_step
