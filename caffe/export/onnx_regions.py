@@ -67,7 +67,7 @@ def _column(g, x, i, hint):
 
 @converter("PSROIPooling")
 def _psroi_pooling(g, s):
-    p, (n, c, h, w) = s.layer.param.psroi_pooling_param, s.bottom_blobs[0].shape
+    p, (h, w) = s.layer.param.psroi_pooling_param, s.bottom_blobs[0].shape[2:]
     name, size, dim = s.name, p.group_size, p.output_dim
     count = s.top_blobs[0].shape[0]
     rois = g.reshape(s.bottoms[1], [count, 5], hint=name + "/rois")
@@ -110,11 +110,9 @@ def _psroi_pooling(g, s):
     cols = [spread(t, [count, 1, 1, size], name + "/cols") for t in (w0, w1)]
     # The layer's integral image: float64 running sums over rows then columns, a zero
     # row and column in front.
-    running = g.node("CumSum", [g.node("CumSum", [g.node("Cast", [s.bottoms[0]], to=DOUBLE,
-                                                          hint=name + "/x64"),
-                                                   _i64(g, 2)],
-                                         hint=name + "/cum_h"), _i64(g, 3)],
-                     hint=name + "/cum_w")
+    running = g.node("Cast", [s.bottoms[0]], hint=name + "/x64", to=DOUBLE)
+    for axis in (2, 3):
+        running = g.node("CumSum", [running, _i64(g, axis)], hint=name + "/running")
     integral = g.node("Pad", [running, g.ints([0, 0, 1, 1, 0, 0, 0, 0], "pads"), _f64(g, 0.0)],
                       hint=name + "/integral", mode="constant")
 
@@ -200,9 +198,8 @@ def _proposal(g, s):
     found = g.node("Shape", [kept], hint=name + "/found")
     missing = g.node("Sub", [g.ints([post], "post_nms_topn"), found], hint=name + "/missing")
     pads = g.node("Concat", [g.ints([0, 0]), missing, g.ints([0])], hint=name + "/pads", axis=0)
-    items = g.node("Expand", [g.scalar(0.0), g.node("Concat", [found, g.ints([1])],
-                                                     hint=name + "/item_shape", axis=0)],
-                   hint=name + "/items")
+    item_shape = g.node("Concat", [found, g.ints([1])], hint=name + "/item_shape", axis=0)
+    items = g.node("Expand", [g.scalar(0.0), item_shape], hint=name + "/items")
     rois = g.node("Concat", [items, rows], hint=name + "/rois", axis=1)
     g.node("Pad", [rois, pads, g.scalar(0.0)], s.tops[0], name, mode="constant")
     if len(s.tops) > 1:

@@ -23,8 +23,8 @@ pytest.importorskip("onnxruntime")
 # map, inside out (Caffe makes it 1 x 1), partly and wholly past the map (empty bins),
 # partly before it, one pixel, and corners at x.5 / 4 (C's rounding of halves away from zero).
 ROIS = np.array([[0, 2, 2, 30, 40], [1, 0, 0, 63, 47], [1, 10, 6, 9, 5], [0, 50, 30, 200, 90],
-                 [0, 80, 60, 120, 100], [1, -20, -8, 6, 10], [0, 6, 10, 6, 10], [1, 14, 2, 34, 45.9],
-                 [0, 18, 10, 42, 26]], np.float32)
+                 [0, 80, 60, 120, 100], [1, -20, -8, 6, 10], [0, 6, 10, 6, 10],
+                 [1, 14, 2, 34, 45.9], [0, 18, 10, 42, 26]], np.float32)
 
 
 def region_inputs(channels, seed=0):
