@@ -46,6 +46,27 @@ def test_fork_layer_exports(body, shapes):
     check_exports(net, outputs=["y"], torch_=False)
 
 
+@pytest.mark.parametrize("pool, upsample, size", [
+    ("kernel_size: 2 stride: 2", "scale: 2 pad_out_h: true pad_out_w: true", (7, 9)),
+    ("kernel_size: 2 stride: 2", "upsample_h: 7 upsample_w: 9", (7, 9)),      # SegNet 360x480
+    ("kernel_size: 3 stride: 2 pad: 1", "upsample_h: 8 upsample_w: 10", (8, 10)),
+])
+def test_unpooling_follows_caffe_masks_through_ties(pool, upsample, size):
+    # Whole numbers after a ReLU: most windows hold equal maxima (zeros above all), where
+    # Caffe's mask takes the first in row-major order; the export's masks must match them
+    # and scatter by them exactly.
+    body = (layer("ReLU", "", tops=("r",), name="relu")
+            + layer("Pooling", f"pooling_param {{ pool: MAX {pool} }}", bottoms=("r",),
+                    tops=("p", "m"), name="pool")
+            + layer("Upsample", f"upsample_param {{ {upsample} }}", bottoms=("p", "m")))
+    net = make_net(body, [(2, 3) + size])
+    x = np.random.default_rng(0).integers(-3, 3, (2, 3) + size).astype(np.float32)
+    expected = caffe_forward(net, {"x": x}, ["m", "y"])
+    got, _ = run_onnx(net, {"x": x}, ["m", "y"])
+    np.testing.assert_array_equal(got["m"], expected["m"])
+    np.testing.assert_array_equal(got["y"], expected["y"])
+
+
 def test_segnet_batch_statistics_are_accurate():
     # E[x^2] - E[x]^2 over a map whose mean is large against its spread cancels: the export
     # must stay as near the exact statistics (the layer run in float64) as float32 output
