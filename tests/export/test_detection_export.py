@@ -5,6 +5,7 @@ DetectionOutput (decode, NonMaxSuppression, TopK), alone and at the end of whole
 Detections are compared as sets of rows: each row of the export pairs with one of Caffe's
 by image, label and box, scores within 1e-6; rows run by image, label and falling score
 (near-equal scores may come in either order: onnxruntime's NMS does not rank ties)."""
+import functools
 import re
 
 import numpy as np
@@ -168,7 +169,12 @@ def test_adaptive_nms_is_refused():
         caffe.export.to_onnx(net)
 
 
-@pytest.mark.parametrize("build", [detection_nets.mobilenet_ssd, detection_nets.ssd300_vgg])
+WHOLE_NETS = {"mobilenet_ssd": detection_nets.mobilenet_ssd,
+              "ssd300": detection_nets.ssd300_vgg,
+              "pelee": functools.partial(detection_nets.pelee, dense=(1, 1, 2, 1))}
+
+
+@pytest.mark.parametrize("build", WHOLE_NETS.values(), ids=WHOLE_NETS.keys())
 def test_whole_ssd_exports(tmp_path, build):
     # Random weights score every class near 1/21: a threshold that lets some through.
     text = re.sub(r"confidence_threshold: [0-9.]+", "confidence_threshold: 0.045", build(width=8))
