@@ -91,6 +91,19 @@ class Builder:
         return self.node("ReduceSum", [x, self.ints(axes, "axes")], out, hint,
                          keepdims=int(keepdims))
 
+    def split(self, x, parts, axis, hint="split"):
+        """x cut into `parts` equal pieces along `axis` (a list of value names)."""
+        # Opset 18 wants the number of pieces said, where older ones count the outputs.
+        attrs = {"num_outputs": parts} if self.opset >= 18 else {}
+        return self.node("Split", [x], hint=hint, n_out=parts, axis=axis, **attrs)
+
+    def reduce_mean(self, x, axes, keepdims, out=None, hint="mean"):
+        # Opset 18 moved ReduceMean's axes from an attribute to an input.
+        if self.opset >= 18:
+            return self.node("ReduceMean", [x, self.ints(axes, "axes")], out, hint,
+                             keepdims=int(keepdims))
+        return self.node("ReduceMean", [x], out, hint, axes=list(axes), keepdims=int(keepdims))
+
     def scale(self, x, factor, out=None, hint="scale"):
         if factor == 1 and out is None:
             return x

@@ -64,7 +64,7 @@ def _decode(g, s, prior, var, loc, code_type):
     offsets = loc if var is None else op("Mul", var, loc)
     if code_type == CORNER:
         return op("Add", prior, offsets)
-    x0, y0, x1, y1 = g.node("Split", [prior], hint=hint + "/prior", n_out=4, axis=-1)
+    x0, y0, x1, y1 = g.split(prior, 4, -1, hint + "/prior")
     pw, ph = op("Sub", x1, x0), op("Sub", y1, y0)
     if code_type == CORNER_SIZE:
         size = g.node("Concat", [pw, ph, pw, ph], hint=hint, axis=-1)
@@ -73,7 +73,7 @@ def _decode(g, s, prior, var, loc, code_type):
         raise layer_error(s.layer, f"unknown code_type {code_type}")
     two = g.scalar(2.0)
     px, py = op("Div", op("Add", x0, x1), two), op("Div", op("Add", y0, y1), two)
-    v0, v1, v2, v3 = g.node("Split", [offsets], hint=hint + "/loc", n_out=4, axis=-1)
+    v0, v1, v2, v3 = g.split(offsets, 4, -1, hint + "/loc")
     cx, cy = op("Add", op("Mul", v0, pw), px), op("Add", op("Mul", v1, ph), py)
     half_w = op("Div", op("Mul", op("Exp", v2), pw), two)
     half_h = op("Div", op("Mul", op("Exp", v3), ph), two)
@@ -94,7 +94,7 @@ def _nms_boxes(g, boxes, hint):
     """The boxes as NonMaxSuppression should see them: the fork gives an inverted box
     (xmax < xmin or ymax < ymin) size 0, so it overlaps nothing; NonMaxSuppression would
     sort its corners instead. Collapsed to a point, it overlaps nothing there either."""
-    x0, y0, x1, y1 = g.node("Split", [boxes], hint=hint + "/corners", n_out=4, axis=-1)
+    x0, y0, x1, y1 = g.split(boxes, 4, -1, hint + "/corners")
     bad = g.node("Or", [g.node("Less", [x1, x0], hint=hint + "/bad_x"),
                         g.node("Less", [y1, y0], hint=hint + "/bad_y")], hint=hint + "/bad")
     point = g.node("Concat", [x0, y0, x0, y0], hint=hint + "/point", axis=-1)
@@ -129,9 +129,9 @@ def _detection_output(g, s):
         return
     k_cls, shared = len(classes), p.share_location
     # Priors and variances: (1, P, 1, 4) each, against the offsets (N, P, L, 4).
+    pairs = g.reshape(s.bottoms[2], [2, priors * 4], hint=name + "/pv")
     prior, var = (g.reshape(t, [1, priors, 1, 4], hint=name + "/prior") for t in
-                  g.node("Split", [g.reshape(s.bottoms[2], [2, priors * 4], hint=name + "/pv")],
-                         hint=name + "/split", n_out=2, axis=0))
+                  g.split(pairs, 2, 0, name + "/split"))
     loc = g.reshape(s.bottoms[0], [n, priors, layer.loc_classes, 4], hint=name + "/loc")
     boxes = _decode(g, s, prior, None if p.variance_encoded_in_target else var, loc,
                     p.code_type)

@@ -46,10 +46,9 @@ def _bn(g, s):
         # put its mask into Upsample). In float64 the graph sits closer to the exact
         # statistics than the layer itself, and so to the layer.
         x64 = g.node("Cast", [x], hint=s.name + "/x64", to=11)
-        mean = g.node("ReduceMean", [x64], hint=s.name + "/mean", axes=[0, 2, 3], keepdims=1)
+        mean = g.reduce_mean(x64, [0, 2, 3], True, hint=s.name + "/mean")
         square = g.node("Mul", [x64, x64], hint=s.name + "/square")
-        mean_sq = g.node("ReduceMean", [square], hint=s.name + "/mean_sq", axes=[0, 2, 3],
-                         keepdims=1)
+        mean_sq = g.reduce_mean(square, [0, 2, 3], True, hint=s.name + "/mean_sq")
         var = g.node("Sub", [mean_sq, g.node("Mul", [mean, mean], hint=s.name + "/m2")],
                      hint=s.name + "/var")
         eps = g.const(1e-9, s.name + ".eps", np.float64)

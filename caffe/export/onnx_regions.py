@@ -153,7 +153,7 @@ def _proposal(g, s):
                               perm=[0, 2, 3, 1]), [count, 4], hint=name + "/deltas")
     anchors = layer.anchors(height, width).numpy()
     ax0, ay0, ax1, ay1 = (g.const(anchors[:, i:i + 1], f"{name}.anchor{i}") for i in range(4))
-    d0, d1, d2, d3 = g.node("Split", [deltas], hint=name + "/delta", n_out=4, axis=1)
+    d0, d1, d2, d3 = g.split(deltas, 4, 1, name + "/delta")
 
     def op(kind, *xs):
         return g.node(kind, list(xs), hint=name + "/box")

@@ -50,7 +50,10 @@ def test_region_pooling_exports(kind, settings, channels):
     assert_close(got["y"], expected, kind)
 
 
-def test_rfcn_test_net_exports_whole(tmp_path):
+@pytest.mark.parametrize("opset", [None, "newest"])
+def test_rfcn_test_net_exports_whole(tmp_path, opset):
+    import onnx
+    opset = onnx.defs.onnx_opset_version() if opset else None
     (tmp_path / "rfcn.prototxt").write_text(rfcn_net())
     caffe.set_random_seed(11)
     net = caffe.Net(str(tmp_path / "rfcn.prototxt"), caffe.TEST)
@@ -60,7 +63,7 @@ def test_rfcn_test_net_exports_whole(tmp_path):
     outputs = ["rois", "cls_prob", "bbox_pred"]
     expected = caffe_forward(net, feeds, outputs)
     assert expected["rois"].any(1).sum() > 5         # proposals, then zero rows
-    got, _ = run_onnx(net, feeds, outputs)
+    got, _ = run_onnx(net, feeds, outputs, opset=opset)
     for name in outputs:
         assert_close(got[name], expected[name], name)
 
