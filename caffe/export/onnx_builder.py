@@ -1,8 +1,8 @@
 """The ONNX emitter's graph builder and its converters, one per Caffe layer type.
 
 A converter turns one step of the net walk (caffe.export.graph.plan_net) into nodes:
-`@converter("Type") def _type(g, step)`, with g a Builder. onnx_vision.py and
-onnx_common.py hold the converters.
+`@converter("Type") def _type(g, step)`, with g a Builder. onnx_vision.py, onnx_common.py,
+onnx_forks.py, onnx_detection.py and onnx_regions.py hold the converters.
 """
 import numpy as np
 
