@@ -116,6 +116,9 @@ CONVERTERS: dict = {}
 def converter(*types):
     def register(fn):
         for t in types:
+            # One converter per type: a second would win or lose by import order.
+            if t in CONVERTERS:
+                raise ValueError(f"two ONNX converters for layer type {t}")
             CONVERTERS[t] = fn
         return fn
     return register

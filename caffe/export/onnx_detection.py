@@ -1,9 +1,9 @@
 """ONNX converters for the detection forks' layers that ONNX can express.
 
 Permute (Transpose), Normalize (an L2 norm over channels and maybe space, times the scale),
-PriorBox (its output depends on shapes only, so it is exported as a constant), Faster R-CNN's
-Dropout with scale_train: false (a multiplication at test time), and SSD's DetectionOutput:
-the boxes decoded in the graph, NonMaxSuppression per class, keep_top_k by TopK.
+PriorBox (its output depends on shapes only, so it is exported as a constant), and SSD's
+DetectionOutput: the boxes decoded in the graph, NonMaxSuppression per class, keep_top_k by
+TopK. (Faster R-CNN's Dropout with scale_train: false is onnx_vision.py's Dropout.)
 MultiBoxLoss, SmoothL1Loss, DetectionEvaluate and AnnotatedData (training and data layers)
 have no ONNX form and raise ExportError.
 """
@@ -12,7 +12,6 @@ import numpy as np
 from ..layers.bbox_util import CENTER_SIZE, CORNER, CORNER_SIZE
 from .graph import layer_error
 from .onnx_builder import converter
-from .onnx_vision import _simple
 
 INT64, FLOAT, BOOL = 7, 1, 9      # onnx.TensorProto element types, for Cast
 
@@ -43,15 +42,6 @@ def _prior_box(g, s):
     s.layer.forward(s.bottom_blobs, s.top_blobs)
     priors = s.top_blobs[0].data.detach().cpu().numpy()
     g.node("Identity", [g.const(priors, s.name + ".priors")], s.tops[0], s.name)
-
-
-@converter("Dropout")
-def _dropout(g, s):
-    scale = getattr(s.layer, "test_scale", 1.0)
-    if scale == 1.0:
-        _simple(g, s)
-    else:
-        g.scale(s.bottoms[0], scale, s.tops[0], s.name)
 
 
 # -- SSD's DetectionOutput ---------------------------------------------------------------------
@@ -156,7 +146,8 @@ def _detection_output(g, s):
     threshold = layer.threshold
     if 0 < top_k < priors:
         # nms_param.top_k limits the boxes NMS considers (the best top_k per class), not
-        # the boxes it keeps: the others get score -inf, below any threshold.
+        # the boxes it keeps: the others get score -inf, below any threshold (a score of
+        # -inf itself, which the layer would consider with no confidence_threshold, is lost).
         _, best = g.node("TopK", [scores, g.ints([top_k], "top_k")], hint=name + "/top_k",
                          n_out=2, axis=2, largest=1, sorted=1)
         considered = _flags(g, g.ints([batch, groups, priors]), best, 2, name + "/considered")
