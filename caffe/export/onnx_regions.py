@@ -34,9 +34,9 @@ def _roi_pooling(g, s):
                       spatial_scale=p.spatial_scale)
     # Caffe starts each bin's maximum at -FLT_MAX; ONNX leaves it open, and older
     # onnxruntime kernels start it at FLT_MIN (the least positive float), so that a bin of
-    # values <= 0 reads FLT_MIN (1.32 starts lower). The graph pools the positive part as it is and the negative part as
-    # reciprocals (their maximum is 1 / the least magnitude: exact within one rounding);
-    # a pooled plane of ones tells the empty bins, which give 0.
+    # values <= 0 reads FLT_MIN (1.32 starts lower). The graph pools the positive part as
+    # it is and the negative part as reciprocals (their maximum is 1 / the least magnitude:
+    # exact within one rounding); a pooled plane of ones tells the empty bins, which give 0.
     x = s.bottoms[0]
     positive = pool(g.node("Relu", [x], hint=name + "/positive"), name + "/max_positive")
     magnitude = g.node("Relu", [g.node("Neg", [x], hint=name + "/neg")], hint=name + "/magnitude")
