@@ -10,6 +10,8 @@ a user can read as the plain run leaves it:
   recycled diffs  (recycle_diffs, off by default) blobs whose diffs are alive at different times of backward
                   share storage.
 """
+import weakref
+
 import torch
 
 from .blob import Blob
@@ -28,7 +30,9 @@ class NetPlan:
     recycle_diffs = False
 
     def __init__(self, net, optimize=True):
-        self.net, self.optimize = net, optimize
+        # A proxy: the Net holds its plan, and a cycle would keep a dropped Net (and its data
+        # layers' prefetch threads) alive until the cyclic garbage collector runs.
+        self.net, self.optimize = weakref.proxy(net), optimize
         layers, n = net._layers, len(net._layers)
         self.hints = [layer.plan_hints(b, t)
                       for layer, b, t in zip(layers, net.bottom_vecs, net.top_vecs)]

@@ -234,3 +234,19 @@ def test_plain_plan_runs_layer_by_layer_and_matches_the_optimised_one(global_sta
     plain.forward_backward()
     n = len(plain.layers)
     assert order == [("f", i) for i in range(n)] + [("b", i) for i in reversed(range(n))]
+
+
+def test_a_dropped_net_is_freed_at_once():
+    # No reference cycle through the plan: a Net's data layers stop their prefetch threads
+    # when the Net goes, not when the cyclic garbage collector next runs.
+    import gc
+    import weakref
+    net = build(net_text())
+    net.forward_backward()
+    gc.disable()
+    try:
+        ref = weakref.ref(net)
+        del net
+        assert ref() is None
+    finally:
+        gc.enable()
