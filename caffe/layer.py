@@ -69,7 +69,7 @@ def at_layer(error, layer):
 class Step:
     """Layers the Net runs as one unit of its plan (caffe.net_plan): one layer, as Caffe runs
     it, or a fused pair. `layers` are their net indices, ascending; `units` the (layer, bottom,
-    top, propagate_down) of each. A fused step overrides forward and backward, and must leave
+    top, propagate_down, need_backward) of each, need_backward as the Net decided it. A fused step overrides forward and backward, and must leave
     every blob as its layers run one by one would."""
 
     __slots__ = ("layers", "units")
@@ -78,16 +78,16 @@ class Step:
         self.layers, self.units = layers, units
 
     def reshape(self):
-        for layer, bottom, top, _ in self.units:
+        for layer, bottom, top, _, _ in self.units:
             layer.reshape(bottom, top)
 
     def forward(self):
-        for layer, bottom, top, _ in self.units:
+        for layer, bottom, top, _, _ in self.units:
             layer.forward(bottom, top)
 
     def backward(self):
-        for layer, bottom, top, propagate_down in reversed(self.units):
-            if layer.need_backward:
+        for layer, bottom, top, propagate_down, need_backward in reversed(self.units):
+            if need_backward:
                 layer.backward(top, propagate_down, bottom)
 
 

@@ -79,8 +79,8 @@ class NetPlan:
 
     def _step(self, i, count=1):
         net = self.net
-        units = [(net._layers[k], *self._vecs(k), net.bottom_need_backward[k])
-                 for k in range(i, i + count)]
+        units = [(net._layers[k], *self._vecs(k), net.bottom_need_backward[k],
+                  net.layer_need_backward[k]) for k in range(i, i + count)]
         cls = self.fusion[i] if count == 2 else Step
         return cls(tuple(range(i, i + count)), units)
 

@@ -250,3 +250,19 @@ def test_a_dropped_net_is_freed_at_once():
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_backward_runs_where_the_net_needs_it_not_where_a_layer_keeps_inputs():
+    # `caffe time` sets every layer's need_backward (keep what backward reads) on a deploy net
+    # and times each layer's backward itself; Net.backward_all must still skip these layers.
+    net = caffe.Net(parse_text("""
+      layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+      layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+              inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }""",
+                               caffe_pb2.NetParameter()), caffe.TEST)
+    for layer in net._layers:
+        layer.need_backward = True
+    net.forward()
+    net.blobs["y"].diff[...] = 1
+    net.backward_all()
+    assert not net.params["ip"][0].diff.any()

@@ -202,7 +202,7 @@ class BatchNormScaleStep(Step):
                 and all(b.shape == (bn.channels,) for b in scale.blobs))
 
     def forward(self):
-        (bn, bottom, top, _), (scale, _, _, _) = self.units
+        (bn, bottom, top, _, _), (scale, _, _, _, _) = self.units
         outer, dim, _ = scale.dims
         if dim != bn.channels or outer != bottom[0].shape[0]:
             super().forward()
@@ -229,7 +229,7 @@ class BatchNormScaleStep(Step):
         bn._update_stats(x, mean, var, p.moving_average_fraction)
 
     def backward(self):
-        (bn, bottom, top, propagate_down), (scale, _, _, scale_propagate_down) = self.units
+        (bn, bottom, top, propagate_down, _), (scale, _, _, scale_propagate_down, _) = self.units
         outer, dim, _ = scale.dims
         if dim != bn.channels or outer != bottom[0].shape[0]:
             super().backward()
