@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from caffe import parallel
 from caffe.data import array_to_datum, open_db
@@ -131,6 +132,24 @@ def assert_weights_close(a, b, tol=1e-4):
     assert len(wa) == len(wb) and wa
     for x, y in zip(wa, wb):
         np.testing.assert_allclose(x, y, rtol=0, atol=tol, err_msg=f"{a} vs {b}")
+
+
+def assert_same_training(folder, single, double):
+    """The log of one process on batch 6 (`single`) and that of worker 0 of two on batch 3
+    each (`double`): the same losses, snapshots and test scores, iteration by iteration."""
+    one, two = losses(single), losses(double)
+    assert sorted(one) == list(range(7)) and sorted(two) == sorted(one)
+    for i in one:
+        assert two[i] == pytest.approx(one[i], abs=1e-4), f"iteration {i}"
+    for i in range(1, 7):
+        assert_weights_close(folder / f"out6/s_iter_{i}.caffemodel",
+                             folder / f"out3/s_iter_{i}.caffemodel")
+    # Worker 0 alone tests, on the same weights, and writes snapshots.
+    t1, t2 = scores(single), scores(double)
+    assert set(t1) == set(t2) and {i for i, _ in t1} == {0, 3, 6}
+    for key in t1:
+        assert t2[key] == pytest.approx(t1[key], abs=1e-4), key
+    assert sorted(os.listdir(folder / "out3")) == sorted(os.listdir(folder / "out6"))
 
 
 LONG = """net: "net3.prototxt" type: "SGD" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed"
