@@ -16,31 +16,43 @@ from scipy.optimize import linear_sum_assignment
 DETECTION_KEYS, DETECTION_SCORE = (0, 1), 2
 
 
-def match_rows(ours, theirs, *, tol, keys=(), score=None, tie=None, ordered=True):
-    """Pairs (i, j): ours[i] equals theirs[j] within `tol` (absolute, every column) and in
-    the `keys` columns exactly. Fails the test, naming the first row without a partner,
-    when the outputs are not the same set under the rules of this module's docstring."""
+def match_rows(ours, theirs, *, tol, keys=(), score=None, tie=None, ordered=True,
+               ranked_by=None):
+    """Pairs (i, j): ours[i] equals theirs[j] within `tol` and in the `keys` columns exactly.
+    `tol`: absolute, a number or an array that broadcasts to theirs (atol + rtol |theirs|);
+    `score`: the column the rows are ranked by; `ranked_by`: our rows' scores instead, for
+    rows that do not carry theirs (OpenCV's Proposal gives rois alone) - then only the order
+    is checked with them; `tie`: how near two scores are to be equal (default: the score
+    column's tolerance, 0 with `ranked_by`).
+    Fails the test, naming the first row without a partner, when the outputs are not the
+    same set under the rules of this module's docstring."""
     ours, theirs = (np.asarray(a, np.float64) for a in (ours, theirs))
     assert ours.ndim == theirs.ndim == 2 and ours.shape[1] == theirs.shape[1], \
         f"row shapes differ: {ours.shape} vs {theirs.shape}"
-    tie = tol if tie is None else tie
-    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1, initial=0.0)
+    tol = np.broadcast_to(np.asarray(tol, np.float64), theirs.shape)
+    if tie is None and score is not None:
+        tie = tol[:, score].max(initial=0.0)
+    # Distances in units of the tolerance: a pair is a match where it is at most 1.
+    distance = (np.abs(ours[:, None, :] - theirs[None, :, :]) / tol[None]).max(-1, initial=0.0)
     for k in keys:
         distance[ours[:, None, k] != theirs[None, :, k]] = np.inf
     # The assignment with the smallest total distance; an infeasible pair costs more than
     # any feasible set of pairs, so it is chosen only where no partner exists.
-    cost = np.where(distance <= tol, distance, 1e6)
+    cost = np.where(distance <= 1, distance, 1e6)
     rows, cols = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int),) * 2
-    good = cost[rows, cols] <= tol
+    good = cost[rows, cols] <= 1
     pairs = np.stack([rows[good], cols[good]], 1)
     lone_ours = np.setdiff1d(np.arange(len(ours)), pairs[:, 0])
     lone_theirs = np.setdiff1d(np.arange(len(theirs)), pairs[:, 1])
     if len(lone_ours) or len(lone_theirs):
         at_cut = score is not None and _at_cut(ours, theirs, lone_ours, lone_theirs, score, tie)
         assert len(lone_ours) == len(lone_theirs) and at_cut, (
-            f"{len(lone_ours)} of {len(ours)} rows have no partner within {tol:.3g}, "
-            f"first {ours[lone_ours[:1]].tolist()}; of theirs {len(lone_theirs)}, "
-            f"first {theirs[lone_theirs[:1]].tolist()}")
+            f"{len(lone_ours)} of {len(ours)} rows have no partner within the tolerance "
+            f"(max {tol.max(initial=0.0):.3g}), first {ours[lone_ours[:1]].tolist()}; "
+            f"of theirs {len(lone_theirs)}, first {theirs[lone_theirs[:1]].tolist()}")
+    if ranked_by is not None:
+        ours, score = np.column_stack([ours, ranked_by]), ours.shape[1]
+        tie = 0.0 if tie is None else tie
     if ordered and score is not None and len(pairs) > 1:
         _assert_order(ours, pairs, keys, score, tie)
     return pairs

@@ -63,3 +63,13 @@ def test_a_cut_between_near_equal_scores_may_keep_either_row():
         match_rows(ours, theirs, tol=1e-5, keys=(0, 1), score=2)
     with pytest.raises(AssertionError, match="no partner"):   # rows in the middle never
         match_rows(ours[:-1], np.delete(theirs, 3, 0), tol=1e-5, keys=(0, 1), score=2)
+
+
+def test_rows_without_their_scores_are_ordered_by_ours():
+    # OpenCV's Proposal gives boxes alone: our scores decide which swaps are ties.
+    ours = detections()[:, 3:]
+    scores = np.array([0.9, 0.8, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])
+    assert len(match_rows(ours, ours[[0, 2, 1] + list(range(3, 12))], tol=1e-6,
+                          ranked_by=scores)) == 12
+    with pytest.raises(AssertionError, match="opposite order"):
+        match_rows(ours, ours[[0, 1, 3, 2] + list(range(4, 12))], tol=1e-6, ranked_by=scores)
