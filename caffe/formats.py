@@ -4,7 +4,9 @@ Every reader turns a malformed file into a ProtoError naming the file (and line,
 every writer writes a temporary file beside the target and renames it, so a file under its
 final name is always complete.
 """
+import itertools
 import os
+import re
 import stat
 import tempfile
 
@@ -25,6 +27,10 @@ h5py = LazyModule("h5py")
 MAX_TEXT_BYTES = 256 * 2 ** 20
 # Protobuf cannot parse a binary message of 2 GiB or more anyway.
 MAX_BINARY_BYTES = 2 ** 31 - 1
+# Layers in one net definition or model, counted before parsing: an empty layer record is
+# 3 bytes on disk and about 1 KB parsed, so a few MB of them would take GBs. The largest
+# published nets have a few thousand layers.
+MAX_LAYERS = 100_000
 
 # What h5py raises on a malformed file besides OSError (found by fuzzing: a bad superblock,
 # dangling links, corrupt type or shape messages).
@@ -165,16 +171,48 @@ def read_net_param(path):
     data = _read_bytes(path, MAX_TEXT_BYTES)
     param = caffe_pb2.NetParameter()
     try:
+        _check_layer_count(_count_text_layers(data), path)
         parse_text(data, param, path)
     except ProtoError as text_error:
         if b"\0" not in data[:4096] and _looks_textual(data):
             raise
         try:
-            parse_binary(dialects.to_canonical(data), param, path)
+            parse_net_binary(data, param, path)
         except ProtoError:
             raise text_error from None
     _upgrade(upgrade_net_as_needed, param, path)
     return param
+
+
+# `layer {` / `layers {` (or `<`, or `layer: {`) wherever it stands: an upper bound of the
+# layers of a text NetParameter that costs one regular-expression pass (comments and strings
+# may only add to it).
+_TEXT_LAYER = re.compile(rb"\blayers?\s*:?\s*[{<]")
+
+
+def _count_text_layers(data):
+    return sum(1 for _ in itertools.islice(_TEXT_LAYER.finditer(data), MAX_LAYERS + 1))
+
+
+def _check_layer_count(count, path):
+    if count is not None and count > MAX_LAYERS:
+        raise ProtoError(f"{path}: more than {MAX_LAYERS} layers, refused before parsing "
+                         f"(caffe.formats.MAX_LAYERS)")
+
+
+def parse_net_binary(data, param, source="<bytes>"):
+    """A binary NetParameter in any dialect (caffe/proto/dialects.py) into `param`, its
+    layer count bounded; a layer field that does not parse is skipped with a WARNING, as
+    BVLC skips a field it does not know."""
+    _check_layer_count(dialects.count_layers(data, MAX_LAYERS), source)
+    canonical = dialects.to_canonical(data)
+    try:
+        return parse_binary(canonical, param, source)
+    except ProtoError:
+        repaired = dialects.drop_unparsable(canonical)
+        if repaired == canonical:
+            raise
+    return parse_binary(repaired, param, source)
 
 
 def _looks_textual(data):
@@ -193,8 +231,7 @@ def read_caffemodel(path):
     """A binary .caffemodel as a NetParameter, upgraded from V0/V1 if needed."""
     from .upgrade import upgrade_net_as_needed
     path = str(path)
-    param = parse_binary(dialects.to_canonical(_read_bytes(path)), caffe_pb2.NetParameter(),
-                         path)
+    param = parse_net_binary(_read_bytes(path), caffe_pb2.NetParameter(), path)
     if not len(param.layer) and not len(param.layers):
         raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
     _upgrade(upgrade_net_as_needed, param, path)
