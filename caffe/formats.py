@@ -27,10 +27,14 @@ h5py = LazyModule("h5py")
 MAX_TEXT_BYTES = 256 * 2 ** 20
 # Protobuf cannot parse a binary message of 2 GiB or more anyway.
 MAX_BINARY_BYTES = 2 ** 31 - 1
-# Layers in one net definition or model, counted before parsing: an empty layer record is
-# 3 bytes on disk and about 1 KB parsed, so a few MB of them would take GBs. The largest
-# published nets have a few thousand layers.
+# Counted before parsing (binary: caffe/proto/dialects.measure; text: one pass of a regular
+# expression), because parsed protobuf messages are much larger than their bytes: an empty
+# layer record is 3 bytes on disk and about 740 bytes parsed, an empty blob 2 and about 90.
+# Layers in one message (the largest published nets have a few thousand):
 MAX_LAYERS = 100_000
+# Records: messages, strings and arrays at any depth of a binary message, messages (`{`) of
+# a text one (a net of 5000 layers holds about 100000; counting 2 million takes seconds):
+MAX_RECORDS = 2_000_000
 
 # What h5py raises on a malformed file besides OSError (found by fuzzing: a bad superblock,
 # dangling links, corrupt type or shape messages).
@@ -102,6 +106,7 @@ def parse_text(text, msg, source="<string>"):
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ProtoError(f"{source}: not a text file (byte {e.start} is not UTF-8)") from None
+    _check_text_size(text, source)
     try:
         # Large files go to protobuf's C++ parser when protoc is installed (100x faster).
         if fast_text.parse_large(text, msg, source):
@@ -109,6 +114,8 @@ def parse_text(text, msg, source="<string>"):
     except fast_text.TextParseError as e:
         where = f"{source} line {e.line}" if e.line else source
         raise ProtoError(f"{where}: {e.reason}") from None
+    except (message.DecodeError, RuntimeError) as e:   # protoc's output past upb's limits
+        raise ProtoError(f"{source}: cannot be parsed: {e}") from None
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
@@ -123,6 +130,7 @@ def parse_text(text, msg, source="<string>"):
 
 
 def parse_binary(data, msg, source="<bytes>"):
+    _check_binary_size(data, msg, source)
     try:
         msg.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
@@ -171,13 +179,16 @@ def read_net_param(path):
     data = _read_bytes(path, MAX_TEXT_BYTES)
     param = caffe_pb2.NetParameter()
     try:
-        _check_layer_count(_count_text_layers(data), path)
         parse_text(data, param, path)
+    except _TooLarge:
+        raise
     except ProtoError as text_error:
         if b"\0" not in data[:4096] and _looks_textual(data):
             raise
         try:
             parse_net_binary(data, param, path)
+        except _TooLarge:
+            raise
         except ProtoError:
             raise text_error from None
     _upgrade(upgrade_net_as_needed, param, path)
@@ -185,26 +196,39 @@ def read_net_param(path):
 
 
 # `layer {` / `layers {` (or `<`, or `layer: {`) wherever it stands: an upper bound of the
-# layers of a text NetParameter that costs one regular-expression pass (comments and strings
-# may only add to it).
-_TEXT_LAYER = re.compile(rb"\blayers?\s*:?\s*[{<]")
+# layers of a text message that costs one pass (comments and strings may only add to it).
+_TEXT_LAYER = re.compile(r"\blayers?\s*:?\s*[{<]")
 
 
-def _count_text_layers(data):
-    return sum(1 for _ in itertools.islice(_TEXT_LAYER.finditer(data), MAX_LAYERS + 1))
+def _check_text_size(text, source):
+    layers = sum(1 for _ in itertools.islice(_TEXT_LAYER.finditer(text), MAX_LAYERS + 1))
+    _check_counts(layers, text.count("{") + text.count("<"), source)
 
 
-def _check_layer_count(count, path):
-    if count is not None and count > MAX_LAYERS:
-        raise ProtoError(f"{path}: more than {MAX_LAYERS} layers, refused before parsing "
-                         f"(caffe.formats.MAX_LAYERS)")
+def _check_binary_size(data, msg, source):
+    counts = dialects.measure(data, msg.DESCRIPTOR, MAX_LAYERS, MAX_RECORDS)
+    if counts is not None:          # a malformed message is the parser's to name
+        _check_counts(*counts, source)
+
+
+class _TooLarge(ProtoError):
+    """Over a limit: the error to show, whichever way (text, binary) the file was tried."""
+
+
+def _check_counts(layers, records, source):
+    if layers > MAX_LAYERS:
+        raise _TooLarge(f"{source}: more than {MAX_LAYERS} layers (caffe.formats.MAX_LAYERS); "
+                         f"refused before parsing")
+    if records > MAX_RECORDS:
+        raise _TooLarge(f"{source}: more than {MAX_RECORDS} records (messages, strings, "
+                         f"arrays; caffe.formats.MAX_RECORDS); refused before parsing")
 
 
 def parse_net_binary(data, param, source="<bytes>"):
     """A binary NetParameter in any dialect (caffe/proto/dialects.py) into `param`, its
-    layer count bounded; a layer field that does not parse is skipped with a WARNING, as
-    BVLC skips a field it does not know."""
-    _check_layer_count(dialects.count_layers(data, MAX_LAYERS), source)
+    size bounded; a layer field that does not parse is skipped with a WARNING, as BVLC
+    skips a field it does not know."""
+    _check_binary_size(data, param, source)     # before to_canonical, which reads every layer
     canonical = dialects.to_canonical(data)
     try:
         return parse_binary(canonical, param, source)

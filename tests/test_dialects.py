@@ -118,7 +118,7 @@ def _field(number, wire, payload):
 FOREIGN = {0: b"\x2a", 5: b"\x00\x00\x80\x3f",   # a varint, a float
            2: b"com.yahoo.ml.caffe.ImageDataFrame"}   # what CaffeOnSpark puts at 10001
 TABLE = sorted({(kind, disk) for kind, fields in dialects.LAYER_FIELDS.items()
-                for disk in fields} | {(kind, disk) for kind, disk in dialects.SEGNET_MARKS.items()})
+                for disk in fields} | set(dialects.SEGNET_MARKS.items()))
 # BVLC 1.0's LayerParameter numbers (its caffe.proto: "next available layer-specific ID: 149").
 BVLC_NUMBERS = set(range(1, 12)) | set(range(100, 149))
 # Numbers of the table that BVLC gave to fields of its own (143 input_param ...): in a layer

@@ -208,19 +208,42 @@ def to_canonical(data):
         return data
 
 
-def count_layers(data, limit):
-    """The number of layer records (V2 and V1) of a binary NetParameter, counted up to
-    limit + 1 without parsing; None when the bytes are not a well-formed message."""
-    count = 0
+class _Enough(Exception):
+    pass
+
+
+def measure(data, descriptor, max_layers, max_records):
+    """(layers, records) of a binary message, counted without parsing and only as far as
+    a limit is passed: layers are NetParameter's layer records (V2 and V1, at any depth: a
+    solver's net_param holds some), records every length-delimited field at any depth
+    (message, string, packed array: what costs memory when parsed). Fork fields count by
+    their layer's type. None when the bytes are not a well-formed message."""
+    counts = [0, 0, max_layers, max_records]
     try:
-        for number, wire, *_ in _fields(data):
-            if wire == 2 and number in (_NET_LAYER, _V1_LAYERS):
-                count += 1
-                if count > limit:
-                    break
+        _measure(memoryview(data), descriptor, {}, counts)     # slices of it copy nothing
+    except _Enough:
+        pass
     except (ValueError, IndexError, message.DecodeError):
         return None
-    return count
+    return counts[0], counts[1]
+
+
+def _measure(buf, descriptor, mapping, counts):
+    fields, net = descriptor.fields_by_number, descriptor.name == "NetParameter"
+    for number, wire, _, start, stop in _fields(buf):
+        if wire != 2:
+            continue
+        counts[1] += 1
+        if net and number in (_NET_LAYER, _V1_LAYERS):
+            counts[0] += 1
+        if counts[0] > counts[2] or counts[1] > counts[3]:
+            raise _Enough
+        field = fields.get(mapping.get(number, (number,))[0])
+        if field is None or field.message_type is None or stop == start:
+            continue
+        inner = LAYER_FIELDS.get(_layer_type(buf[start:stop]), {}) \
+            if net and number == _NET_LAYER else {}
+        _measure(buf[start:stop], field.message_type, inner, counts)
 
 
 _V1_LAYERS = 2  # NetParameter.layers
