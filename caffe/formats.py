@@ -30,11 +30,13 @@ MAX_BINARY_BYTES = 2 ** 31 - 1
 # Counted before parsing (binary: caffe/proto/dialects.measure; text: one pass of a regular
 # expression), because parsed protobuf messages are much larger than their bytes: an empty
 # layer record is 3 bytes on disk and about 740 bytes parsed, an empty blob 2 and about 90.
-# Layers in one message (the largest published nets have a few thousand):
-MAX_LAYERS = 100_000
+# Layers in one message (published nets have at most a few thousand; docs/reliability.md
+# measures a 63 MB prototxt of 200000):
+MAX_LAYERS = 250_000
 # Records: messages, strings and arrays at any depth of a binary message, messages (`{`) of
-# a text one (a net of 5000 layers holds about 100000; counting 2 million takes seconds):
-MAX_RECORDS = 2_000_000
+# a text one (a net of 5000 layers holds about 100000; 5 million empty blobs would take
+# about 450 MB parsed, and counting them takes seconds):
+MAX_RECORDS = 5_000_000
 
 # What h5py raises on a malformed file besides OSError (found by fuzzing: a bad superblock,
 # dangling links, corrupt type or shape messages).
@@ -129,8 +131,9 @@ def parse_text(text, msg, source="<string>"):
     return msg
 
 
-def parse_binary(data, msg, source="<bytes>"):
-    _check_binary_size(data, msg, source)
+def parse_binary(data, msg, source="<bytes>", measured=False):
+    if not measured:
+        _check_binary_size(data, msg, source)
     try:
         msg.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
@@ -206,9 +209,13 @@ def _check_text_size(text, source):
 
 
 def _check_binary_size(data, msg, source):
-    counts = dialects.measure(data, msg.DESCRIPTOR, MAX_LAYERS, MAX_RECORDS)
-    if counts is not None:          # a malformed message is the parser's to name
-        _check_counts(*counts, source)
+    """The layer fields measure() found unknown ([] for a malformed message: the parser's
+    to name), after checking the counts."""
+    measured = dialects.measure(data, msg.DESCRIPTOR, MAX_LAYERS, MAX_RECORDS)
+    if measured is None:
+        return []
+    _check_counts(*measured[:2], source)
+    return measured[2]
 
 
 class _TooLarge(ProtoError):
@@ -228,15 +235,17 @@ def parse_net_binary(data, param, source="<bytes>"):
     """A binary NetParameter in any dialect (caffe/proto/dialects.py) into `param`, its
     size bounded; a layer field that does not parse is skipped with a WARNING, as BVLC
     skips a field it does not know."""
-    _check_binary_size(data, param, source)     # before to_canonical, which reads every layer
+    unknown = _check_binary_size(data, param, source)   # before to_canonical reads layers
     canonical = dialects.to_canonical(data)
     try:
-        return parse_binary(canonical, param, source)
+        parse_binary(canonical, param, source, measured=True)
     except ProtoError:
         repaired = dialects.drop_unparsable(canonical)
         if repaired == canonical:
             raise
-    return parse_binary(repaired, param, source)
+        parse_binary(repaired, param, source, measured=True)
+    dialects.warn_unknown(unknown)
+    return param
 
 
 def _looks_textual(data):

@@ -106,14 +106,26 @@ def _fields(buf):
     """(number, wire type, start of key, start of payload, end) for each field of buf."""
     pos, end = 0, len(buf)
     while pos < end:
-        key, start = decoder._DecodeVarint(buf, pos)
+        # One-byte keys and lengths (the common case) read directly: bombs are millions of
+        # tiny records, and this loop bounds the time spent on them.
+        key = buf[pos]
+        start = pos + 1 if key < 128 else None
+        if start is None:
+            key, start = decoder._DecodeVarint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            _, stop = decoder._DecodeVarint(buf, start)
+            stop = start
+            while buf[stop] & 128:
+                stop += 1
+            stop += 1
         elif wire == 1:
             stop = start + 8
         elif wire == 2:
-            size, start = decoder._DecodeVarint(buf, start)
+            size = buf[start]
+            if size < 128:
+                start += 1
+            else:
+                size, start = decoder._DecodeVarint(buf, start)
             stop = start + size
         elif wire == 5:
             stop = start + 4
@@ -202,7 +214,6 @@ def to_canonical(data):
             out = b"".join(raw if layer is None else
                            _delimited(_NET_LAYER, _read_layer(kind, layer, segnet))
                            for kind, layer, raw in items)
-        _warn_unknown(out)
         return out
     except (ValueError, IndexError, message.DecodeError):
         return data
@@ -213,24 +224,33 @@ class _Enough(Exception):
 
 
 def measure(data, descriptor, max_layers, max_records):
-    """(layers, records) of a binary message, counted without parsing and only as far as
-    a limit is passed: layers are NetParameter's layer records (V2 and V1, at any depth: a
-    solver's net_param holds some), records every length-delimited field at any depth
-    (message, string, packed array: what costs memory when parsed). Fork fields count by
-    their layer's type. None when the bytes are not a well-formed message."""
+    """(layers, records, unknown) of a binary message, counted without parsing and only as
+    far as a limit is passed: layers are NetParameter's layer records (V2 and V1, at any
+    depth: a solver's net_param holds some), records every length-delimited field at any
+    depth (message, string, packed array: what costs memory when parsed), unknown the
+    (layer name, type, field number) of each layer field that no table gives that layer's
+    type (see unknown_fields). Fork fields count by their layer's type. None when the bytes
+    are not a well-formed message."""
     counts = [0, 0, max_layers, max_records]
+    unknown = []
     try:
-        _measure(memoryview(data), descriptor, {}, counts)     # slices of it copy nothing
+        _measure(memoryview(data), descriptor, None, counts, unknown)  # slices copy nothing
     except _Enough:
         pass
     except (ValueError, IndexError, message.DecodeError):
         return None
-    return counts[0], counts[1]
+    return counts[0], counts[1], unknown
 
 
-def _measure(buf, descriptor, mapping, counts):
+def _measure(buf, descriptor, layer, counts, unknown):
+    """Count buf's records into counts; `layer`: None, or buf is a layer of that type."""
     fields, net = descriptor.fields_by_number, descriptor.name == "NetParameter"
+    mapping = LAYER_FIELDS.get(layer, {}) if layer is not None else {}
+    name, strange = "", []
     for number, wire, _, start, stop in _fields(buf):
+        field = fields.get(mapping.get(number, (number,))[0])
+        if layer is not None and field is None:
+            strange.append(number)
         if wire != 2:
             continue
         counts[1] += 1
@@ -238,12 +258,13 @@ def _measure(buf, descriptor, mapping, counts):
             counts[0] += 1
         if counts[0] > counts[2] or counts[1] > counts[3]:
             raise _Enough
-        field = fields.get(mapping.get(number, (number,))[0])
-        if field is None or field.message_type is None or stop == start:
+        if layer is not None and number == _NAME:
+            name = bytes(buf[start:stop]).decode("utf-8", "replace")
+        if stop == start or field is None or field.message_type is None:
             continue
-        inner = LAYER_FIELDS.get(_layer_type(buf[start:stop]), {}) \
-            if net and number == _NET_LAYER else {}
-        _measure(buf[start:stop], field.message_type, inner, counts)
+        kind = _layer_type(buf[start:stop]) if net and number == _NET_LAYER else None
+        _measure(buf[start:stop], field.message_type, kind, counts, unknown)
+    unknown.extend((name, layer, number) for number in sorted(set(strange)))
 
 
 _V1_LAYERS = 2  # NetParameter.layers
@@ -262,15 +283,12 @@ def unknown_fields(layer):
     return sorted({number for number, *_ in _fields(layer) if number not in known})
 
 
-def _warn_unknown(net):
-    for kind, layer, _ in _layers(net):
-        if layer is None:
-            continue
-        for number in unknown_fields(layer):
-            log.warning("layer '%s' (%s): field %d is no parameter of %s layers in BVLC Caffe "
-                        "or a fork pycaffe reads (caffe/proto/dialects.py); skipped, as BVLC "
-                        "skips it", _layer_name(layer), kind or "no type", number,
-                        kind or "such")
+def warn_unknown(unknown):
+    """One WARNING per (layer name, type, field number) of measure()'s unknown fields."""
+    for name, kind, number in unknown:
+        log.warning("layer '%s' (%s): field %d is no parameter of %s layers in BVLC Caffe or "
+                    "a fork pycaffe reads (caffe/proto/dialects.py); skipped, as BVLC skips "
+                    "it", name, kind or "no type", number, kind or "such")
 
 
 def drop_unparsable(data):

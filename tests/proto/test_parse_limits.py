@@ -81,11 +81,11 @@ def test_record_bombs_are_refused_before_parsing(tmp_path):
     (tmp_path / "layers3.caffemodel").write_bytes(EMPTY_LAYER * 1_000_000)      # 3 MB
     (tmp_path / "layers30.caffemodel").write_bytes(EMPTY_LAYER * 10_000_000)    # 30 MB
     (tmp_path / "layers.prototxt").write_text("layer{}" * (40_000_000 // 7))   # 40 MB
-    (tmp_path / "blobs.caffemodel").write_bytes(                # one layer, 3M empty blobs
-        delimited(100, delimited(1, b"ip") + b"\x3a\x00" * 3_000_000))
-    (tmp_path / "params.prototxt").write_text("layer { " + "param{}" * 3_000_000 + " }")
+    (tmp_path / "blobs.caffemodel").write_bytes(                # one layer, 5.5M empty blobs
+        delimited(100, delimited(1, b"ip") + b"\x3a\x00" * 5_500_000))
+    (tmp_path / "params.prototxt").write_text("layer { " + "param{}" * 5_500_000 + " }")
     (tmp_path / "solver.prototxt").write_text(               # the net inside a solver
-        "base_lr: 0.1 net_param { " + "layer{}" * 200_000 + " }")
+        "base_lr: 0.1 net_param { " + "layer{}" * 300_000 + " }")
     (tmp_path / "ip.prototxt").write_text(IP_NET)
     results, out, _ = attack("""
         import time
@@ -96,7 +96,7 @@ def test_record_bombs_are_refused_before_parsing(tmp_path):
             print("SECONDS", label, round(time.time() - start, 1), flush=True)
         net = caffe.Net("ip.prototxt", caffe.TEST)
         timed("3 MB of layers", lambda: read_caffemodel("layers3.caffemodel"),
-              "layers3.caffemodel", "100000 layers", "MAX_LAYERS")
+              "layers3.caffemodel", "250000 layers", "MAX_LAYERS")
         timed("30 MB of layers", lambda: net.copy_from("layers30.caffemodel"),
               "layers30.caffemodel", "MAX_LAYERS")
         timed("40 MB prototxt", lambda: caffe.Net("layers.prototxt", caffe.TEST),
@@ -118,6 +118,28 @@ def test_record_bombs_are_refused_before_parsing(tmp_path):
     # Counting is linear in what it counts and stops at the limit: seconds, not minutes
     # (BVLC's parse of the 40 MB prototxt took 80 s and 3.7 GB here before).
     assert max(seconds.values()) < 60, seconds
+
+
+def test_just_under_the_limits_parses_within_the_memory_limit(tmp_path):
+    """What the limits let through fits: the largest bombs they accept parse under the
+    1 GiB address-space limit, in seconds."""
+    (tmp_path / "layers.caffemodel").write_bytes(EMPTY_LAYER * (formats.MAX_LAYERS - 1))
+    (tmp_path / "blobs.caffemodel").write_bytes(
+        delimited(100, delimited(1, b"ip") + b"\x3a\x00" * (formats.MAX_RECORDS - 3)))
+    _, out, _ = attack("""
+        import time
+        from caffe.formats import read_caffemodel
+        for name, count in (("layers", lambda m: len(m.layer)),
+                            ("blobs", lambda m: len(m.layer[0].blobs))):
+            start = time.time()
+            print("PARSED", name, count(read_caffemodel(name + ".caffemodel")),
+                  round(time.time() - start, 1), flush=True)
+    """, tmp_path, seconds=300)
+    parsed = {line.split()[1]: (int(line.split()[2]), float(line.split()[3]))
+              for line in out.splitlines() if line.startswith("PARSED ")}
+    assert parsed["layers"][0] == formats.MAX_LAYERS - 1, out
+    assert parsed["blobs"][0] == formats.MAX_RECORDS - 3, out
+    assert max(seconds for _, seconds in parsed.values()) < 120, parsed
 
 
 @pytest.fixture
@@ -159,6 +181,8 @@ def test_counting_a_large_model_is_cheap(tmp_path):
         delimited(100, lp.SerializeToString() + delimited(7, delimited(5, bytes(50_000_000))))
         for lp in param.layer)
     start = time.perf_counter()
-    layers, records = dialects.measure(data, caffe_pb2.NetParameter.DESCRIPTOR, 10, 100)
+    layers, records, unknown = dialects.measure(data, caffe_pb2.NetParameter.DESCRIPTOR, 10,
+                                                100)
+    assert unknown == []
     assert layers == 4 and records == 4 * 8      # layer, name, type, 2 blobs, shape, dims, data
     assert time.perf_counter() - start < 1.0
