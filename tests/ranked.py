@@ -17,13 +17,14 @@ DETECTION_KEYS, DETECTION_SCORE = (0, 1), 2
 
 
 def match_rows(ours, theirs, *, tol, keys=(), score=None, tie=None, ordered=True,
-               ranked_by=None):
+               ranked_by=None, threshold=None):
     """Pairs (i, j): ours[i] equals theirs[j] within `tol` and in the `keys` columns exactly.
     `tol`: absolute, a number or an array that broadcasts to theirs (atol + rtol |theirs|);
     `score`: the column the rows are ranked by; `ranked_by`: our rows' scores instead, for
     rows that do not carry theirs (OpenCV's Proposal gives rois alone) - then only the order
     is checked with them; `tie`: how near two scores are to be equal (default: the score
-    column's tolerance, 0 with `ranked_by`).
+    column's tolerance, 0 with `ranked_by`); `threshold`: a score cut (confidence_threshold)
+    that a row within `tie` of it may fall on either side of, in one output alone.
     Fails the test, naming the first row without a partner, when the outputs are not the
     same set under the rules of this module's docstring."""
     ours, theirs = (np.asarray(a, np.float64) for a in (ours, theirs))
@@ -44,6 +45,9 @@ def match_rows(ours, theirs, *, tol, keys=(), score=None, tie=None, ordered=True
     pairs = np.stack([rows[good], cols[good]], 1)
     lone_ours = np.setdiff1d(np.arange(len(ours)), pairs[:, 0])
     lone_theirs = np.setdiff1d(np.arange(len(theirs)), pairs[:, 1])
+    if threshold is not None and score is not None:
+        lone_ours = lone_ours[np.abs(ours[lone_ours, score] - threshold) > tie]
+        lone_theirs = lone_theirs[np.abs(theirs[lone_theirs, score] - threshold) > tie]
     if len(lone_ours) or len(lone_theirs):
         at_cut = score is not None and _at_cut(ours, theirs, lone_ours, lone_theirs, score, tie)
         assert len(lone_ours) == len(lone_theirs) and at_cut, (
@@ -60,7 +64,7 @@ def match_rows(ours, theirs, *, tol, keys=(), score=None, tie=None, ordered=True
 
 def _at_cut(ours, theirs, lone_ours, lone_theirs, score, tie):
     """True when every unpaired row sits at the cut (the lowest kept score, within tie)."""
-    cut = min(ours[:, score].min(), theirs[:, score].min())
+    cut = min(ours[:, score].min(initial=np.inf), theirs[:, score].min(initial=np.inf))
     lone = np.concatenate([ours[lone_ours, score], theirs[lone_theirs, score]])
     return bool((lone <= cut + tie).all())
 
@@ -79,11 +83,11 @@ def _assert_order(ours, pairs, keys, score, tie):
         f"{s[bad[0][0]]:.7g}, {s[bad[0][1]]:.7g}) are in opposite order in the other output")
 
 
-def assert_same_detections(ours, theirs, tol, ordered=True):
+def assert_same_detections(ours, theirs, tol, threshold=None, ordered=True):
     """DetectionOutput rows (N x 7, any leading shape) are the same set of detections, in
     the same order within each image and label wherever scores are apart (OpenCV orders by
-    score alone, the SSD fork by label first: only the order within a label is shared)."""
+    score alone, the SSD fork by label first: only the order within a label is shared).
+    `threshold`: the layer's confidence_threshold (a score at it may go either way)."""
     ours, theirs = np.asarray(ours).reshape(-1, 7), np.asarray(theirs).reshape(-1, 7)
-    assert len(ours) == len(theirs), f"{len(ours)} detections vs {len(theirs)}"
     return match_rows(ours, theirs, tol=tol, keys=DETECTION_KEYS, score=DETECTION_SCORE,
-                      ordered=ordered)
+                      ordered=ordered, threshold=threshold)

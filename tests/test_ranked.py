@@ -73,3 +73,13 @@ def test_rows_without_their_scores_are_ordered_by_ours():
                           ranked_by=scores)) == 12
     with pytest.raises(AssertionError, match="opposite order"):
         match_rows(ours, ours[[0, 1, 3, 2] + list(range(4, 12))], tol=1e-6, ranked_by=scores)
+
+
+def test_a_score_at_the_confidence_threshold_may_be_kept_by_one_output_alone():
+    ours = detections()
+    ours[-1, 2] = 0.25 + 1e-7
+    assert len(assert_same_detections(ours, ours[:-1], tol=1e-5, threshold=0.25)) == 11
+    with pytest.raises(AssertionError, match="no partner"):     # not at the threshold
+        assert_same_detections(ours, ours[:-1], tol=1e-5, threshold=0.2)
+    with pytest.raises(AssertionError, match="no partner"):     # a row in the middle
+        assert_same_detections(ours, np.delete(ours, 3, 0), tol=1e-5, threshold=0.25)
