@@ -200,7 +200,8 @@ def read_net_param(path):
 
 # `layer {` / `layers {` (or `<`, or `layer: {`) wherever it stands: an upper bound of the
 # layers of a text message that costs one pass (comments and strings may only add to it).
-_TEXT_LAYER = re.compile(r"\blayers?\s*:?\s*[{<]")
+# Linear: `\s*:?\s*` would backtrack quadratically over a long run of spaces.
+_TEXT_LAYER = re.compile(r"\blayers?\s*(?::\s*)?[{<]")
 
 
 def _check_text_size(text, source):

@@ -86,6 +86,7 @@ def test_record_bombs_are_refused_before_parsing(tmp_path):
     (tmp_path / "params.prototxt").write_text("layer { " + "param{}" * 5_500_000 + " }")
     (tmp_path / "solver.prototxt").write_text(               # the net inside a solver
         "base_lr: 0.1 net_param { " + "layer{}" * 300_000 + " }")
+    (tmp_path / "spaces.prototxt").write_text(("layer" + " " * 100_000 + ":") * 100)
     (tmp_path / "ip.prototxt").write_text(IP_NET)
     results, out, _ = attack("""
         import time
@@ -109,9 +110,10 @@ def test_record_bombs_are_refused_before_parsing(tmp_path):
               "params.prototxt", "MAX_RECORDS")
         timed("solver net", lambda: read_solver_param("solver.prototxt"),
               "solver.prototxt", "MAX_LAYERS")
+        timed("long spaces", lambda: read_net_param("spaces.prototxt"), "spaces.prototxt")
     """, tmp_path, seconds=300)
     labels = ["3 MB of layers", "30 MB of layers", "40 MB prototxt", "binary as net",
-              "blob records", "param records", "solver net"]
+              "blob records", "param records", "solver net", "long spaces"]
     check_all(results, labels)
     seconds = {line.split(" ", 1)[1].rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                for line in out.splitlines() if line.startswith("SECONDS ")}
