@@ -211,7 +211,7 @@ def test_a_fork_field_that_does_not_parse_for_its_own_type_is_dropped(tmp_path, 
     assert not back.layer[1].transform_param.HasField("resize_param")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2, warnings
-    assert "layer 'prior' (PriorBox): field prior_box_param" in warnings[0]
+    assert "layer 'prior' (PriorBox): field prior_box_param (number 203)" in warnings[0]
     assert "layer 'data' (Data): field transform_param.resize_param" in warnings[1]
 
 

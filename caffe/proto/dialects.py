@@ -335,6 +335,7 @@ def _repair(buf, cls, where, path, top=False):
     for number, wire, key_at, start, stop in found:
         field = fields.get(number)
         name = f"{path}{field.name if field else number}"
+        disk = HOME.get(number, (number,))[0] if top else number    # as the file has it
         kept = buf[key_at:stop]
         if field is not None and field.message_type is not None and wire == 2:
             if top and number == _BLOBS:
@@ -345,7 +346,7 @@ def _repair(buf, cls, where, path, top=False):
             kept = None
         if kept is None:
             log.warning("%s: field %s (number %d) does not parse as caffe.proto's; skipped, "
-                        "as BVLC skips a field it does not know", where, name, number)
+                        "as BVLC skips a field it does not know", where, name, disk)
             continue
         out.append(kept)
     fixed = b"".join(out)
@@ -389,8 +390,10 @@ def to_disk(net_param):
     segnet = is_segnet(net_param)
     out = []
     for lp in net_param.layer:
-        out.append(_delimited(_NET_LAYER, _renumber(lp.SerializeToString(),
-                                                    _write_mapping(lp, segnet))))
+        layer, mapping = lp.SerializeToString(), _write_mapping(lp, segnet)
+        if any(field.number in mapping for field, _ in lp.ListFields()):
+            layer = _renumber(layer, mapping)   # (not for the many layers without: blobs)
+        out.append(_delimited(_NET_LAYER, layer))
     rest = type(net_param)()
     rest.CopyFrom(net_param)
     del rest.layer[:]
