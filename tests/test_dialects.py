@@ -108,11 +108,23 @@ def test_segnet_bn_weights_load_as_segnet(tmp_path):
 
 
 # -- every file BVLC reads, pycaffe reads (issue 30) ------------------------------------
+def _varint(n):
+    out = bytearray()
+    while True:
+        out.append(n & 127 | (128 if n > 127 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
 def _field(number, wire, payload):
-    key = dialects._key(number, wire)
-    if wire == 2:
-        return dialects._delimited(number, payload)
-    return key + payload
+    """One field's bytes on the wire (payload: the value's bytes, without a length)."""
+    key = _varint(number << 3 | wire)
+    return key + (_varint(len(payload)) if wire == 2 else b"") + payload
+
+
+def _delimited(number, payload):
+    return _field(number, 2, payload)
 
 
 FOREIGN = {0: b"\x2a", 5: b"\x00\x00\x80\x3f",   # a varint, a float
@@ -143,7 +155,7 @@ def _model_with(number, wire, kind="Convolution", name="carrier"):
     blob.shape.dim.extend([2, 1, 1, 1])
     blob.data.extend([0.5, -1.5])
     layer = param.layer[0].SerializeToString() + _field(number, wire, FOREIGN[wire])
-    return param.layer[0], dialects._delimited(100, layer)
+    return param.layer[0], _delimited(100, layer)
 
 
 @pytest.mark.parametrize("kind, number", FORK_ONLY, ids=[f"{k}-{n}" for k, n in FORK_ONLY])
@@ -177,8 +189,8 @@ def test_open_nsfw_memory_data_string_at_10001_loads(tmp_path, caplog):
     blob.data.extend([1, 2, 3, 4, 5, 6])
     data_layer = model.layer[0].SerializeToString() + _field(10001, 2, FOREIGN[2])
     (tmp_path / "resnet_50_1by2_nsfw.caffemodel").write_bytes(
-        dialects._delimited(100, data_layer) +
-        dialects._delimited(100, model.layer[1].SerializeToString()))
+        _delimited(100, data_layer) +
+        _delimited(100, model.layer[1].SerializeToString()))
     (tmp_path / "deploy.prototxt").write_text(
         'input: "data" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
         'layer { name: "conv_1" type: "Convolution" bottom: "data" top: "conv_1" '
@@ -196,13 +208,13 @@ def test_a_fork_field_that_does_not_parse_for_its_own_type_is_dropped(tmp_path, 
     transform_param holding SSD's resize_param number (8) as such a string: only those
     fields go, the rest of each layer stays."""
     bad = FOREIGN[2]
-    prior = (dialects._delimited(1, b"prior") + dialects._delimited(2, b"PriorBox") +
+    prior = (_delimited(1, b"prior") + _delimited(2, b"PriorBox") +
              _field(203, 2, bad))
     transform = _field(1, 5, b"\x00\x00\x80\x3b") + _field(8, 2, bad)  # scale 1/256, then 8
-    data = (dialects._delimited(1, b"data") + dialects._delimited(2, b"Data") +
+    data = (_delimited(1, b"data") + _delimited(2, b"Data") +
             _field(100, 2, transform))
-    (tmp_path / "m.caffemodel").write_bytes(dialects._delimited(100, prior) +
-                                            dialects._delimited(100, data))
+    (tmp_path / "m.caffemodel").write_bytes(_delimited(100, prior) +
+                                            _delimited(100, data))
     with caplog.at_level("WARNING", logger="caffe"):
         back = formats.read_caffemodel(tmp_path / "m.caffemodel")
     assert [lp.name for lp in back.layer] == ["prior", "data"]
@@ -217,7 +229,7 @@ def test_a_fork_field_that_does_not_parse_for_its_own_type_is_dropped(tmp_path, 
 
 def test_broken_blobs_are_still_refused(tmp_path):
     blob = _field(5, 2, b"\x00\x00\x80")          # packed floats: 3 bytes
-    layer = dialects._delimited(1, b"ip") + dialects._delimited(7, blob)
-    (tmp_path / "m.caffemodel").write_bytes(dialects._delimited(100, layer))
+    layer = _delimited(1, b"ip") + _delimited(7, blob)
+    (tmp_path / "m.caffemodel").write_bytes(_delimited(100, layer))
     with pytest.raises(caffe.CaffeError, match="m.caffemodel"):
         formats.read_caffemodel(tmp_path / "m.caffemodel")

@@ -8,10 +8,8 @@ are also checked in-process, lowered, so the boundary is exact.
 import time
 
 import pytest
-from google.protobuf.internal.encoder import _VarintBytes
 from hypothesis import given, settings, strategies as st
 
-import caffe
 from caffe import formats
 from caffe.errors import CaffeError, ProtoError
 from caffe.proto import caffe_pb2, dialects
@@ -23,8 +21,17 @@ TRUNCATED_VARINT = b"\x80" * 11 + b"\x01"    # a varint longer than 64 bits
 IP_NET = 'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 } } }\n'
 
 
+def varint(n):
+    out = bytearray()
+    while True:
+        out.append(n & 127 | (128 if n > 127 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
 def delimited(number, payload):
-    return _VarintBytes(number << 3 | 2) + _VarintBytes(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 # -- 9. a 12-byte caffemodel -------------------------------------------------------------
