@@ -142,7 +142,8 @@ def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lr
     if rankdir not in RANKDIRS:
         raise DrawError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     pydot = _pydot()
-    graph_name = quote_label(caffe_net.name or "Net") if keyed else _node_id(caffe_net.name or "Net")
+    name = caffe_net.name or "Net"
+    graph_name = quote_label(name) if keyed else _node_id(name)
     graph = pydot.Dot(graph_name, graph_type="digraph", rankdir=rankdir)
     nodes, edges = {}, []
 

@@ -69,8 +69,9 @@ def at_layer(error, layer):
 class Step:
     """Layers the Net runs as one unit of its plan (caffe.net_plan): one layer, as Caffe runs
     it, or a fused pair. `layers` are their net indices, ascending; `units` the (layer, bottom,
-    top, propagate_down, need_backward) of each, need_backward as the Net decided it. A fused step overrides forward and backward, and must leave
-    every blob as its layers run one by one would."""
+    top, propagate_down, need_backward) of each, need_backward as the Net decided it. A fused
+    step overrides forward and backward, and must leave every blob as its layers run one by
+    one would."""
 
     __slots__ = ("layers", "units")
 

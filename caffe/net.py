@@ -507,7 +507,7 @@ class Net:
                     diff[self._layer_names[i]][j] = _host(blob.diff)
         return {"data": data, **({"diff": diff} if write_diff else {})}
 
-    # -- views ---------------------------------------------------------------------
+    # -- pycaffe's interface: views of blobs, params and layers, hooks, forward(**inputs) ------
     # The views are built once, as pycaffe caches them: a net's blobs and layers are fixed
     # after construction, and scripts index net.blobs in their inner loops.
     @property
@@ -593,7 +593,7 @@ class Net:
         starts all-reducing a layer's gradients from there."""
         self._after_backward = self._after_backward + (callback,)
 
-    # -- running -------------------------------------------------------------------
+    # -- pycaffe's forward and backward -------------------------------------------------
     def _layer_id(self, name):
         if name not in self.layer_index:
             raise CaffeError(f"net '{self.name}' has no layer named '{name}'")

@@ -7,8 +7,8 @@ a user can read as the plain run leaves it:
   fusion          a layer and the next run as one step (BatchNorm + in-place Scale: one kernel);
   hidden inputs   an in-place layer whose backward reads its input (BatchNorm on batch
                   statistics) reads it from a hidden blob its producer wrote, instead of a copy;
-  recycled diffs  (recycle_diffs, off by default) blobs whose diffs are alive at different times of backward
-                  share storage.
+  recycled diffs  (recycle_diffs, off by default) blobs whose diffs are alive at different
+                  times of backward share storage.
 """
 import weakref
 
