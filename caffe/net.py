@@ -14,17 +14,74 @@ from .errors import CaffeError, NetError, OutOfMemoryError, WeightsError
 from .layer import at_layer
 from .layers import create_layer
 from .log_text import printable
-from .layers.python_layer import module_search_dir
+from .layers.python_layer import BlobVec, module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
 from .net_plan import NetPlan
-from .pycaffe import BlobDict, PyLayer, collect
 
 log = logging.getLogger("caffe")
 
 
 def _is_path(x):
     return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
+
+
+
+class PyLayer:
+    """pycaffe's face of a layer: `type`, `blobs` as NumPy-backed views, and the calls."""
+
+    def __init__(self, layer, bottom, top):
+        self._layer, self._bottom, self._top = layer, bottom, top
+
+    type = property(lambda self: self._layer.type)
+    name = property(lambda self: self._layer.name)
+    # BVLC's BlobVec: indexable NumPy-faced blobs, grown with add_blob(*shape).
+    blobs = property(lambda self: BlobVec(self._layer))
+
+    def setup(self, bottom=None, top=None):
+        self._layer.layer_setup(self._bottom, self._top)
+
+    def reshape(self, bottom=None, top=None):
+        self._layer.reshape(self._bottom, self._top)
+
+    def forward(self, bottom=None, top=None):
+        self._layer.forward(self._bottom, self._top)
+
+    def backward(self, top=None, propagate_down=None, bottom=None):
+        self._layer.backward(self._top, propagate_down or [True] * len(self._bottom),
+                             self._bottom)
+
+    def __getattr__(self, name):
+        # pycaffe scripts call their own methods on Python layers through net.layers.
+        impl = getattr(self._layer, "impl", None)
+        if impl is not None and not name.startswith("__"):
+            return getattr(impl, name)
+        raise AttributeError(f"layer '{self._layer.name}' has no attribute '{name}'")
+
+    def __repr__(self):
+        return f"<Layer '{self.name}' ({self.type})>"
+
+
+class BlobDict(OrderedDict):
+    """An ordered name -> blob mapping that prints as a table of shapes."""
+
+    def __repr__(self):
+        rows = [f"  {name:<30} {_shape_of(v)}" for name, v in self.items()]
+        return "\n".join([f"{type(self).__name__}({len(self)} entries)"] + rows)
+
+
+def _collect(values, batch_value):
+    """Gather one batch's output: per-item rows, or one value for a scalar (loss) output."""
+    if np.ndim(batch_value):
+        values.extend(batch_value.copy())
+    else:
+        values.append(batch_value.copy())
+
+
+def _shape_of(value):
+    if isinstance(value, list):
+        return "  ".join(str(tuple(b.shape)) for b in value)
+    return str(tuple(value.shape))
 
 
 class Net:
@@ -665,7 +722,7 @@ class Net:
         for batch in self._batch(kwargs):
             outs = self.forward(blobs=blobs, **batch)
             for out, value in outs.items():
-                collect(all_outs[out], value)
+                _collect(all_outs[out], value)
         return self._trim(all_outs, kwargs)
 
     def forward_backward_all(self, blobs: Optional[Iterable[str]] = None,
@@ -678,9 +735,9 @@ class Net:
         backward_batches = self._batch({k: v for k, v in kwargs.items() if k in self.outputs})
         for fb, bb in zip(forward_batches, backward_batches):
             for out, value in self.forward(blobs=blobs, **fb).items():
-                collect(all_outs[out], value)
+                _collect(all_outs[out], value)
             for d, value in self.backward(diffs=diffs, **bb).items():
-                collect(all_diffs[d], value)
+                _collect(all_diffs[d], value)
         return self._trim(all_outs, kwargs), self._trim(all_diffs, kwargs)
 
     def _batch(self, blobs):

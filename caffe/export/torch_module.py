@@ -65,7 +65,7 @@ class CaffeModule(nn.Module):
 
 
 # -- the converters: one per layer type, registered by its Caffe type string ----------------
-TORCH_CONVERTERS = {}
+TORCH_CONVERTERS: dict = {}
 
 
 def converts(*types):
