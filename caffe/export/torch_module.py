@@ -155,8 +155,7 @@ class _Builder:
                                 layer.geometry, c, layer.axis, False, one_hot=True))
         elif t == "Pooling":
             pp = p.pooling_param
-            ceil = pp.round_mode == caffe_pb2.PoolingParameter.CEIL
-            self.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, ceil,
+            self.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, layer.ceil,
                                 len(step.tops) > 1))
         elif t == "SPP":
             self.add(step, SPP(p.spp_param.pool, p.spp_param.pyramid_height))

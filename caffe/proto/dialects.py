@@ -30,12 +30,20 @@ LAYER_FIELDS = {
     "AdaptiveBiasChannel": {148: (20148, {})},
     "ImageSegData": {_TRANSFORM: (_TRANSFORM, {8: 20008, 9: 20009, 10: 20010})},
     "MultiStageMeanfield": {146: (21146, {})},
-    "Upsample": {137: (22137, {})},
+    # SegNet's (137; to_disk writes a layer's first listed number), then the YOLO v3 ports':
+    # ChenYingpeng/darknet2caffe 149, eric612/MobileNet-YOLO 150 (field 1, scale, alike).
+    "Upsample": {137: (22137, {}), 149: (22137, {}), 150: (22137, {})},
     "DenseImageData": {138: (22138, {})},
     # SegNet's BN (PSPNet's is 152 on disk and here, with the same inner numbers).
     "BN": {45: (152, {1: 22001, 2: 22002, 3: 22003})},
     # OpenCV's Proposal: 201 is SSD's multibox_loss_param here.
     "Proposal": {201: (23201, {})},
+    # The community layers' own numbers (docs/forks/community.md).
+    "Reorg": {149: (159, {})},                          # eric612/MobileNet-YOLO
+    "ReLU6": {211: (24211, {}), 100000: (24211, {})},   # eric612; the Caffe-ReLU6 ports
+    "Mish": {150: (24150, {})},                         # ChenYingpeng/darknet2caffe
+    "YoloDetectionOutput": {601: (24601, {})},          # eric612/MobileNet-YOLO
+    "Yolov3DetectionOutput": {602: (24602, {})},        # eric612/MobileNet-YOLO
 }
 SEGNET_MARKS = {"BN": 45, "Upsample": 137, "DenseImageData": 138}
 SEGNET_FIELDS = {_LOSS: {3: 22103}, _DROPOUT: {2: 22202}}
@@ -172,7 +180,7 @@ def to_disk(net_param):
         for old, (new, inner) in LAYER_FIELDS.get(lp.type, {}).items():
             if lp.type == "BN" and not _is_segnet_layer(lp):
                 continue  # PSPNet's BN: 152 on disk as here
-            mapping[new] = (old, {v: k for k, v in inner.items()})
+            mapping.setdefault(new, (old, {v: k for k, v in inner.items()}))
         if segnet:
             for field, inner in SEGNET_FIELDS.items():
                 mapping.setdefault(field, (field, {v: k for k, v in inner.items()}))
