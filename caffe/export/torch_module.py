@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..proto import caffe_pb2
 from .graph import Namer, layer_error, plan_net, plan_recurrent
 from .torch_ops import (BatchNorm, Conv, Embed, LRN, SPP, Affine, Lambda, Linear, Op, Parameter,
                         Pool, PReLU, argmax, caffe_reshape, canonical_axis, crop, eltwise,
