@@ -105,3 +105,29 @@ def test_segnet_bn_weights_load_as_segnet(tmp_path):
     n = caffe.Net(str(tmp_path / "net.prototxt"), str(tmp_path / "m.caffemodel"), caffe.TEST)
     assert n._layers[n.layer_index["b"]].segnet
     assert n.params["b"][0].data.flatten().tolist() == [1.0, 2.0]
+
+
+# The community layers' numbers: each type's parameter on disk at every number its forks use.
+COMMUNITY = [
+    ('type: "ReLU6" relu6_param { negative_slope: 0.1 }', [211, 100000]),
+    ('type: "Mish" mish_param { engine: CAFFE }', [150]),
+    ('type: "Reorg" reorg_param { stride: 2 }', [159, 149]),
+    ('type: "Upsample" upsample_param { scale: 2 }', [137, 149, 150]),
+    ('type: "YoloDetectionOutput" yolo_detection_output_param { num_classes: 3 biases: 1 }',
+     [601]),
+    ('type: "Yolov3DetectionOutput" yolov3_detection_output_param { num_classes: 3 mask: 1 }',
+     [602]),
+]
+
+
+@pytest.mark.parametrize("text,numbers", COMMUNITY, ids=[t.split('"')[1] for t, _ in COMMUNITY])
+def test_community_numbers_on_disk(text, numbers):
+    param = net(f'layer {{ name: "l" bottom: "x" top: "y" {text} }}')
+    data = dialects.to_disk(param)
+    (layer,) = layers_on_disk(data)
+    assert numbers[0] in wire_fields(layer)         # the first is the one written
+    assert caffe_pb2.NetParameter.FromString(dialects.to_canonical(data)) == param
+    for number in numbers[1:]:
+        moved = dialects._renumber(layer, {numbers[0]: (number, {})})
+        other = dialects._delimited(100, moved)
+        assert caffe_pb2.NetParameter.FromString(dialects.to_canonical(other)) == param

@@ -39,7 +39,7 @@ LAYER_FIELDS = {
     # OpenCV's Proposal: 201 is SSD's multibox_loss_param here.
     "Proposal": {201: (23201, {})},
     # The community layers' own numbers (docs/forks/community.md).
-    "Reorg": {149: (159, {})},                          # eric612/MobileNet-YOLO
+    "Reorg": {159: (159, {}), 149: (159, {})},          # OpenCV's ports; eric612's
     "ReLU6": {211: (24211, {}), 100000: (24211, {})},   # eric612; the Caffe-ReLU6 ports
     "Mish": {150: (24150, {})},                         # ChenYingpeng/darknet2caffe
     "YoloDetectionOutput": {601: (24601, {})},          # eric612/MobileNet-YOLO
