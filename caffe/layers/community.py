@@ -1,12 +1,14 @@
 """Community layers that OpenCV's Caffe importer accepts and published models use.
 
 Depthwise convolution (MobileNet ports), ShuffleChannel (ShuffleNet), Axpy (SENet /
-MobileNet v2 ports), and YOLO v2's Reorg and Region. YOLO v3's Upsample is the one-bottom
-form of caffe/layers/segmentation.py's Upsample.
+MobileNet v2 ports), YOLO v2's Reorg and Region, and the OCR fork senlinuc/caffe_ocr's
+Transpose and Reverse. YOLO v3's Upsample is the one-bottom form of
+caffe/layers/segmentation.py's Upsample; the community activations are in neuron.py.
 """
 import torch
 
 from ..layer import Layer, NeuronLayer, register_layer
+from .common import PermuteLayer
 from .vision import ConvolutionLayer
 
 
@@ -166,3 +168,44 @@ class AxpyLayer(Layer):
             bottom[1].diff[...] = self.scale(bottom) * dy
         if propagate_down[2]:
             bottom[2].diff[...] = dy
+
+
+@register_layer
+class TransposeLayer(PermuteLayer):
+    """top = bottom.permute(transpose_param.dim): top axis i is bottom axis dim[i], every axis
+    named (senlinuc/caffe_ocr's Transpose). Not in place."""
+
+    type = "Transpose"
+
+    def setup(self, bottom, top):
+        n, dims = bottom[0].num_axes, list(self.param.transpose_param.dim)
+        if top[0] is bottom[0]:
+            self.fail("does not allow in-place computation")
+        if sorted(dims) != list(range(n)):
+            self.fail(f"dim {dims} must name each of the {n} bottom axes once")
+        self.order, self.identity = dims, False
+
+
+@register_layer
+class ReverseLayer(Layer):
+    """y = x with the order of its entries along reverse_param.axis reversed
+    (senlinuc/caffe_ocr's Reverse, for bidirectional recurrent nets)."""
+
+    type = "Reverse"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        if top[0] is bottom[0]:
+            self.fail("does not allow in-place computation")
+        self.axis = bottom[0].canonical_axis_index(self.param.reverse_param.axis)
+
+    def reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data.flip(self.axis)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff.flip(self.axis)

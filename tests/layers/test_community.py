@@ -84,3 +84,33 @@ def test_axpy(device):
     top = run(layer, [a, x, b])
     torch.testing.assert_close(top.data, a.data * x.data + b.data)
     check_gradient(layer, [a, x, b])
+
+
+def test_transpose(device):
+    """senlinuc/caffe_ocr's Transpose: top axis i is bottom axis dim[i] (its own example:
+    N x C x H x W to W x N x H x C)."""
+    x = random_blob((2, 3, 4, 5), device=device)
+    layer = make_layer('type: "Transpose" transpose_param { dim: 3 dim: 0 dim: 2 dim: 1 }',
+                       device=device)
+    top = run(layer, [x])
+    assert tuple(top.shape) == (5, 2, 4, 3)
+    for w, n, h, c in [(0, 0, 0, 0), (4, 1, 3, 2), (2, 1, 1, 0)]:
+        assert top.data[w, n, h, c] == x.data[n, c, h, w]
+    check_gradient(layer, [x])
+
+
+def test_transpose_needs_every_axis():
+    with pytest.raises(LayerSetupError, match="each of the 4"):
+        run(make_layer('type: "Transpose" transpose_param { dim: 1 dim: 0 }'),
+            [random_blob((2, 3, 4, 5))])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_reverse(device, axis):
+    x = random_blob((3, 4, 2), device=device)
+    layer = make_layer(f'type: "Reverse" reverse_param {{ axis: {axis} }}', device=device)
+    top = run(layer, [x])
+    n = x.shape[axis]
+    for i in range(n):
+        torch.testing.assert_close(top.data.select(axis, i), x.data.select(axis, n - 1 - i))
+    check_gradient(layer, [x])
