@@ -26,7 +26,8 @@ PENDING_SPLIT = {}
 LAYERS = [
     ("core", ["caffe.threads", "caffe._version", "caffe.errors", "caffe._optional", "caffe.files",
               "caffe.memory", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
-              "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param"]),
+              "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param",
+              "caffe.net_dialects", "caffe.fork_names"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),

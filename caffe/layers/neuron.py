@@ -14,7 +14,7 @@ from ..proto import caffe_pb2
 BNLL_THRESHOLD = 50.0  # Caffe's kBNLL_THRESHOLD: exp() is clamped here in BNLL's backward
 
 
-class _InputNeuron(NeuronLayer):
+class InputNeuronLayer(NeuronLayer):
     """A neuron layer whose backward reads x: in place, x is saved before forward overwrites it."""
 
     _saved = None
@@ -47,7 +47,7 @@ class AbsValLayer(NeuronLayer):
 
 
 @register_layer
-class BNLLLayer(_InputNeuron):
+class BNLLLayer(InputNeuronLayer):
     """y = log(1 + exp(x)) (binomial normal log likelihood), computed without overflow."""
 
     type = "BNLL"
@@ -65,7 +65,7 @@ class BNLLLayer(_InputNeuron):
 
 
 @register_layer
-class ClipLayer(_InputNeuron):
+class ClipLayer(InputNeuronLayer):
     """y = max(min, min(x, max)); the gradient passes where min <= x <= max."""
 
     type = "Clip"
@@ -135,7 +135,7 @@ class DropoutLayer(NeuronLayer):
 
 
 @register_layer
-class ELULayer(_InputNeuron):
+class ELULayer(InputNeuronLayer):
     """y = x if x > 0 else alpha * (exp(x) - 1)."""
 
     type = "ELU"
@@ -176,7 +176,7 @@ class ExpLayer(NeuronLayer):
 
 
 @register_layer
-class LogLayer(_InputNeuron):
+class LogLayer(InputNeuronLayer):
     """y = log_base(shift + scale * x); base -1 means e."""
 
     type = "Log"
@@ -204,7 +204,7 @@ class LogLayer(_InputNeuron):
 
 
 @register_layer
-class PowerLayer(_InputNeuron):
+class PowerLayer(InputNeuronLayer):
     """y = (shift + scale * x) ^ power."""
 
     type = "Power"
@@ -243,7 +243,7 @@ class PowerLayer(_InputNeuron):
 
 
 @register_layer
-class PReLULayer(_InputNeuron):
+class PReLULayer(InputNeuronLayer):
     """y = max(0, x) + a_c * min(0, x), a learned slope per channel (axis 1) or one shared."""
 
     type = "PReLU"
@@ -293,7 +293,7 @@ class PReLULayer(_InputNeuron):
 
 
 @register_layer
-class ReLULayer(_InputNeuron):
+class ReLULayer(InputNeuronLayer):
     """y = max(0, x) + negative_slope * min(0, x)."""
 
     type = "ReLU"
@@ -381,75 +381,3 @@ class ThresholdLayer(NeuronLayer):
         if propagate_down[0]:
             bottom[0].diff.zero_()
 
-
-# -- community activations: the forks' and ports' layers that published nets use -------------
-
-@register_layer
-class ReLU6Layer(_InputNeuron):
-    """y = min(max(x, 0) + negative_slope * min(x, 0), 6) (eric612/MobileNet-YOLO's ReLU6)."""
-
-    type = "ReLU6"
-
-    def forward(self, bottom, top):
-        slope = self.param.relu6_param.negative_slope
-        # With slope >= 0, y > 0 exactly where x > 0 and y < 6 where x < 6: backward reads y.
-        x = self.keep_input(bottom, top, needed=slope < 0)
-        top[0].data[...] = torch.clamp(torch.where(x > 0, x, x * slope), max=6)
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            x, dy = self.input(bottom), top[0].diff
-            slope = self.param.relu6_param.negative_slope
-            bottom[0].diff[...] = torch.where(x > 0, dy, dy * slope) * (x < 6)
-
-
-@register_layer
-class MishLayer(_InputNeuron):
-    """y = x tanh(softplus(x)), softplus(x) = x above 20 (ChenYingpeng/darknet2caffe's Mish)."""
-
-    type = "Mish"
-
-    def forward(self, bottom, top):
-        x = self.keep_input(bottom, top)
-        top[0].data[...] = x * torch.tanh(torch.nn.functional.softplus(x))
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            # The fork's backward feeds y where x belongs; this is the derivative of its forward.
-            x = self.input(bottom)
-            t = torch.tanh(torch.nn.functional.softplus(x))
-            bottom[0].diff[...] = top[0].diff * (t + x * (1 - t * t) * torch.sigmoid(x))
-
-
-@register_layer
-class HardSwishLayer(_InputNeuron):
-    """y = x min(max(x + 3, 0), 6) / 6 (MobileNet v3's h-swish, as its Caffe ports define it)."""
-
-    type = "HardSwish"
-
-    def forward(self, bottom, top):
-        x = self.keep_input(bottom, top)
-        top[0].data[...] = x * torch.clamp(x + 3, 0, 6) / 6
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            x = self.input(bottom)
-            slope = torch.where(x < -3, 0.0, torch.where(x > 3, 1.0, (2 * x + 3) / 6))
-            bottom[0].diff[...] = top[0].diff * slope
-
-
-@register_layer
-class HardSigmoidLayer(NeuronLayer):
-    """y = min(max(0.2 x + 0.5, 0), 1) (eric612/MobileNet-YOLO's HardSigmoid)."""
-
-    type = "HardSigmoid"
-
-    def forward(self, bottom, top):
-        top[0].data[...] = torch.clamp(0.2 * bottom[0].data + 0.5, 0, 1)
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            # 0 < y < 1 exactly where the slope is 0.2, so this reads y and runs in place.
-            # (The fork tests y against +-2.5 instead, which is never false.)
-            y = top[0].data
-            bottom[0].diff[...] = top[0].diff * 0.2 * ((y > 0) & (y < 1))

@@ -114,3 +114,68 @@ def test_reverse(device, axis):
     for i in range(n):
         torch.testing.assert_close(top.data.select(axis, i), x.data.select(axis, n - 1 - i))
     check_gradient(layer, [x])
+
+
+SHAPE = (2, 3, 3, 2)
+
+
+def away_from(values, kinks, gap):
+    """Move values lying within `gap` of a kink (where the derivative jumps) off it."""
+    for k in kinks:
+        values = torch.where((values - k).abs() < gap, values + 2 * gap, values)
+    return values
+
+
+def blob_with(values, device):
+    return random_blob(tuple(values.shape), values=values.numpy(), device=device)
+
+
+# -- community activations (docs/forks/community.md): the forks' formulas, torch's functions
+# as the reference, float64 gradients over the whole range, kinks avoided.
+COMMUNITY = [
+    ('type: "ReLU6"', lambda x: torch.nn.functional.relu6(x), [0.0, 6.0]),
+    ('type: "ReLU6" relu6_param { negative_slope: 0.1 }',
+     lambda x: torch.clamp(torch.where(x > 0, x, 0.1 * x), max=6), [0.0, 6.0]),
+    ('type: "ReLU6" relu6_param { negative_slope: -0.2 }',
+     lambda x: torch.clamp(torch.where(x > 0, x, -0.2 * x), max=6), [0.0, 6.0]),
+    ('type: "Mish"', lambda x: torch.nn.functional.mish(x), []),
+    ('type: "HardSwish"', lambda x: torch.nn.functional.hardswish(x), [-3.0, 3.0]),
+    # eric612's 0.2 x + 0.5 (torch's hardsigmoid is MobileNet v3's x / 6 + 0.5)
+    ('type: "HardSigmoid"', lambda x: torch.clamp(0.2 * x + 0.5, 0, 1), [-2.5, 2.5]),
+]
+
+
+def community_input(kinks, device):
+    values = torch.rand(SHAPE, generator=torch.Generator().manual_seed(11),
+                        dtype=torch.float64) * 18 - 9
+    return blob_with(away_from(values, kinks, gap=0.05), device)
+
+
+@pytest.mark.parametrize("text,formula,kinks", COMMUNITY, ids=[t for t, *_ in COMMUNITY])
+def test_community_activation(device, text, formula, kinks):
+    x = community_input(kinks, device)
+    layer = make_layer(text, device=device)
+    top = Blob((), torch.float64, device)
+    layer.layer_setup([x], [top])
+    layer.forward([x], [top])
+    torch.testing.assert_close(top.data, formula(x.data))
+    check_gradient(make_layer(text, device=device), [x])
+
+
+@pytest.mark.parametrize("text,formula,kinks", COMMUNITY, ids=[t for t, *_ in COMMUNITY])
+def test_community_activation_in_place(device, text, formula, kinks):
+    x = community_input(kinks, device)
+    dy = random_blob(SHAPE, -1, 1, device=device, generator=torch.Generator().manual_seed(5))
+    results = []
+    for in_place in (False, True):
+        layer = make_layer(text, device=device)
+        bottom = random_blob(SHAPE, values=x.data.cpu().numpy(), device=device)
+        top = bottom if in_place else Blob((), torch.float64, device)
+        layer.layer_setup([bottom], [top])
+        layer.forward([bottom], [top])
+        y = top.data.clone()
+        top.diff.copy_(dy.data)
+        layer.backward([top], [True], [bottom])
+        results.append((y, bottom.diff.clone()))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
