@@ -1,4 +1,5 @@
 """Community layers (OpenCV's Caffe importer list): float64 gradients and reference formulas."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,3 +180,21 @@ def test_community_activation_in_place(device, text, formula, kinks):
         results.append((y, bottom.diff.clone()))
     torch.testing.assert_close(results[1][0], results[0][0])
     torch.testing.assert_close(results[1][1], results[0][1])
+
+
+@pytest.mark.parametrize("kind", ["ReLU6", "Mish", "HardSwish", "HardSigmoid"])
+def test_community_activation_equals_opencv(tmp_path, kind):
+    """OpenCV dnn registers the same four types with the same defaults: a second oracle."""
+    cv2 = pytest.importorskip("cv2")
+    import caffe
+    text = ('name: "n" layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 '
+            f'dim: 3 dim: 4 dim: 5 }} }} }} layer {{ name: "y" type: "{kind}" bottom: "x" '
+            'top: "y" }')
+    (tmp_path / "n.prototxt").write_text(text)
+    x = (torch.rand(1, 3, 4, 5, generator=torch.Generator().manual_seed(1)) * 16 - 8).numpy()
+    net = caffe.Net(str(tmp_path / "n.prototxt"), caffe.TEST)
+    net.blobs["x"].data[...] = x
+    ours = net.forward()["y"]
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
+    cv.setInput(x)
+    np.testing.assert_allclose(cv.forward(), ours, rtol=1e-5, atol=1e-5)

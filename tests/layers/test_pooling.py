@@ -109,3 +109,24 @@ def test_stride_one_pool_keeps_caffe_rule_without_yolo_upsample():
     text = TINY.split('layer { name: "layer19')[0]
     net = caffe.Net(parse_text(text, caffe_pb2.NetParameter()), caffe.TEST)
     assert net.blobs["p12"].data.shape == (1, 2, 12, 12)
+
+
+def test_ceil_mode_net_equals_opencv(tmp_path):
+    """A DenseNet-style stem and transition (OpenCV's schema has ceil_mode): a second oracle."""
+    cv2 = pytest.importorskip("cv2")
+    text = """name: "densenet-like"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 15 dim: 14 } } }
+layer { name: "pool1" type: "Pooling" bottom: "data" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 ceil_mode: false } }
+layer { name: "pool2" type: "Pooling" bottom: "pool1" top: "pool2"
+        pooling_param { pool: AVE kernel_size: 2 stride: 2 ceil_mode: false } }
+"""
+    (tmp_path / "n.prototxt").write_text(text)
+    x = torch.rand(1, 2, 15, 14, generator=torch.Generator().manual_seed(2)).numpy()
+    net = caffe.Net(str(tmp_path / "n.prototxt"), caffe.TEST)
+    net.blobs["data"].data[...] = x
+    ours = net.forward()["pool2"]
+    assert ours.shape == (1, 2, 4, 3)
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
+    cv.setInput(x)
+    torch.testing.assert_close(torch.from_numpy(cv.forward()), torch.from_numpy(ours))
