@@ -12,7 +12,7 @@ _FLOWNET = "lmb-freiburg/flownet2"
 FORK_TYPES = {
     "DenseBlock": _OCR, "Lstm": _OCR, "ReverseTime": _OCR, "WarpCTCLoss": _OCR,
     "CTCGreedyDecoder": _OCR, "SoftmaxWithLossMultiLabel": _OCR,
-    "YoloDetectionOutput": _YOLO, "Yolov3": _YOLO, "GaussianYolov3": _YOLO,
+    "Yolov3": _YOLO, "GaussianYolov3": _YOLO,
     "RegionLoss": _YOLO, "YoloSeg": _YOLO, "SegmentationEvaluate": _YOLO,
     "AssistedExcitation": _YOLO, "LaneData": _YOLO,
     "Correlation": _FLOWNET, "Resample": _FLOWNET, "FlowWarp": _FLOWNET,

@@ -90,3 +90,68 @@ def test_yolov3_detection_output_checks_its_bottoms():
     with pytest.raises(LayerSetupError, match="num_box"):
         run(make_layer(PARAM.format(thr=0.5)),
             [random_blob((1, 12, 2, 2)), random_blob((1, 14, 4, 4))])
+
+
+V2 = """type: "YoloDetectionOutput" yolo_detection_output_param {{ num_classes: 3 num_box: 2
+  confidence_threshold: {thr} nms_threshold: 0.45 biases: 1.08 biases: 1.19 biases: 3.42
+  biases: 4.41 }}"""
+
+
+def fork_v2_detections(bottoms, thr, nms=0.45):
+    """eric612's yolo_detection_output_layer.cpp: per cell and anchor, the best class of a
+    softmax, score = sigmoid(objectness) * its probability, kept if >= threshold."""
+    biases, preds = [1.08, 1.19, 3.42, 4.41], []
+    for x in bottoms:
+        side = x.shape[3]
+        for b in range(x.shape[0]):
+            for j in range(side):
+                for i in range(side):
+                    for n in range(2):
+                        v = [float(x[b, n * 8 + k, j, i]) for k in range(8)]
+                        e = [math.exp(c - max(v[5:])) for c in v[5:]]
+                        probs = [c / sum(e) for c in e]
+                        k = probs.index(max(probs))
+                        score = sig(v[4]) * probs[k]
+                        if score >= thr:
+                            preds.append((((i + sig(v[0])) / side, (j + sig(v[1])) / side,
+                                           math.exp(v[2]) * biases[2 * n] / side,
+                                           math.exp(v[3]) * biases[2 * n + 1] / side), k, score))
+    return nms_rows(preds, nms)
+
+
+def nms_rows(preds, nms):
+    preds.sort(key=lambda p: -p[2])
+
+    def iou(a, b):
+        def ov(i):
+            return min(a[i] + a[i + 2] / 2, b[i] + b[i + 2] / 2) - \
+                max(a[i] - a[i + 2] / 2, b[i] - b[i + 2] / 2)
+        ow, oh = ov(0), ov(1)
+        inter = 0 if ow < 0 or oh < 0 else ow * oh
+        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+    dropped = set()
+    for i in range(len(preds)):
+        for j in range(i + 1, len(preds)):
+            if i not in dropped and j not in dropped and iou(preds[i][0], preds[j][0]) >= nms:
+                dropped.add(j)
+    return [[0, k + 1, s, x - w / 2, y - h / 2, x + w / 2, y + h / 2]
+            for i, ((x, y, w, h), k, s) in enumerate(preds) if i not in dropped]
+
+
+@pytest.mark.parametrize("two", [False, True])
+def test_yolo_detection_output_matches_the_fork_loop(device, two):
+    gen = torch.Generator().manual_seed(5)
+    bottoms = [random_blob((1, 16, 3, 3), -3, 3, device=device, generator=gen)]
+    if two:
+        bottoms.append(random_blob((1, 16, 5, 5), -3, 3, device=device, generator=gen))
+    out = run(make_layer(V2.format(thr=0.2), device=device), bottoms)
+    expected = torch.tensor(fork_v2_detections([b.data.cpu() for b in bottoms], 0.2),
+                            dtype=torch.float64)
+    assert len(expected) > 1
+    torch.testing.assert_close(out[0, 0].cpu(), expected)
+
+
+def test_yolo_detection_output_refuses_other_coords():
+    with pytest.raises(LayerSetupError, match="coords must be 4"):
+        run(make_layer(V2.format(thr=0.2).replace("num_box: 2", "num_box: 2 coords: 5")),
+            [random_blob((1, 18, 3, 3))])
