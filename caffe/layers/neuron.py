@@ -380,4 +380,3 @@ class ThresholdLayer(NeuronLayer):
         # Caffe aborts here (NOT_IMPLEMENTED); the derivative is 0 almost everywhere.
         if propagate_down[0]:
             bottom[0].diff.zero_()
-

@@ -71,7 +71,8 @@ def test_prior_box_truncates_fractional_sizes(device):
 
 
 CVJENA = """name: "VGG19_cvgj-like"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 6 dim: 5 } } }
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 6 dim: 5 } } }
 layer { name: "conv1_1" type: "Convolution" bottom: "data" top: "conv1_1"
         convolution_param { num_output: 4 pad: 1 kernel_size: 3
                             weight_filler { type: "gaussian" std: 0.5 } } }

@@ -82,7 +82,8 @@ def test_unknown_pooling_dialect_is_named():
 
 
 TINY = """name: "yolov3-tiny-like"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 26 dim: 26 } } }
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 2 dim: 26 dim: 26 } } }
 layer { name: "layer10-maxpool" type: "Pooling" bottom: "data" top: "p10"
         pooling_param { stride: 2 pool: MAX kernel_size: 2 pad: 0 } }
 layer { name: "layer12-maxpool" type: "Pooling" bottom: "p10" top: "p12"
@@ -115,7 +116,8 @@ def test_ceil_mode_net_equals_opencv(tmp_path):
     """A DenseNet-style stem and transition (OpenCV's schema has ceil_mode): a second oracle."""
     cv2 = pytest.importorskip("cv2")
     text = """name: "densenet-like"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 15 dim: 14 } } }
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 2 dim: 15 dim: 14 } } }
 layer { name: "pool1" type: "Pooling" bottom: "data" top: "pool1"
         pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 ceil_mode: false } }
 layer { name: "pool2" type: "Pooling" bottom: "pool1" top: "pool2"
