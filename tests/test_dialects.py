@@ -117,8 +117,9 @@ COMMUNITY = [
      [601]),
     ('type: "Yolov3DetectionOutput" yolov3_detection_output_param { num_classes: 3 mask: 1 }',
      [602]),
-    ('type: "Transpose" transpose_param { dim: 1 dim: 0 }', [8266710]),
-    ('type: "Reverse" reverse_param { axis: 1 }', [160]),
+    ('type: "Transpose" transpose_param { dim: 1 dim: 0 }', [8266710, 142]),
+    ('type: "Reverse" reverse_param { axis: 1 }', [160, 143]),
+    ('type: "Lstm" lstm_param { num_output: 8 clipping_threshold: 1 }', [8266711, 140]),
 ]
 
 

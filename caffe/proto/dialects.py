@@ -44,8 +44,10 @@ LAYER_FIELDS = {
     "Mish": {150: (24150, {})},                         # ChenYingpeng/darknet2caffe
     "YoloDetectionOutput": {601: (24601, {})},          # eric612/MobileNet-YOLO
     "Yolov3DetectionOutput": {602: (24602, {})},        # eric612/MobileNet-YOLO
-    "Transpose": {8266710: (24710, {})},                # senlinuc/caffe_ocr
-    "Reverse": {160: (24160, {})},                      # senlinuc/caffe_ocr
+    # The OCR forks: senlinuc/caffe_ocr first, then tianzhi0549/CTPN's caffe.
+    "Transpose": {8266710: (24710, {}), 142: (24710, {})},
+    "Reverse": {160: (24160, {}), 143: (24160, {})},
+    "Lstm": {8266711: (24140, {}), 140: (24140, {})},
 }
 SEGNET_MARKS = {"BN": 45, "Upsample": 137, "DenseImageData": 138}
 SEGNET_FIELDS = {_LOSS: {3: 22103}, _DROPOUT: {2: 22202}}
