@@ -29,8 +29,8 @@ def test_unknown_layer_type_says_how_to_add_it():
 
 
 def test_fork_field_names_its_fork_and_line():
-    text = INPUT + '\nlayer { name: "l" type: "Lstm" lstm_param { num_output: 4 } }'
-    with pytest.raises(ProtoError, match=r"net.prototxt line 2: .*lstm_param.*caffe_ocr"):
+    text = INPUT + '\nlayer { name: "l" type: "DenseBlock" denseblock_param { growthRate: 4 } }'
+    with pytest.raises(ProtoError, match=r"net.prototxt line 2: .*denseblock_param.*caffe_ocr"):
         parse_text(text, caffe_pb2.NetParameter(), "net.prototxt")
 
 
