@@ -63,6 +63,9 @@ def create_layer(param, dtype=torch.float32, device="cpu"):
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint} "
                               f"({type_hint(param.type)})")
+    if param.dialect and param.dialect not in cls.dialects:
+        raise LayerSetupError(f"layer '{param.name}' ({param.type}): dialect '{param.dialect}' "
+                              f"is not one of this type's ({', '.join(cls.dialects) or 'none'})")
     try:
         return cls(param, dtype=dtype, device=device)
     except CaffeError as e:
@@ -82,6 +85,8 @@ class Layer:
     max_top_blobs = -1
     equal_num_bottom_top_blobs = False
     auto_top_blobs = False
+    # The forks' variants of this type that LayerParameter.dialect may name (net_dialects.py).
+    dialects = ()
 
     def __init__(self, param, dtype=torch.float32, device="cpu"):
         self.param = param

@@ -91,3 +91,10 @@ def test_explicit_dialect_is_kept():
     next(lp for lp in param.layer if lp.type == "PriorBox").dialect = "faceboxes"
     mark_dialects(param)
     assert [lp.dialect for lp in param.layer if lp.type == "PriorBox"] == ["faceboxes", ""]
+
+
+def test_dialect_on_a_type_without_one_is_refused():
+    with pytest.raises(caffe.errors.LayerSetupError, match="dialect 'textboxes'.*none"):
+        caffe.Net(parse_text('layer { name: "x" type: "Input" top: "x" dialect: "textboxes" '
+                             'input_param { shape { dim: 1 } } }', caffe_pb2.NetParameter()),
+                  caffe.TEST)

@@ -27,14 +27,13 @@ class PriorBoxLayer(Layer):
     64 pixel boxes 4 x 4 and 2 x 2 per cell (caffe/net_dialects.py)."""
 
     type = "PriorBox"
+    dialects = ("textboxes", "faceboxes")
     min_bottom_blobs = 1
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
 
     def setup(self, bottom, top):
         p, dialect = self.param.prior_box_param, self.param.dialect
-        if dialect not in ("", "textboxes", "faceboxes"):
-            self.fail(f"dialect '{dialect}' is not one of PriorBox's: textboxes, faceboxes")
         if not len(p.min_size) or min(p.min_size) <= 0:
             self.fail("must provide positive min_size values")
         ratios = prior_ratios(p)

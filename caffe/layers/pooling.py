@@ -228,6 +228,7 @@ class PoolingLayer(Layer):
     MAX may give a second top: the argmax as a flat index into its H x W plane."""
 
     type = "Pooling"
+    dialects = ("darknet2caffe",)
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
     max_top_blobs = 2
@@ -243,8 +244,6 @@ class PoolingLayer(Layer):
             self.fail(f"round_mode {caffe_pb2.PoolingParameter.RoundMode.Name(p.round_mode)} "
                       f"and ceil_mode {str(p.ceil_mode).lower()} disagree; give one of them")
         self.ceil = not floor and p.ceil_mode
-        if dialect not in ("", "darknet2caffe"):
-            self.fail(f"dialect '{dialect}' is not Pooling's: darknet2caffe")
         # darknet2caffe's pooling_layer.cpp: one more window on each axis when
         # kernel_h - stride_h is odd (caffe/net_dialects.py decides which nets use it).
         odd = self.kernel and (self.kernel[0] - self.stride[0]) % 2
