@@ -35,7 +35,8 @@ LAYERS = [
              "caffe.net_spec", "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.export", "caffe.io", "caffe.classifier",
                         "caffe.detector", "caffe.draw", "caffe.zoo", "caffe.vis", "caffe.view"]),
-    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime", "caffe.__main__"]),
+    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime", "caffe.__main__",
+                  "caffe.matlab"]),
 ]
 # Imports that go up a layer, each inside a function, each for a reason.
 UPWARD = {

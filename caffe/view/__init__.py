@@ -66,7 +66,7 @@ def describe(net, show_stats=False):
 
 def graph_svg(param, nodes, rankdir="TB"):
     """The graphviz SVG of param, blob nodes labelled with their computed shapes."""
-    graph = get_pydot_graph(param, rankdir)
+    graph = get_pydot_graph(param, rankdir, keyed=True)
     for key, info in nodes.items():
         if info["kind"] != "blob":
             continue
