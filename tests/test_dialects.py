@@ -120,6 +120,7 @@ COMMUNITY = [
     ('type: "Transpose" transpose_param { dim: 1 dim: 0 }', [8266710, 142]),
     ('type: "Reverse" reverse_param { axis: 1 }', [160, 143]),
     ('type: "Lstm" lstm_param { num_output: 8 clipping_threshold: 1 }', [8266711, 140]),
+    ('type: "CTCGreedyDecoder" ctc_decoder_param { blank_index: 3 }', [158]),
 ]
 
 

@@ -48,6 +48,7 @@ LAYER_FIELDS = {
     "Transpose": {8266710: (24710, {}), 142: (24710, {})},
     "Reverse": {160: (24160, {}), 143: (24160, {})},
     "Lstm": {8266711: (24140, {}), 140: (24140, {})},
+    "CTCGreedyDecoder": {158: (24158, {})},
 }
 SEGNET_MARKS = {"BN": 45, "Upsample": 137, "DenseImageData": 138}
 SEGNET_FIELDS = {_LOSS: {3: 22103}, _DROPOUT: {2: 22202}}
