@@ -168,4 +168,3 @@ def test_community_activation_equals_opencv(tmp_path, kind):
     cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
     cv.setInput(x)
     np.testing.assert_allclose(cv.forward(), ours, rtol=1e-5, atol=1e-5)
-
