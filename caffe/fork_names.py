@@ -10,7 +10,7 @@ _YOLO = "eric612/MobileNet-YOLO"
 _FLOWNET = "lmb-freiburg/flownet2"
 
 FORK_TYPES = {
-    "DenseBlock": _OCR, "ReverseTime": _OCR, "WarpCTCLoss": _OCR,
+    "ReverseTime": _OCR, "WarpCTCLoss": _OCR,
     "SoftmaxWithLossMultiLabel": _OCR,
     "Yolov3": _YOLO, "GaussianYolov3": _YOLO,
     "RegionLoss": _YOLO, "YoloSeg": _YOLO, "SegmentationEvaluate": _YOLO,
@@ -27,7 +27,7 @@ FORK_TYPES = {
 }
 
 FORK_FIELDS = {
-    "denseblock_param": _OCR, "ctc_loss_param": _OCR,
+    "ctc_loss_param": _OCR,
     "reverse_time_param": _OCR,
     "region_loss_param": _YOLO, "yolov3_param": _YOLO, "yolo_seg_param": _YOLO,
     "segmentation_evaluate_param": _YOLO,

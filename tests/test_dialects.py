@@ -121,6 +121,7 @@ COMMUNITY = [
     ('type: "Reverse" reverse_param { axis: 1 }', [160, 143]),
     ('type: "Lstm" lstm_param { num_output: 8 clipping_threshold: 1 }', [8266711, 140]),
     ('type: "CTCGreedyDecoder" ctc_decoder_param { blank_index: 3 }', [158]),
+    ('type: "DenseBlock" denseblock_param { numTransition: 8 growthRate: 8 }', [147]),
 ]
 
 

@@ -15,7 +15,7 @@ def build(text):
     return caffe.Net(parse_text(INPUT + text, caffe_pb2.NetParameter()), caffe.TEST)
 
 
-@pytest.mark.parametrize("kind,fork", [("DenseBlock", "senlinuc/caffe_ocr"),
+@pytest.mark.parametrize("kind,fork", [("WarpCTCLoss", "senlinuc/caffe_ocr"),
                                        ("Yolov3", "eric612/MobileNet-YOLO"),
                                        ("Correlation", "lmb-freiburg/flownet2")])
 def test_fork_layer_type_names_its_fork(kind, fork):
@@ -29,8 +29,8 @@ def test_unknown_layer_type_says_how_to_add_it():
 
 
 def test_fork_field_names_its_fork_and_line():
-    text = INPUT + '\nlayer { name: "l" type: "DenseBlock" denseblock_param { growthRate: 4 } }'
-    with pytest.raises(ProtoError, match=r"net.prototxt line 2: .*denseblock_param.*caffe_ocr"):
+    text = INPUT + '\nlayer { name: "l" type: "WarpCTCLoss" ctc_loss_param { blank_index: 4 } }'
+    with pytest.raises(ProtoError, match=r"net.prototxt line 2: .*ctc_loss_param.*caffe_ocr"):
         parse_text(text, caffe_pb2.NetParameter(), "net.prototxt")
 
 

@@ -1,5 +1,5 @@
 """The OCR forks' layers: tianzhi0549/CTPN's and senlinuc/caffe_ocr's Transpose, Reverse and
-Lstm (Junhyuk Oh's), and caffe_ocr's CTCGreedyDecoder."""
+Lstm (Junhyuk Oh's), and caffe_ocr's CTCGreedyDecoder; its DenseBlock is in dense_block.py."""
 import torch
 
 from ..layer import Layer, register_layer

@@ -49,6 +49,7 @@ LAYER_FIELDS = {
     "Reverse": {160: (24160, {}), 143: (24160, {})},
     "Lstm": {8266711: (24140, {}), 140: (24140, {})},
     "CTCGreedyDecoder": {158: (24158, {})},
+    "DenseBlock": {147: (24147, {})},                   # BVLC's swish_param is 147
 }
 SEGNET_MARKS = {"BN": 45, "Upsample": 137, "DenseImageData": 138}
 SEGNET_FIELDS = {_LOSS: {3: 22103}, _DROPOUT: {2: 22202}}
