@@ -47,10 +47,15 @@ def priors_per_cell(p, dialect=""):
 
 def _location_heads(layers):
     """{blob: num_output} of the convolutions whose outputs reach a DetectionOutput's or
-    MultiBoxLoss's location bottom through Concat / Flatten / Permute / Reshape layers."""
+    MultiBoxLoss's location bottom (locations shared by the classes) through Concat / Flatten /
+    Permute / Reshape layers."""
     heads = {}
     for i, layer in enumerate(layers):
         if layer.type not in ("DetectionOutput", "MultiBoxLoss") or not layer.bottom:
+            continue
+        shared = layer.detection_output_param.share_location \
+            if layer.type == "DetectionOutput" else layer.multibox_loss_param.share_location
+        if not shared:      # per-class locations: the count says nothing about the priors
             continue
         todo = [(i, layer.bottom[0])]
         while todo:

@@ -98,3 +98,15 @@ def test_dialect_on_a_type_without_one_is_refused():
         caffe.Net(parse_text('layer { name: "x" type: "Input" top: "x" dialect: "textboxes" '
                              'input_param { shape { dim: 1 } } }', caffe_pb2.NetParameter()),
                   caffe.TEST)
+
+
+def test_per_class_locations_are_not_read_as_a_fork():
+    """share_location: false, 2 classes: 8 values per prior, as TextBoxes' doubled 4."""
+    head = ("conv4_3", 8, 4, "min_size: 30 max_size: 60 aspect_ratio: 2 flip: true")
+    param = detection_net(64, [head])
+    for lp in param.layer:
+        if lp.type == "Convolution" and lp.name.endswith("_loc"):
+            lp.convolution_param.num_output *= 2
+        if lp.type == "DetectionOutput":
+            lp.detection_output_param.share_location = False
+    assert not any(lp.dialect for lp in mark_dialects(param).layer)
