@@ -86,13 +86,15 @@ def _prior_dialect(layers):
 
 
 def _darknet_pool(p):
-    """Whether darknet2caffe's pooling adds a window: kernel_h - stride_h odd (as the fork
-    tests it); global pooling is left to BVLC's rule."""
+    """Whether darknet2caffe's pooling adds a window: kernel_h - stride_h odd, as the fork
+    tests it, at stride 1, the case it was written for (darknet's stride-1 max pool keeps the
+    size). Its rule would also move pools of stride 2 (ResNet's 3 x 3 one), which its YOLO
+    ports do not have and other YOLO v3 ports' backbones do; global pooling keeps BVLC's."""
     if p.global_pooling:
         return False
     kernel = p.kernel_h if p.HasField("kernel_h") else p.kernel_size
     stride = p.stride_h if p.HasField("stride_h") else p.stride
-    return (kernel - stride) % 2 == 1
+    return stride == 1 and (kernel - stride) % 2 == 1
 
 
 def mark_dialects(param):

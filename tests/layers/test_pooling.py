@@ -132,3 +132,12 @@ layer { name: "pool2" type: "Pooling" bottom: "pool1" top: "pool2"
     cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
     cv.setInput(x)
     torch.testing.assert_close(torch.from_numpy(cv.forward()), torch.from_numpy(ours))
+
+
+def test_stride_two_pools_keep_caffe_rule_in_a_yolo_port():
+    """A ResNet-style 3 x 3 stride-2 pool beside a YOLO Upsample keeps BVLC's size."""
+    text = TINY.replace("stride: 2 pool: MAX kernel_size: 2", "stride: 2 pool: MAX kernel_size: 3")
+    text = text.replace('bottom: "up" bottom: "data"', 'bottom: "up" bottom: "up"')
+    net = caffe.Net(parse_text(text, caffe_pb2.NetParameter()), caffe.TEST)
+    assert net.blobs["p10"].data.shape == (1, 2, 13, 13)   # ceil((26 - 3) / 2) + 1, not 14
+    assert net.blobs["p12"].data.shape == (1, 2, 13, 13)   # the stride-1 one still darknet's
