@@ -4,6 +4,7 @@ Every reader turns a malformed file into a ProtoError naming the file (and line,
 every writer writes a temporary file beside the target and renames it, so a file under its
 final name is always complete.
 """
+import itertools
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError, WriteError
 from .fork_names import field_hint
 from .proto import caffe_pb2, dialects, fast_text
+from .proto.text_strings import check_text_strings
 from .proto.compat import is_repeated
 
 h5py = LazyModule("h5py")
@@ -27,6 +29,16 @@ h5py = LazyModule("h5py")
 MAX_TEXT_BYTES = 256 * 2 ** 20
 # Protobuf cannot parse a binary message of 2 GiB or more anyway.
 MAX_BINARY_BYTES = 2 ** 31 - 1
+# Counted before parsing (binary: caffe/proto/dialects.measure; text: one pass of a regular
+# expression), because parsed protobuf messages are much larger than their bytes: an empty
+# layer record is 3 bytes on disk and about 740 bytes parsed, an empty blob 2 and about 90.
+# Layers in one message (published nets have at most a few thousand; docs/reliability.md
+# measures a 63 MB prototxt of 200000):
+MAX_LAYERS = 250_000
+# Records: messages, strings and arrays at any depth of a binary message, messages (`{`) of
+# a text one (a net of 5000 layers holds about 100000; 5 million empty blobs would take
+# about 450 MB parsed, and counting them takes seconds):
+MAX_RECORDS = 5_000_000
 
 # What h5py raises on a malformed file besides OSError (found by fuzzing: a bad superblock,
 # dangling links, corrupt type or shape messages).
@@ -98,13 +110,22 @@ def parse_text(text, msg, source="<string>"):
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ProtoError(f"{source}: not a text file (byte {e.start} is not UTF-8)") from None
+    _check_text_size(text, source)
+    # One check for both parsers: protoc (large files) accepts escapes such as "\377" that
+    # make a name invalid UTF-8, which text_format refuses and nothing could reload.
+    check_text_strings(text, msg, source, ProtoError)
     try:
         # Large files go to protobuf's C++ parser when protoc is installed (100x faster).
         if fast_text.parse_large(text, msg, source):
+            bad = _non_utf8_string(msg)
+            if bad:
+                raise ProtoError(f"{source}: field {bad} is not UTF-8 text")
             return msg
     except fast_text.TextParseError as e:
         where = f"{source} line {e.line}" if e.line else source
         raise ProtoError(f"{where}: {e.reason}{_fork_hint(e.reason)}") from None
+    except (message.DecodeError, RuntimeError) as e:   # protoc's output past upb's limits
+        raise ProtoError(f"{source}: cannot be parsed: {e}") from None
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
@@ -125,7 +146,9 @@ def _fork_hint(reason):
     return f" ({hint})" if hint else ""
 
 
-def parse_binary(data, msg, source="<bytes>"):
+def parse_binary(data, msg, source="<bytes>", measured=False):
+    if not measured:
+        _check_binary_size(data, msg, source)
     try:
         msg.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
@@ -175,14 +198,69 @@ def read_net_param(path):
     param = caffe_pb2.NetParameter()
     try:
         parse_text(data, param, path)
+    except _TooLarge:
+        raise
     except ProtoError as text_error:
         if b"\0" not in data[:4096] and _looks_textual(data):
             raise
         try:
-            parse_binary(dialects.to_canonical(data), param, path)
+            parse_net_binary(data, param, path)
+        except _TooLarge:
+            raise
         except ProtoError:
             raise text_error from None
     _upgrade(upgrade_net_as_needed, param, path)
+    return param
+
+
+# `layer {` / `layers {` (or `<`, or `layer: {`) wherever it stands: an upper bound of the
+# layers of a text message that costs one pass (comments and strings may only add to it).
+# Linear: `\s*:?\s*` would backtrack quadratically over a long run of spaces.
+_TEXT_LAYER = re.compile(r"\blayers?\s*(?::\s*)?[{<]")
+
+
+def _check_text_size(text, source):
+    layers = sum(1 for _ in itertools.islice(_TEXT_LAYER.finditer(text), MAX_LAYERS + 1))
+    _check_counts(layers, text.count("{") + text.count("<"), source)
+
+
+def _check_binary_size(data, msg, source):
+    """The layer fields measure() found unknown ([] for a malformed message: the parser's
+    to name), after checking the counts."""
+    measured = dialects.measure(data, msg.DESCRIPTOR, MAX_LAYERS, MAX_RECORDS)
+    if measured is None:
+        return []
+    _check_counts(*measured[:2], source)
+    return measured[2]
+
+
+class _TooLarge(ProtoError):
+    """Over a limit: the error to show, whichever way (text, binary) the file was tried."""
+
+
+def _check_counts(layers, records, source):
+    if layers > MAX_LAYERS:
+        raise _TooLarge(f"{source}: more than {MAX_LAYERS} layers (caffe.formats.MAX_LAYERS); "
+                         f"refused before parsing")
+    if records > MAX_RECORDS:
+        raise _TooLarge(f"{source}: more than {MAX_RECORDS} records (messages, strings, "
+                         f"arrays; caffe.formats.MAX_RECORDS); refused before parsing")
+
+
+def parse_net_binary(data, param, source="<bytes>"):
+    """A binary NetParameter in any dialect (caffe/proto/dialects.py) into `param`, its
+    size bounded; a layer field that does not parse is skipped with a WARNING, as BVLC
+    skips a field it does not know."""
+    unknown = _check_binary_size(data, param, source)   # before to_canonical reads layers
+    canonical = dialects.to_canonical(data)
+    try:
+        parse_binary(canonical, param, source, measured=True)
+    except ProtoError:
+        repaired = dialects.drop_unparsable(canonical)
+        if repaired == canonical:
+            raise
+        parse_binary(repaired, param, source, measured=True)
+    dialects.warn_unknown(unknown)
     return param
 
 
@@ -202,8 +280,7 @@ def read_caffemodel(path):
     """A binary .caffemodel as a NetParameter, upgraded from V0/V1 if needed."""
     from .upgrade import upgrade_net_as_needed
     path = str(path)
-    param = parse_binary(dialects.to_canonical(_read_bytes(path)), caffe_pb2.NetParameter(),
-                         path)
+    param = parse_net_binary(_read_bytes(path), caffe_pb2.NetParameter(), path)
     if not len(param.layer) and not len(param.layers):
         raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
     _upgrade(upgrade_net_as_needed, param, path)
@@ -305,13 +382,17 @@ def write_caffemodel(path, net_param):
 
 # -- HDF5 (BVLC's layout: /data/<layer>/<i>, optional /diff/<layer>/<i>) ---------------
 def write_hdf5_weights(path, groups):
-    """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}."""
+    """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}. Layer names that HDF5
+    cannot hold as group names round-trip through hdf5_group_names."""
     def write(f):
         with h5py.File(f, "w") as h5:
             for top, layers in groups.items():
                 g = h5.create_group(top)
+                names = hdf5.group_names(list(layers))
                 for layer, blobs in layers.items():
-                    lg = g.create_group(layer)
+                    lg = g.create_group(names[layer])
+                    if names[layer] != layer:
+                        hdf5.write_layer_name(lg, layer)
                     for i, value in blobs.items():
                         # float64 nets keep doubles, as BVLC's Net<double> does.
                         value = np.asarray(value)
@@ -330,16 +411,20 @@ def read_hdf5_weights(path, group="data"):
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
             if not isinstance(top, h5py.Group):
                 raise ProtoError(f"{path}: /{group} is not a group")
-            found = []
-            for layer, lg in hdf5.items(top, path, ProtoError):
+            found, out = [], {}
+            for group_name, lg in hdf5.items(top, path, ProtoError):
                 if not isinstance(lg, h5py.Group):
-                    raise ProtoError(f"{path}: /{group}/{layer} is not a group")
+                    raise ProtoError(f"{path}: /{group}/{group_name} is not a group")
+                layer = hdf5.layer_name(lg, group_name, path, ProtoError)
+                if layer in out:
+                    raise ProtoError(f"{path}: two groups of /{group} hold layer '{layer}'")
+                out[layer] = {}
                 for name, ds in hdf5.items(lg, path, ProtoError):
                     if not name.isdigit() or not isinstance(ds, h5py.Dataset):
-                        raise ProtoError(f"{path}: /{group}/{layer}/{name} is not a blob dataset")
+                        raise ProtoError(f"{path}: /{group}/{group_name}/{name} is not a blob "
+                                         f"dataset")
                     dtype = np.float64 if ds.dtype == np.float64 else np.float32
                     found.append((layer, int(name), ds, dtype))
-            out = {layer: {} for layer, _ in hdf5.items(top, path, ProtoError)}
             arrays = hdf5.read_all([(ds, dtype) for _, _, ds, dtype in found], path, ProtoError)
             for (layer, i, _, _), value in zip(found, arrays):
                 out[layer][i] = value
