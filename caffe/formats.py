@@ -16,6 +16,7 @@ from google.protobuf import message, text_format
 from . import blob as _blob, files, hdf5
 from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError, WriteError
+from .fork_names import field_hint
 from .proto import caffe_pb2, dialects, fast_text
 from .proto.text_strings import check_text_strings
 from .proto.compat import is_repeated
@@ -122,7 +123,7 @@ def parse_text(text, msg, source="<string>"):
             return msg
     except fast_text.TextParseError as e:
         where = f"{source} line {e.line}" if e.line else source
-        raise ProtoError(f"{where}: {e.reason}") from None
+        raise ProtoError(f"{where}: {e.reason}{_fork_hint(e.reason)}") from None
     except (message.DecodeError, RuntimeError) as e:   # protoc's output past upb's limits
         raise ProtoError(f"{source}: cannot be parsed: {e}") from None
     try:
@@ -134,8 +135,15 @@ def parse_text(text, msg, source="<string>"):
         if line:
             # ParseError repeats "line:col :" in its message; keep only the reason.
             detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
-        raise ProtoError(f"{where}: {detail}") from None
+        raise ProtoError(f"{where}: {detail}{_fork_hint(detail)}") from None
     return msg
+
+
+def _fork_hint(reason):
+    """' (the fork it comes from)' when the parser refused a field a known fork defines."""
+    unknown = re.search(r'has no field named "(\w+)"', reason)
+    hint = field_hint(unknown.group(1)) if unknown else ""
+    return f" ({hint})" if hint else ""
 
 
 def parse_binary(data, msg, source="<bytes>", measured=False):

@@ -23,6 +23,7 @@ from .blob_proto import (blob_from_proto, blob_to_proto, copy_proto_into,  # noq
                          proto_shape, proto_values, shape_matches_proto)
 from .errors import CaffeError, LayerSetupError
 from .filler import fill
+from .fork_names import type_hint
 from .proto import caffe_pb2
 
 LAYER_REGISTRY: dict = {}
@@ -60,7 +61,11 @@ def create_layer(param, dtype=torch.float32, device="cpu"):
         close = difflib.get_close_matches(param.type, LAYER_REGISTRY, n=3, cutoff=0.5)
         close += [t for t in LAYER_REGISTRY if t.lower() == param.type.lower() and t not in close]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint}")
+        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint} "
+                              f"({type_hint(param.type)})")
+    if param.dialect and param.dialect not in cls.dialects:
+        raise LayerSetupError(f"layer '{param.name}' ({param.type}): dialect '{param.dialect}' "
+                              f"is not one of this type's ({', '.join(cls.dialects) or 'none'})")
     try:
         return cls(param, dtype=dtype, device=device)
     except CaffeError as e:
@@ -80,6 +85,8 @@ class Layer:
     max_top_blobs = -1
     equal_num_bottom_top_blobs = False
     auto_top_blobs = False
+    # The forks' variants of this type that LayerParameter.dialect may name (net_dialects.py).
+    dialects: tuple = ()
 
     def __init__(self, param, dtype=torch.float32, device="cpu"):
         self.param = param

@@ -10,6 +10,7 @@ from .errors import NetError, OutOfMemoryError
 from .layer import at_layer, create_layer
 from .log_text import printable
 from .layers.python_layer import module_search_dir
+from .net_dialects import mark_dialects
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
 from .net_diffs import DiffPlan
@@ -70,7 +71,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
     # -- construction -----------------------------------------------------------
     def _init(self, in_param):
         self.phase = in_param.state.phase
-        param = filter_net(in_param)
+        param = mark_dialects(filter_net(in_param))
         if not param.layer:
             # Caffe would build an empty net that fails on first use; say why now.
             raise NetError(

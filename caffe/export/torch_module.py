@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..proto import caffe_pb2
 from .graph import Namer, layer_error, plan_net, plan_recurrent
 from .torch_ops import (BatchNorm, Conv, Embed, LRN, SPP, Affine, Lambda, Linear, Op, Parameter,
                         Pool, PReLU, argmax, caffe_reshape, canonical_axis, crop, eltwise,
@@ -155,8 +154,7 @@ class _Builder:
                                 layer.geometry, c, layer.axis, False, one_hot=True))
         elif t == "Pooling":
             pp = p.pooling_param
-            ceil = pp.round_mode == caffe_pb2.PoolingParameter.CEIL
-            self.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, ceil,
+            self.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, layer.ceil,
                                 len(step.tops) > 1))
         elif t == "SPP":
             self.add(step, SPP(p.spp_param.pool, p.spp_param.pyramid_height))
