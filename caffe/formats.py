@@ -182,6 +182,32 @@ def _looks_textual(data):
     return all(b >= 9 for b in sample)
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def file_kind(path):
+    """What a file holds, judged from its first 4 KiB: "hdf5", "binary" or "text"; None for
+    a path that is not a readable regular file, or is blank (its reader names the problem)."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except (OSError, ValueError):
+        return None
+    if not head.strip():
+        return None
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    return "text" if b"\0" not in head and _looks_textual(head) else "binary"
+
+
+def holds_weights(param):
+    """True when a NetParameter carries learned blobs: a trained .caffemodel's content."""
+    return any(len(layer.blobs) for layer in param.layer) or \
+        any(len(layer.blobs) for layer in param.layers)
+
+
 def read_solver_param(path):
     from .upgrade import upgrade_solver_as_needed
     param = read_text_proto(path, caffe_pb2.SolverParameter())
@@ -193,10 +219,18 @@ def read_caffemodel(path):
     """A binary .caffemodel as a NetParameter, upgraded from V0/V1 if needed."""
     from .upgrade import upgrade_net_as_needed
     path = str(path)
-    param = parse_binary(dialects.to_canonical(_read_bytes(path)), caffe_pb2.NetParameter(),
-                         path)
-    if not len(param.layer) and not len(param.layers):
-        raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
+    data = _read_bytes(path)
+    param, error = caffe_pb2.NetParameter(), None
+    try:
+        parse_binary(dialects.to_canonical(data), param, path)
+    except ProtoError as e:
+        error = e
+    if error is not None or (not len(param.layer) and not len(param.layers)):
+        if data.strip() and b"\0" not in data[:4096] and _looks_textual(data):
+            # A prototxt given where weights belong (copy_from, -weights, swapped arguments).
+            raise ProtoError(f"{path}: a text file (a prototxt net definition?), not a "
+                             f"binary .caffemodel of trained weights")
+        raise error or ProtoError(f"{path}: not a Caffe model: the file holds no layers")
     _upgrade(upgrade_net_as_needed, param, path)
     return param
 
