@@ -73,6 +73,7 @@ TOOLS = {
     "convert_cifar_data": ("convert_cifar_data", "main"),
     "classify": ("classify", "main"),
     "detect": ("detect", "main"),
+    "create_annoset": ("create_annoset", "main"),
 }
 
 # pycaffe's own commands among the tools: `caffe --help` lists them beside BVLC's four.

@@ -124,6 +124,13 @@ def test_help_lists_every_command_and_tool():
         assert re.search(rf"\b{name}\b", text), name
 
 
+def test_every_console_script_is_a_caffe_tool():
+    """pyproject.toml's programs are all reachable (and listed) as `caffe NAME` too."""
+    import tomllib
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) - {"caffe"} <= set(caffe_tool.TOOLS)
+
+
 @pytest.mark.parametrize("name", sorted(caffe_tool.TOOLS))
 def test_every_tool_help_names_the_tool(capsys, name):
     """`caffe NAME --help` (and the NAME program) print NAME, not "caffe" or "__main__"."""
