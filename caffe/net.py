@@ -4,9 +4,9 @@ import os
 
 import torch
 
-from . import formats
+from . import formats, net_args
 from .blob import HALF_DTYPES, Blob
-from .errors import NetError, OutOfMemoryError, ProtoError
+from .errors import NetError, OutOfMemoryError
 from .layer import at_layer, create_layer
 from .log_text import printable
 from .layers.python_layer import module_search_dir
@@ -17,66 +17,6 @@ from .net_weights import NetWeights
 from .pycaffe import PycaffeNet
 
 log = logging.getLogger("caffe")
-
-
-def _is_path(x):
-    return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
-
-
-# BVLC's pycaffe takes caffe.TRAIN / caffe.TEST; their names are accepted too, in any case.
-PHASE_NAMES = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST}
-USAGE = "caffe.Net(model, weights, phase): the net definition (.prototxt) comes first"
-
-
-def _is_phase_name(x):
-    return isinstance(x, str) and x.lower() in PHASE_NAMES
-
-
-def _phase(value):
-    """A phase argument as caffe.TRAIN or caffe.TEST, or a NetError naming it."""
-    if _is_phase_name(value):
-        return PHASE_NAMES[value.lower()]
-    if not isinstance(value, bool) and value in (caffe_pb2.TRAIN, caffe_pb2.TEST):
-        return int(value)
-    raise NetError(f"caffe.Net: phase {value!r} is neither caffe.TRAIN ({caffe_pb2.TRAIN}) nor "
-                   f"caffe.TEST ({caffe_pb2.TEST}) (the names 'train' and 'test' work too)")
-
-
-def _read_model(path, weights=None):
-    """The net definition in `path`, refusing a weights file in its place.
-
-    Net(weights, model, phase), arguments swapped, would otherwise build the net from the
-    copy of the training net that a .caffemodel holds and fail later at some layer.
-    """
-    kind, what = formats.file_kind(path), None
-    if kind == "hdf5":
-        what = "an HDF5 file (weights?)"
-    elif kind == "binary":
-        try:
-            param = formats.read_caffemodel(path)
-        except ProtoError:
-            param = None        # not a NetParameter: read_net_param below says what is wrong
-        if param is not None and formats.holds_weights(param):
-            what = "a binary .caffemodel holding trained weights"
-        elif param is not None:
-            return param        # a binary net definition without weights
-    if what is None:
-        return formats.read_net_param(path)
-    name = os.fsdecode(path)
-    if weights is not None and formats.file_kind(weights) == "text":
-        raise ProtoError(f"caffe.Net: model '{name}' is {what} and weights "
-                         f"'{os.fsdecode(weights)}' a text file: the two are swapped; "
-                         f"{USAGE}, the weights second")
-    raise ProtoError(f"caffe.Net: model '{name}' is {what}, not a net definition: {USAGE}, "
-                     f"the weights second")
-
-
-def _check_weights(path):
-    """Refuse a prototxt given as the weights before the net is built."""
-    if formats.file_kind(path) == "text":
-        raise ProtoError(f"caffe.Net: weights '{os.fsdecode(path)}' is a text file (a prototxt "
-                         f"net definition?), not a .caffemodel of trained weights: {USAGE}, "
-                         f"the weights second")
 
 
 class Net(PycaffeNet, NetWeights, DiffPlan):
@@ -91,21 +31,14 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
     def __init__(self, param, *args, phase=None, level=0, stages=(), weights=None,
                  dtype=torch.float32, device=None):
         from . import common
-        if len(args) > 2:
-            raise TypeError("Net(model, [weights,] phase): too many positional arguments")
-        if len(args) == 2 or (args and _is_path(args[0]) and not _is_phase_name(args[0])):
-            weights, args = args[0], args[1:]
-        if args:
-            phase = args[0]
-        if phase is not None:
-            phase = _phase(phase)
+        weights, phase = net_args.weights_and_phase(args, weights, phase)
         folder, self._source = None, "the NetParameter given"
-        if _is_path(param):
+        if net_args.is_path(param):
             self._source = f"'{os.fsdecode(param)}'"
             folder = os.path.dirname(os.path.abspath(os.fsdecode(param)))
-            param = _read_model(param, weights)
+            param = net_args.read_model(param, weights)
         if weights:
-            _check_weights(weights)
+            net_args.check_weights(weights)
         param_copy = caffe_pb2.NetParameter()
         param_copy.CopyFrom(param)
         if folder is None:

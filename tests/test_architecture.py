@@ -27,7 +27,7 @@ LAYERS = [
     ("core", ["caffe.threads", "caffe._version", "caffe.errors", "caffe._optional", "caffe.files",
               "caffe.memory", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
               "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param",
-              "caffe.child_process", "caffe.log_text"]),
+              "caffe.net_args", "caffe.child_process", "caffe.log_text"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),
