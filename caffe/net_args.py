@@ -9,7 +9,9 @@ from .proto import caffe_pb2
 
 # BVLC's pycaffe takes caffe.TRAIN / caffe.TEST; their names are accepted too, in any case.
 PHASE_NAMES = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST}
-USAGE = "caffe.Net(model, weights, phase): the net definition (.prototxt) comes first"
+# Said after a file in the wrong argument, for Python and command-line users alike.
+USAGE = ("the net definition (.prototxt) comes first, the weights (.caffemodel) second: "
+         "caffe.Net(model, weights, phase), caffe test -model M -weights W")
 
 
 def is_path(x):
@@ -64,16 +66,13 @@ def read_model(path, weights=None):
         return formats.read_net_param(path)
     name = os.fsdecode(path)
     if weights is not None and formats.file_kind(weights) == "text":
-        raise ProtoError(f"caffe.Net: model '{name}' is {what} and weights "
-                         f"'{os.fsdecode(weights)}' a text file: the two are swapped; "
-                         f"{USAGE}, the weights second")
-    raise ProtoError(f"caffe.Net: model '{name}' is {what}, not a net definition: {USAGE}, "
-                     f"the weights second")
+        raise ProtoError(f"model '{name}' is {what} and weights '{os.fsdecode(weights)}' a "
+                         f"text file: the two are swapped; {USAGE}")
+    raise ProtoError(f"model '{name}' is {what}, not a net definition; {USAGE}")
 
 
 def check_weights(path):
     """Refuse a prototxt given as the weights before the net is built."""
     if formats.file_kind(path) == "text":
-        raise ProtoError(f"caffe.Net: weights '{os.fsdecode(path)}' is a text file (a prototxt "
-                         f"net definition?), not a .caffemodel of trained weights: {USAGE}, "
-                         f"the weights second")
+        raise ProtoError(f"weights '{os.fsdecode(path)}' is a text file (a prototxt net "
+                         f"definition?), not a .caffemodel of trained weights; {USAGE}")

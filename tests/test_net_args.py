@@ -32,8 +32,8 @@ def tiny_files(tmp_path):
     (lambda m, w, h: caffe.Net(w, caffe.TEST, weights=m), "the two are swapped"),
     (lambda m, w, h: caffe.Net(w, caffe.TEST),
      r"model '.*tiny.caffemodel' is a binary .caffemodel holding trained weights, not a net "
-     r"definition: caffe.Net\(model, weights, phase\): the net definition \(.prototxt\) comes "
-     r"first, the weights second"),
+     r"definition; the net definition \(.prototxt\) comes first, the weights \(.caffemodel\) "
+     r"second: caffe.Net\(model, weights, phase\), caffe test -model M -weights W"),
     (lambda m, w, h: caffe.Net(h, caffe.TEST), r"model '.*tiny.caffemodel.h5' is an HDF5 file"),
     (lambda m, w, h: caffe.Net(m, m, caffe.TEST),
      r"weights '.*tiny.prototxt' is a text file \(a prototxt net definition\?\), not a "

@@ -107,6 +107,11 @@ def test_resume_from_snapshot(workdir, capsys):
     (["test", "-model", "net.prototxt"], "Need model weights"),
     (["train", "-solver", "absent.prototxt"], "absent.prototxt: cannot read"),
     (["train", "-solver", "solver.prototxt", "-gpu", "0"], "no CUDA device"),
+    (["test", "-model", "init.caffemodel", "-weights", "net.prototxt"],
+     "model 'init.caffemodel' is a binary .caffemodel holding trained weights, not a net "
+     "definition; the net definition (.prototxt) comes first"),
+    (["test", "-model", "net.prototxt", "-weights", "net.prototxt"],
+     "net.prototxt: a text file (a prototxt net definition?), not a binary .caffemodel"),
 ])
 def test_bad_invocations(workdir, capsys, argv, message):
     if "-gpu" in argv and torch.cuda.is_available():
