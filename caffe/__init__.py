@@ -43,6 +43,13 @@ _EXPORTS = {
     "AdamSolver": (".solvers", "AdamSolver"),
     "io": (".io", None),
     "draw": (".draw", None),
+    # Submodules BVLC's __init__ imports: caffe-tensorflow and MMdnn read caffe.proto.caffe_pb2
+    # right after `import caffe`.
+    "proto": (".proto", None),
+    "pycaffe": (".pycaffe", None),
+    "classifier": (".classifier", None),
+    "detector": (".detector", None),
+    "net_spec": (".net_spec", None),
     "NCCL": (".parallel", "NCCL"),
     "set_solver_count": (".parallel", "set_solver_count"),
     "set_solver_rank": (".parallel", "set_solver_rank"),
@@ -56,7 +63,8 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:     # what type checkers and editors see: the same names, imported eagerly
-    from . import draw as draw, io as io
+    from . import (classifier as classifier, detector as detector, draw as draw, io as io,
+                   net_spec as net_spec, proto as proto, pycaffe as pycaffe)
     from .classifier import Classifier as Classifier
     from .common import (set_device as set_device, set_mode_cpu as set_mode_cpu,
                          set_mode_gpu as set_mode_gpu, set_random_seed as set_random_seed)
@@ -84,7 +92,7 @@ if TYPE_CHECKING:     # what type checkers and editors see: the same names, impo
 
 # Modules that need the built-in layer catalog registered before they are used.
 _NEEDS_CATALOG = (".layer", ".net", ".net_spec", ".classifier", ".detector", ".solvers",
-                  ".parallel", ".layers.python_layer")
+                  ".parallel", ".layers.python_layer", ".pycaffe")
 
 __all__ = sorted(set(_EXPORTS) | {"layers"})
 

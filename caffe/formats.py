@@ -4,7 +4,9 @@ Every reader turns a malformed file into a ProtoError naming the file (and line,
 every writer writes a temporary file beside the target and renames it, so a file under its
 final name is always complete.
 """
+import itertools
 import os
+import re
 import stat
 import tempfile
 
@@ -26,6 +28,16 @@ h5py = LazyModule("h5py")
 MAX_TEXT_BYTES = 256 * 2 ** 20
 # Protobuf cannot parse a binary message of 2 GiB or more anyway.
 MAX_BINARY_BYTES = 2 ** 31 - 1
+# Counted before parsing (binary: caffe/proto/dialects.measure; text: one pass of a regular
+# expression), because parsed protobuf messages are much larger than their bytes: an empty
+# layer record is 3 bytes on disk and about 740 bytes parsed, an empty blob 2 and about 90.
+# Layers in one message (published nets have at most a few thousand; docs/reliability.md
+# measures a 63 MB prototxt of 200000):
+MAX_LAYERS = 250_000
+# Records: messages, strings and arrays at any depth of a binary message, messages (`{`) of
+# a text one (a net of 5000 layers holds about 100000; 5 million empty blobs would take
+# about 450 MB parsed, and counting them takes seconds):
+MAX_RECORDS = 5_000_000
 
 # What h5py raises on a malformed file besides OSError (found by fuzzing: a bad superblock,
 # dangling links, corrupt type or shape messages).
@@ -97,6 +109,7 @@ def parse_text(text, msg, source="<string>"):
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ProtoError(f"{source}: not a text file (byte {e.start} is not UTF-8)") from None
+    _check_text_size(text, source)
     # One check for both parsers: protoc (large files) accepts escapes such as "\377" that
     # make a name invalid UTF-8, which text_format refuses and nothing could reload.
     check_text_strings(text, msg, source, ProtoError)
@@ -110,6 +123,8 @@ def parse_text(text, msg, source="<string>"):
     except fast_text.TextParseError as e:
         where = f"{source} line {e.line}" if e.line else source
         raise ProtoError(f"{where}: {e.reason}") from None
+    except (message.DecodeError, RuntimeError) as e:   # protoc's output past upb's limits
+        raise ProtoError(f"{source}: cannot be parsed: {e}") from None
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
@@ -123,7 +138,9 @@ def parse_text(text, msg, source="<string>"):
     return msg
 
 
-def parse_binary(data, msg, source="<bytes>"):
+def parse_binary(data, msg, source="<bytes>", measured=False):
+    if not measured:
+        _check_binary_size(data, msg, source)
     try:
         msg.ParseFromString(data)
     except (message.DecodeError, RuntimeError, ValueError) as e:
@@ -173,14 +190,69 @@ def read_net_param(path):
     param = caffe_pb2.NetParameter()
     try:
         parse_text(data, param, path)
+    except _TooLarge:
+        raise
     except ProtoError as text_error:
         if b"\0" not in data[:4096] and _looks_textual(data):
             raise
         try:
-            parse_binary(dialects.to_canonical(data), param, path)
+            parse_net_binary(data, param, path)
+        except _TooLarge:
+            raise
         except ProtoError:
             raise text_error from None
     _upgrade(upgrade_net_as_needed, param, path)
+    return param
+
+
+# `layer {` / `layers {` (or `<`, or `layer: {`) wherever it stands: an upper bound of the
+# layers of a text message that costs one pass (comments and strings may only add to it).
+# Linear: `\s*:?\s*` would backtrack quadratically over a long run of spaces.
+_TEXT_LAYER = re.compile(r"\blayers?\s*(?::\s*)?[{<]")
+
+
+def _check_text_size(text, source):
+    layers = sum(1 for _ in itertools.islice(_TEXT_LAYER.finditer(text), MAX_LAYERS + 1))
+    _check_counts(layers, text.count("{") + text.count("<"), source)
+
+
+def _check_binary_size(data, msg, source):
+    """The layer fields measure() found unknown ([] for a malformed message: the parser's
+    to name), after checking the counts."""
+    measured = dialects.measure(data, msg.DESCRIPTOR, MAX_LAYERS, MAX_RECORDS)
+    if measured is None:
+        return []
+    _check_counts(*measured[:2], source)
+    return measured[2]
+
+
+class _TooLarge(ProtoError):
+    """Over a limit: the error to show, whichever way (text, binary) the file was tried."""
+
+
+def _check_counts(layers, records, source):
+    if layers > MAX_LAYERS:
+        raise _TooLarge(f"{source}: more than {MAX_LAYERS} layers (caffe.formats.MAX_LAYERS); "
+                         f"refused before parsing")
+    if records > MAX_RECORDS:
+        raise _TooLarge(f"{source}: more than {MAX_RECORDS} records (messages, strings, "
+                         f"arrays; caffe.formats.MAX_RECORDS); refused before parsing")
+
+
+def parse_net_binary(data, param, source="<bytes>"):
+    """A binary NetParameter in any dialect (caffe/proto/dialects.py) into `param`, its
+    size bounded; a layer field that does not parse is skipped with a WARNING, as BVLC
+    skips a field it does not know."""
+    unknown = _check_binary_size(data, param, source)   # before to_canonical reads layers
+    canonical = dialects.to_canonical(data)
+    try:
+        parse_binary(canonical, param, source, measured=True)
+    except ProtoError:
+        repaired = dialects.drop_unparsable(canonical)
+        if repaired == canonical:
+            raise
+        parse_binary(repaired, param, source, measured=True)
+    dialects.warn_unknown(unknown)
     return param
 
 
@@ -229,7 +301,7 @@ def read_caffemodel(path):
     data = _read_bytes(path)
     param, error = caffe_pb2.NetParameter(), None
     try:
-        parse_binary(dialects.to_canonical(data), param, path)
+        parse_net_binary(data, param, path)
     except ProtoError as e:
         error = e
     if error is not None or (not len(param.layer) and not len(param.layers)):

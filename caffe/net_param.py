@@ -41,7 +41,8 @@ def filter_net(param):
 
 
 def split_layer_name(layer, blob, index):
-    return f"{layer}_{blob}_{index}_split"
+    # BVLC's SplitLayerName: the blob first (label_mnist_1_split), as logs and layer_dict show.
+    return f"{blob}_{layer}_{index}_split"
 
 
 def split_blob_name(layer, blob, index, k):

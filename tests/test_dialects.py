@@ -105,3 +105,131 @@ def test_segnet_bn_weights_load_as_segnet(tmp_path):
     n = caffe.Net(str(tmp_path / "net.prototxt"), str(tmp_path / "m.caffemodel"), caffe.TEST)
     assert n._layers[n.layer_index["b"]].segnet
     assert n.params["b"][0].data.flatten().tolist() == [1.0, 2.0]
+
+
+# -- every file BVLC reads, pycaffe reads (issue 30) ------------------------------------
+def _varint(n):
+    out = bytearray()
+    while True:
+        out.append(n & 127 | (128 if n > 127 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number, wire, payload):
+    """One field's bytes on the wire (payload: the value's bytes, without a length)."""
+    key = _varint(number << 3 | wire)
+    return key + (_varint(len(payload)) if wire == 2 else b"") + payload
+
+
+def _delimited(number, payload):
+    return _field(number, 2, payload)
+
+
+FOREIGN = {0: b"\x2a", 5: b"\x00\x00\x80\x3f",   # a varint, a float
+           2: b"com.yahoo.ml.caffe.ImageDataFrame"}   # what CaffeOnSpark puts at 10001
+TABLE = sorted({(kind, disk) for kind, fields in dialects.LAYER_FIELDS.items()
+                for disk in fields} | set(dialects.SEGNET_MARKS.items()))
+# BVLC 1.0's LayerParameter numbers (its caffe.proto: "next available layer-specific ID: 149").
+BVLC_NUMBERS = set(range(1, 12)) | set(range(100, 149))
+# Numbers of the table that BVLC gave to fields of its own (143 input_param ...): in a layer
+# of another type they are BVLC's fields, read as BVLC reads them.
+FORK_ONLY = [(kind, number) for kind, number in TABLE if number not in BVLC_NUMBERS]
+
+
+def test_no_fork_field_sits_at_a_raw_fork_number():
+    ours = set(caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_number)
+    assert not {n for n in ours if n not in BVLC_NUMBERS and n < 20000}
+    assert {10001, 203, 8266711, 152, 45, 201} <= {n for _, n in FORK_ONLY}
+    for fields in dialects.LAYER_FIELDS.values():
+        for disk, (number, _) in fields.items():
+            assert number in ours and (number == disk or number >= 20000), (disk, number)
+
+
+def _model_with(number, wire, kind="Convolution", name="carrier"):
+    """A .caffemodel whose `kind` layer carries field `number` with `wire`, plus weights."""
+    param = net(f'layer {{ name: "{name}" type: "{kind}" bottom: "x" top: "y" '
+                'convolution_param { num_output: 2 kernel_size: 1 } }')
+    blob = param.layer[0].blobs.add()
+    blob.shape.dim.extend([2, 1, 1, 1])
+    blob.data.extend([0.5, -1.5])
+    layer = param.layer[0].SerializeToString() + _field(number, wire, FOREIGN[wire])
+    return param.layer[0], _delimited(100, layer)
+
+
+@pytest.mark.parametrize("kind, number", FORK_ONLY, ids=[f"{k}-{n}" for k, n in FORK_ONLY])
+@pytest.mark.parametrize("wire", sorted(FOREIGN))
+def test_a_fork_number_in_a_layer_of_another_type_is_skipped(tmp_path, caplog, kind,
+                                                             number, wire):
+    """Each fork number of the table, in a Convolution layer, as a varint, a float and a
+    string (none is the wire type of the fork's message): the file loads, the field is
+    skipped with one WARNING, everything else of the layer is read."""
+    expected, data = _model_with(number, wire)
+    (tmp_path / "m.caffemodel").write_bytes(data)
+    with caplog.at_level("WARNING", logger="caffe"):
+        back = formats.read_caffemodel(tmp_path / "m.caffemodel")
+    layer, = back.layer
+    assert layer.convolution_param == expected.convolution_param
+    assert list(layer.blobs[0].data) == [0.5, -1.5]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "layer 'carrier' (Convolution)" in warnings[0] and \
+        f"field {number}" in warnings[0], warnings
+
+
+def test_open_nsfw_memory_data_string_at_10001_loads(tmp_path, caplog):
+    """Yahoo's open_nsfw .caffemodel (CaffeOnSpark): its MemoryData layer holds the string
+    "com.yahoo.ml.caffe.ImageDataFrame" in field 10001, R-FCN's psroi_pooling_param number."""
+    model = net('layer { name: "data" type: "MemoryData" top: "data" top: "label" '
+                'memory_data_param { batch_size: 1 channels: 3 height: 4 width: 4 } } '
+                'layer { name: "conv_1" type: "Convolution" bottom: "data" top: "conv_1" '
+                'convolution_param { num_output: 2 kernel_size: 1 } }')
+    blob = model.layer[1].blobs.add()
+    blob.shape.dim.extend([2, 3, 1, 1])
+    blob.data.extend([1, 2, 3, 4, 5, 6])
+    data_layer = model.layer[0].SerializeToString() + _field(10001, 2, FOREIGN[2])
+    (tmp_path / "resnet_50_1by2_nsfw.caffemodel").write_bytes(
+        _delimited(100, data_layer) +
+        _delimited(100, model.layer[1].SerializeToString()))
+    (tmp_path / "deploy.prototxt").write_text(
+        'input: "data" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+        'layer { name: "conv_1" type: "Convolution" bottom: "data" top: "conv_1" '
+        'convolution_param { num_output: 2 kernel_size: 1 bias_term: false } }\n')
+    with caplog.at_level("WARNING", logger="caffe"):
+        n = caffe.Net(str(tmp_path / "deploy.prototxt"),
+                      str(tmp_path / "resnet_50_1by2_nsfw.caffemodel"), caffe.TEST)
+    assert n.params["conv_1"][0].data.ravel().tolist() == [1, 2, 3, 4, 5, 6]
+    assert any("layer 'data' (MemoryData): field 10001" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_fork_field_that_does_not_parse_for_its_own_type_is_dropped(tmp_path, caplog):
+    """PriorBox's 203 holding a string that is no PriorBoxParameter; a Data layer's
+    transform_param holding SSD's resize_param number (8) as such a string: only those
+    fields go, the rest of each layer stays."""
+    bad = FOREIGN[2]
+    prior = (_delimited(1, b"prior") + _delimited(2, b"PriorBox") +
+             _field(203, 2, bad))
+    transform = _field(1, 5, b"\x00\x00\x80\x3b") + _field(8, 2, bad)  # scale 1/256, then 8
+    data = (_delimited(1, b"data") + _delimited(2, b"Data") +
+            _field(100, 2, transform))
+    (tmp_path / "m.caffemodel").write_bytes(_delimited(100, prior) +
+                                            _delimited(100, data))
+    with caplog.at_level("WARNING", logger="caffe"):
+        back = formats.read_caffemodel(tmp_path / "m.caffemodel")
+    assert [lp.name for lp in back.layer] == ["prior", "data"]
+    assert not back.layer[0].HasField("prior_box_param")
+    assert back.layer[1].transform_param.scale == 1 / 256
+    assert not back.layer[1].transform_param.HasField("resize_param")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "layer 'prior' (PriorBox): field prior_box_param (number 203)" in warnings[0]
+    assert "layer 'data' (Data): field transform_param.resize_param" in warnings[1]
+
+
+def test_broken_blobs_are_still_refused(tmp_path):
+    blob = _field(5, 2, b"\x00\x00\x80")          # packed floats: 3 bytes
+    layer = _delimited(1, b"ip") + _delimited(7, blob)
+    (tmp_path / "m.caffemodel").write_bytes(_delimited(100, layer))
+    with pytest.raises(caffe.CaffeError, match="m.caffemodel"):
+        formats.read_caffemodel(tmp_path / "m.caffemodel")

@@ -26,7 +26,9 @@ def test_blob_feeding_two_losses_gets_summed_gradient():
       layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "y" {IP} }}
       layer {{ name: "l1" type: "EuclideanLoss" bottom: "y" bottom: "t1" top: "l1" }}
       layer {{ name: "l2" type: "EuclideanLoss" bottom: "y" bottom: "t2" top: "l2" loss_weight: 3 }}""")
-    assert "ip_y_0_split" in net._layer_names
+    assert "y_ip_0_split" in net._layer_names      # BVLC's name: blob, layer, top index
+    assert net.layer_dict["y_ip_0_split"].type == "Split"
+    assert list(net.top_names["y_ip_0_split"]) == ["y_ip_0_split_0", "y_ip_0_split_1"]
     rng = np.random.default_rng(0)
     for name in ("x", "t1", "t2"):
         net.blobs[name].data[...] = rng.standard_normal(net.blobs[name].shape)
