@@ -193,7 +193,7 @@ def read_net_param(path):
     except _TooLarge:
         raise
     except ProtoError as text_error:
-        if b"\0" not in data[:4096] and _looks_textual(data):
+        if b"\0" not in data[:4096] and looks_textual(data):
             raise
         try:
             parse_net_binary(data, param, path)
@@ -256,35 +256,10 @@ def parse_net_binary(data, param, source="<bytes>"):
     return param
 
 
-def _looks_textual(data):
+def looks_textual(data):
+    """No byte below tab (NUL and the other low control bytes) in the first 4 KiB."""
     sample = data[:4096]
     return all(b >= 9 for b in sample)
-
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def file_kind(path):
-    """What a file holds, judged from its first 4 KiB: "hdf5", "binary" or "text"; None for
-    a path that is not a readable regular file, or is blank (its reader names the problem)."""
-    try:
-        if not os.path.isfile(path):
-            return None
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except (OSError, ValueError):
-        return None
-    if not head.strip():
-        return None
-    if head.startswith(HDF5_SIGNATURE):
-        return "hdf5"
-    return "text" if b"\0" not in head and _looks_textual(head) else "binary"
-
-
-def holds_weights(param):
-    """True when a NetParameter carries learned blobs: a trained .caffemodel's content."""
-    return any(len(layer.blobs) for layer in param.layer) or \
-        any(len(layer.blobs) for layer in param.layers)
 
 
 def read_solver_param(path):
@@ -305,7 +280,7 @@ def read_caffemodel(path):
     except ProtoError as e:
         error = e
     if error is not None or (not len(param.layer) and not len(param.layers)):
-        if data.strip() and b"\0" not in data[:4096] and _looks_textual(data):
+        if data.strip() and b"\0" not in data[:4096] and looks_textual(data):
             # A prototxt given where weights belong (copy_from, -weights, swapped arguments).
             raise ProtoError(f"{path}: a text file (a prototxt net definition?), not a "
                              f"binary .caffemodel of trained weights")

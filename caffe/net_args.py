@@ -14,6 +14,32 @@ USAGE = ("the net definition (.prototxt) comes first, the weights (.caffemodel) 
          "caffe.Net(model, weights, phase), caffe test -model M -weights W")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def file_kind(path):
+    """What a file holds, judged from its first 4 KiB: "hdf5", "binary" or "text"; None for
+    a path that is not a readable regular file, or is blank (its reader names the problem)."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except (OSError, ValueError):
+        return None
+    if not head.strip():
+        return None
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    return "text" if b"\0" not in head and formats.looks_textual(head) else "binary"
+
+
+def holds_weights(param):
+    """True when a NetParameter carries learned blobs: a trained .caffemodel's content."""
+    return any(len(layer.blobs) for layer in param.layer) or \
+        any(len(layer.blobs) for layer in param.layers)
+
+
 def is_path(x):
     return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
 
@@ -50,7 +76,7 @@ def read_model(path, weights=None):
     Net(weights, model, phase), arguments swapped, would otherwise build the net from the
     copy of the training net that a .caffemodel holds and fail later at some layer.
     """
-    kind, what = formats.file_kind(path), None
+    kind, what = file_kind(path), None
     if kind == "hdf5":
         what = "an HDF5 file (weights?)"
     elif kind == "binary":
@@ -58,14 +84,14 @@ def read_model(path, weights=None):
             param = formats.read_caffemodel(path)
         except ProtoError:
             param = None        # not a NetParameter: read_net_param below says what is wrong
-        if param is not None and formats.holds_weights(param):
+        if param is not None and holds_weights(param):
             what = "a binary .caffemodel holding trained weights"
         elif param is not None:
             return param        # a binary net definition without weights
     if what is None:
         return formats.read_net_param(path)
     name = os.fsdecode(path)
-    if weights is not None and formats.file_kind(weights) == "text":
+    if weights is not None and file_kind(weights) == "text":
         raise ProtoError(f"model '{name}' is {what} and weights '{os.fsdecode(weights)}' a "
                          f"text file: the two are swapped; {USAGE}")
     raise ProtoError(f"model '{name}' is {what}, not a net definition; {USAGE}")
@@ -73,6 +99,6 @@ def read_model(path, weights=None):
 
 def check_weights(path):
     """Refuse a prototxt given as the weights before the net is built."""
-    if formats.file_kind(path) == "text":
+    if file_kind(path) == "text":
         raise ProtoError(f"weights '{os.fsdecode(path)}' is a text file (a prototxt net "
                          f"definition?), not a .caffemodel of trained weights; {USAGE}")

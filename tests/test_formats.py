@@ -94,17 +94,6 @@ def test_a_prototxt_given_as_weights_is_named_as_text(tmp_path):
         formats.read_caffemodel(str(empty))
 
 
-def test_file_kind(tmp_path):
-    assert formats.file_kind(shared_path("golden", "formats", "lenet.prototxt")) == "text"
-    assert formats.file_kind(shared_path("golden", "formats", "lenet_v2.caffemodel")) == "binary"
-    lenet().save_hdf5(str(tmp_path / "w.h5"))
-    assert formats.file_kind(tmp_path / "w.h5") == "hdf5"
-    assert formats.file_kind(tmp_path / "absent") is None
-    assert formats.file_kind(tmp_path) is None          # a folder: its reader says so
-    (tmp_path / "blank").write_text("\n")
-    assert formats.file_kind(tmp_path / "blank") is None
-
-
 def test_truncated_weights_are_a_clear_error(tmp_path):
     data = shared_path("golden", "formats", "lenet_v2.caffemodel").read_bytes()
     path = tmp_path / "cut.caffemodel"

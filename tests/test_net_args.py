@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 import caffe
+from caffe import net_args
 from caffe.errors import CaffeError, NetError
 from caffe.formats import parse_text
 from caffe.proto import caffe_pb2
+from tests.conftest import shared_path
 
 TINY = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
@@ -72,3 +74,15 @@ def test_a_bad_phase_names_the_argument(tiny_files, phase):
     with pytest.raises(NetError, match=r"caffe.Net: phase .* is neither caffe.TRAIN \(0\) nor "
                                        r"caffe.TEST \(1\) \(the names 'train' and 'test'"):
         caffe.Net(str(model), str(weights), phase)
+
+
+def test_file_kind(tmp_path):
+    assert net_args.file_kind(shared_path("golden", "formats", "lenet.prototxt")) == "text"
+    assert net_args.file_kind(shared_path("golden", "formats", "lenet_v2.caffemodel")) == "binary"
+    caffe.Net(str(shared_path("golden", "formats", "lenet.prototxt")), caffe.TEST).save_hdf5(
+        str(tmp_path / "w.h5"))
+    assert net_args.file_kind(tmp_path / "w.h5") == "hdf5"
+    assert net_args.file_kind(tmp_path / "absent") is None
+    assert net_args.file_kind(tmp_path) is None          # a folder: its reader says so
+    (tmp_path / "blank").write_text("\n")
+    assert net_args.file_kind(tmp_path / "blank") is None
