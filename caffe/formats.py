@@ -201,7 +201,7 @@ def read_net_param(path):
     except _TooLarge:
         raise
     except ProtoError as text_error:
-        if b"\0" not in data[:4096] and _looks_textual(data):
+        if b"\0" not in data[:4096] and looks_textual(data):
             raise
         try:
             parse_net_binary(data, param, path)
@@ -264,7 +264,8 @@ def parse_net_binary(data, param, source="<bytes>"):
     return param
 
 
-def _looks_textual(data):
+def looks_textual(data):
+    """No byte below tab (NUL and the other low control bytes) in the first 4 KiB."""
     sample = data[:4096]
     return all(b >= 9 for b in sample)
 
@@ -280,9 +281,18 @@ def read_caffemodel(path):
     """A binary .caffemodel as a NetParameter, upgraded from V0/V1 if needed."""
     from .upgrade import upgrade_net_as_needed
     path = str(path)
-    param = parse_net_binary(_read_bytes(path), caffe_pb2.NetParameter(), path)
-    if not len(param.layer) and not len(param.layers):
-        raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
+    data = _read_bytes(path)
+    param, error = caffe_pb2.NetParameter(), None
+    try:
+        parse_net_binary(data, param, path)
+    except ProtoError as e:
+        error = e
+    if error is not None or (not len(param.layer) and not len(param.layers)):
+        if data.strip() and b"\0" not in data[:4096] and looks_textual(data):
+            # A prototxt given where weights belong (copy_from, -weights, swapped arguments).
+            raise ProtoError(f"{path}: a text file (a prototxt net definition?), not a "
+                             f"binary .caffemodel of trained weights")
+        raise error or ProtoError(f"{path}: not a Caffe model: the file holds no layers")
     _upgrade(upgrade_net_as_needed, param, path)
     return param
 

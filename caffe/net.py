@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from . import formats
+from . import formats, net_args
 from .blob import HALF_DTYPES, Blob
 from .errors import NetError, OutOfMemoryError
 from .layer import at_layer, create_layer
@@ -20,31 +20,26 @@ from .pycaffe import PycaffeNet
 log = logging.getLogger("caffe")
 
 
-def _is_path(x):
-    return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
-
-
 class Net(PycaffeNet, NetWeights, DiffPlan):
     """A net built from a NetParameter (or prototxt path) in a phase, as Caffe's Net.
 
     pycaffe's forms all work: Net(model, phase), Net(model, weights, phase),
-    Net(model, phase=TEST, weights=w, level=0, stages=[...]).
+    Net(model, phase=TEST, weights=w, level=0, stages=[...]); a phase may also be named
+    ('train', 'TEST'). A weights file given as the model, or a prototxt given as the
+    weights (arguments swapped), is refused naming the argument.
     """
 
     def __init__(self, param, *args, phase=None, level=0, stages=(), weights=None,
                  dtype=torch.float32, device=None):
         from . import common
-        if args and _is_path(args[0]):
-            weights, args = args[0], args[1:]
-        if args:
-            phase = args[0]
-        if len(args) > 1:
-            raise TypeError("Net(model, [weights,] phase): too many positional arguments")
+        weights, phase = net_args.weights_and_phase(args, weights, phase)
         folder, self._source = None, "the NetParameter given"
-        if _is_path(param):
+        if net_args.is_path(param):
             self._source = f"'{os.fsdecode(param)}'"
             folder = os.path.dirname(os.path.abspath(os.fsdecode(param)))
-            param = formats.read_net_param(param)
+            param = net_args.read_model(param, weights)
+        if weights:
+            net_args.check_weights(weights)
         param_copy = caffe_pb2.NetParameter()
         param_copy.CopyFrom(param)
         if folder is None:

@@ -28,7 +28,7 @@ LAYERS = [
               "caffe.memory", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
               "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param",
               "caffe.child_process", "caffe.log_text", "caffe.net_dialects",
-              "caffe.fork_names"]),
+              "caffe.fork_names", "caffe.net_args"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),
