@@ -16,6 +16,7 @@ from google.protobuf import message, text_format
 from . import blob as _blob, files, hdf5
 from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError, WriteError
+from .fork_names import field_hint
 from .proto import caffe_pb2, dialects, fast_text
 from .proto.text_strings import check_text_strings
 from .proto.compat import is_repeated
@@ -122,7 +123,7 @@ def parse_text(text, msg, source="<string>"):
             return msg
     except fast_text.TextParseError as e:
         where = f"{source} line {e.line}" if e.line else source
-        raise ProtoError(f"{where}: {e.reason}") from None
+        raise ProtoError(f"{where}: {e.reason}{_fork_hint(e.reason)}") from None
     except (message.DecodeError, RuntimeError) as e:   # protoc's output past upb's limits
         raise ProtoError(f"{source}: cannot be parsed: {e}") from None
     try:
@@ -134,8 +135,15 @@ def parse_text(text, msg, source="<string>"):
         if line:
             # ParseError repeats "line:col :" in its message; keep only the reason.
             detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
-        raise ProtoError(f"{where}: {detail}") from None
+        raise ProtoError(f"{where}: {detail}{_fork_hint(detail)}") from None
     return msg
+
+
+def _fork_hint(reason):
+    """' (the fork it comes from)' when the parser refused a field a known fork defines."""
+    unknown = re.search(r'has no field named "(\w+)"', reason)
+    hint = field_hint(unknown.group(1)) if unknown else ""
+    return f" ({hint})" if hint else ""
 
 
 def parse_binary(data, msg, source="<bytes>", measured=False):
@@ -193,7 +201,7 @@ def read_net_param(path):
     except _TooLarge:
         raise
     except ProtoError as text_error:
-        if b"\0" not in data[:4096] and _looks_textual(data):
+        if b"\0" not in data[:4096] and looks_textual(data):
             raise
         try:
             parse_net_binary(data, param, path)
@@ -256,7 +264,8 @@ def parse_net_binary(data, param, source="<bytes>"):
     return param
 
 
-def _looks_textual(data):
+def looks_textual(data):
+    """No byte below tab (NUL and the other low control bytes) in the first 4 KiB."""
     sample = data[:4096]
     return all(b >= 9 for b in sample)
 
@@ -272,9 +281,18 @@ def read_caffemodel(path):
     """A binary .caffemodel as a NetParameter, upgraded from V0/V1 if needed."""
     from .upgrade import upgrade_net_as_needed
     path = str(path)
-    param = parse_net_binary(_read_bytes(path), caffe_pb2.NetParameter(), path)
-    if not len(param.layer) and not len(param.layers):
-        raise ProtoError(f"{path}: not a Caffe model: the file holds no layers")
+    data = _read_bytes(path)
+    param, error = caffe_pb2.NetParameter(), None
+    try:
+        parse_net_binary(data, param, path)
+    except ProtoError as e:
+        error = e
+    if error is not None or (not len(param.layer) and not len(param.layers)):
+        if data.strip() and b"\0" not in data[:4096] and looks_textual(data):
+            # A prototxt given where weights belong (copy_from, -weights, swapped arguments).
+            raise ProtoError(f"{path}: a text file (a prototxt net definition?), not a "
+                             f"binary .caffemodel of trained weights")
+        raise error or ProtoError(f"{path}: not a Caffe model: the file holds no layers")
     _upgrade(upgrade_net_as_needed, param, path)
     return param
 

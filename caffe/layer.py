@@ -127,6 +127,8 @@ class Layer:
     max_top_blobs = -1
     equal_num_bottom_top_blobs = False
     auto_top_blobs = False
+    # The forks' variants of this type that LayerParameter.dialect may name (net_dialects.py).
+    dialects: tuple = ()
 
     def __init__(self, param, dtype=torch.float32, device="cpu"):
         self.param = param

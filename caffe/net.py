@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import numpy as np
 import torch
 
-from . import formats
+from . import formats, net_args
 from .blob import HALF_DTYPES, Blob, PyBlob
 from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
 from .errors import CaffeError, NetError, OutOfMemoryError, WeightsError
@@ -15,16 +15,12 @@ from .layer import at_layer
 from .layers import create_layer
 from .log_text import printable
 from .layers.python_layer import BlobVec, module_search_dir
+from .net_dialects import mark_dialects
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
 from .net_plan import NetPlan
 
 log = logging.getLogger("caffe")
-
-
-def _is_path(x):
-    return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
-
 
 
 class PyLayer:
@@ -88,23 +84,22 @@ class Net:
     """A net built from a NetParameter (or prototxt path) in a phase, as Caffe's Net.
 
     pycaffe's forms all work: Net(model, phase), Net(model, weights, phase),
-    Net(model, phase=TEST, weights=w, level=0, stages=[...]).
+    Net(model, phase=TEST, weights=w, level=0, stages=[...]); a phase may also be named
+    ('train', 'TEST'). A weights file given as the model, or a prototxt given as the
+    weights (arguments swapped), is refused naming the argument.
     """
 
     def __init__(self, param, *args, phase=None, level=0, stages=(), weights=None,
                  dtype=torch.float32, device=None):
         from . import common
-        if args and _is_path(args[0]):
-            weights, args = args[0], args[1:]
-        if args:
-            phase = args[0]
-        if len(args) > 1:
-            raise TypeError("Net(model, [weights,] phase): too many positional arguments")
+        weights, phase = net_args.weights_and_phase(args, weights, phase)
         folder, self._source = None, "the NetParameter given"
-        if _is_path(param):
+        if net_args.is_path(param):
             self._source = f"'{os.fsdecode(param)}'"
             folder = os.path.dirname(os.path.abspath(os.fsdecode(param)))
-            param = formats.read_net_param(param)
+            param = net_args.read_model(param, weights)
+        if weights:
+            net_args.check_weights(weights)
         param_copy = caffe_pb2.NetParameter()
         param_copy.CopyFrom(param)
         if folder is None:
@@ -131,7 +126,7 @@ class Net:
     # -- construction -----------------------------------------------------------
     def _init(self, in_param):
         self.phase = in_param.state.phase
-        param = filter_net(in_param)
+        param = mark_dialects(filter_net(in_param))
         if not param.layer:
             # Caffe would build an empty net that fails on first use; say why now.
             raise NetError(

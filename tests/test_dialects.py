@@ -233,3 +233,40 @@ def test_broken_blobs_are_still_refused(tmp_path):
     (tmp_path / "m.caffemodel").write_bytes(_delimited(100, layer))
     with pytest.raises(caffe.CaffeError, match="m.caffemodel"):
         formats.read_caffemodel(tmp_path / "m.caffemodel")
+
+
+
+# The community layers' numbers: each type's parameter on disk at every number its forks use.
+COMMUNITY = [
+    ('type: "ReLU6" relu6_param { negative_slope: 0.1 }', [211, 100000]),
+    ('type: "Mish" mish_param { engine: CAFFE }', [150]),
+    ('type: "Reorg" reorg_param { stride: 2 }', [159, 149]),
+    ('type: "Upsample" upsample_param { scale: 2 }', [137, 149, 150]),
+    ('type: "YoloDetectionOutput" yolo_detection_output_param { num_classes: 3 biases: 1 }',
+     [601]),
+    ('type: "Yolov3DetectionOutput" yolov3_detection_output_param { num_classes: 3 mask: 1 }',
+     [602]),
+    ('type: "Transpose" transpose_param { dim: 1 dim: 0 }', [8266710, 142]),
+    ('type: "Reverse" reverse_param { axis: 1 }', [160, 143]),
+    ('type: "Lstm" lstm_param { num_output: 8 clipping_threshold: 1 }', [8266711, 140]),
+    ('type: "CTCGreedyDecoder" ctc_decoder_param { blank_index: 3 }', [158]),
+    ('type: "DenseBlock" denseblock_param { numTransition: 8 growthRate: 8 }', [147]),
+]
+
+
+@pytest.mark.parametrize("text,numbers", COMMUNITY, ids=[t.split('"')[1] for t, _ in COMMUNITY])
+def test_community_numbers_on_disk(text, numbers):
+    """Written at the type's first number; read back from each of its numbers."""
+    param = net(f'layer {{ name: "l" bottom: "x" top: "y" {text} }}')
+    data = dialects.to_disk(param)
+    (layer,) = layers_on_disk(data)
+    assert numbers[0] in wire_fields(layer)
+    assert caffe_pb2.NetParameter.FromString(dialects.to_canonical(data)) == param
+    base = caffe_pb2.LayerParameter()
+    base.CopyFrom(param.layer[0])
+    field = text.split('" ')[1].split(" ")[0]
+    payload = getattr(base, field).SerializeToString()
+    base.ClearField(field)
+    for number in numbers:
+        other = _delimited(100, base.SerializeToString() + _field(number, 2, payload))
+        assert caffe_pb2.NetParameter.FromString(dialects.to_canonical(other)) == param

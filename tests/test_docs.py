@@ -1,4 +1,8 @@
-"""The documentation: every tutorial's code runs, and the mkdocs site builds with --strict.
+"""The documentation: every Python snippet in README.md and docs/ runs, every tutorial runs
+whole, and the mkdocs site builds with --strict.
+
+A block preceded by `<!-- docs-test: skip: REASON -->` is not run (for what this machine
+cannot have: a Spark cluster, the internet); the reason is shown as the skip's.
 
 A tutorial (docs/tutorials/*.md) is run block by block in a scratch folder, in order:
 ```python blocks are executed in one namespace, ```bash blocks run each command through the
@@ -20,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import caffe
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^(?:<!-- docs-test: skip: (.+?) -->\n)?```(\w*)[^\n]*\n(.*?)^```",
+                   re.S | re.M)
 
 # Small sizes for the test run: (text in the tutorial, replacement).
 SMALL = {
@@ -62,7 +68,7 @@ def blocks(name):
     for old, new in SMALL[name]:
         assert old in text, f"{name}.md no longer contains {old!r}: update tests/test_docs.py"
         text = text.replace(old, new)
-    return BLOCK.findall(text)
+    return [(lang, code) for skip, lang, code in BLOCK.findall(text) if not skip]
 
 
 def entry_points():
@@ -228,6 +234,100 @@ def test_ssd_detection(tmp_path, monkeypatch):
     Image.fromarray(pixels).save(tmp_path / "street.jpg")
     namespace = run_tutorial("ssd_detection")
     assert namespace["detections"] and (tmp_path / "detections.png").exists()
+
+
+# -- every other page's Python snippets --------------------------------------------------------
+def pages_with_python():
+    pages = [ROOT / "README.md"] + sorted(DOCS.rglob("*.md"))
+    return [p.relative_to(ROOT).as_posix() for p in pages
+            if p.parent != DOCS / "tutorials" and "```python" in p.read_text()]
+
+
+# What the snippets leave to the reader, stood in for: a small deploy net with the blob names
+# they use (conv1, pool5, fc7, prob) and its weights, a solver, class names, input batches.
+DEPLOY = """name: "standin"
+input: "data" input_shape { dim: 2 dim: 3 dim: 16 dim: 16 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "pool5" type: "Pooling" bottom: "conv1" top: "pool5"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc7" type: "InnerProduct" bottom: "pool5" top: "fc7"
+        inner_product_param { num_output: 8 weight_filler { type: "xavier" } } }
+layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }
+layer { name: "fc8" type: "InnerProduct" bottom: "fc7" top: "fc8"
+        inner_product_param { num_output: 5 weight_filler { type: "xavier" } } }
+layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }
+"""
+TRAIN_NET = DEPLOY.replace(
+    'input: "data" input_shape { dim: 2 dim: 3 dim: 16 dim: 16 }',
+    'layer { name: "data" type: "DummyData" top: "data" top: "label" dummy_data_param {\n'
+    '  shape { dim: 2 dim: 3 dim: 16 dim: 16 } shape { dim: 2 }\n'
+    '  data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }').replace(
+    'layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }',
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc8" bottom: "label" top: "loss" }')
+SOLVER = 'net: "train.prototxt" base_lr: 0.01 lr_policy: "fixed" max_iter: 2 ' \
+         'snapshot_prefix: "standin"\n'
+
+
+@pytest.fixture
+def stand_ins(tmp_path, monkeypatch):
+    """A scratch folder with the stand-in files; returns the names snippets take as given."""
+    monkeypatch.chdir(tmp_path)
+    Path("deploy.prototxt").write_text(DEPLOY)
+    Path("train.prototxt").write_text(TRAIN_NET)
+    Path("solver.prototxt").write_text(SOLVER)
+    net = caffe.Net("deploy.prototxt", caffe.TEST)
+    net.save("weights.caffemodel")
+    net.save("w.caffemodel")
+    Path("synset_words.txt").write_text("".join(f"n0{i} class {i}\n" for i in range(5)))
+    batch = np.random.RandomState(0).rand(2, 3, 16, 16).astype(np.float32)
+    return {"images": batch, "image_batch": batch}
+
+
+@pytest.fixture
+def global_state_kept():
+    """Snippets switch modes and torch's determinism (docs/gpu.md): undo that afterwards."""
+    environ = dict(os.environ)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+    caffe.set_mode_cpu()
+
+
+@pytest.mark.parametrize("page", pages_with_python())
+def test_page_snippets_run(page, stand_ins, global_state_kept):
+    """A page's ```python blocks, in order, in one namespace (as a reader pastes them)."""
+    namespace = {"__name__": "docs_snippet", **stand_ins}
+    skipped, ran = [], 0
+    for i, (skip, lang, code) in enumerate(BLOCK.findall((ROOT / page).read_text())):
+        if lang != "python":
+            continue
+        if skip:
+            skipped.append(f"block {i + 1}: {skip}")
+            continue
+        exec(compile(code, f"{page} (block {i + 1})", "exec"), namespace)
+        ran += 1
+    if not ran:
+        pytest.skip("; ".join(skipped))
+
+
+def test_skip_markers_stand_before_a_block_and_are_few():
+    """A marker that no longer precedes a code block would silently stop nothing."""
+    marked = 0
+    for page in ["README.md"] + [p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md")]:
+        text = (ROOT / page).read_text()
+        skips = [skip for skip, _, _ in BLOCK.findall(text) if skip]
+        assert text.count("<!-- docs-test:") == len(skips), page
+        marked += len(skips)
+    assert marked <= 3, "few snippets may be left unrun: stand in for what they need instead"
+
+
+def test_every_tutorial_has_a_test():
+    assert set(SMALL) == {p.stem for p in (DOCS / "tutorials").glob("*.md")}
 
 
 # -- the site ------------------------------------------------------------------------------

@@ -78,6 +78,22 @@ def test_non_protobuf_weights_are_a_clear_error(tmp_path, content):
         formats.read_caffemodel(str(path))
 
 
+def test_a_prototxt_given_as_weights_is_named_as_text(tmp_path):
+    """net.copy_from(prototxt), `caffe test -weights x.prototxt`: not 'wire format corrupt'."""
+    prototxt = shared_path("golden", "formats", "lenet.prototxt")
+    message = (r"lenet.prototxt: a text file \(a prototxt net definition\?\), not a binary "
+               r".caffemodel of trained weights")
+    with pytest.raises(ProtoError, match=message):
+        formats.read_caffemodel(str(prototxt))
+    with pytest.raises(ProtoError, match=message):
+        lenet().copy_from(str(prototxt))
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    with pytest.raises(ProtoError, match="empty.caffemodel: not a Caffe model: the file holds "
+                                         "no layers"):
+        formats.read_caffemodel(str(empty))
+
+
 def test_truncated_weights_are_a_clear_error(tmp_path):
     data = shared_path("golden", "formats", "lenet_v2.caffemodel").read_bytes()
     path = tmp_path / "cut.caffemodel"

@@ -98,6 +98,10 @@ def test_metadata():
                   "examples", "all", "test"):
         assert extra in extras, extra
     assert "pycaffe[all" in " ".join(extras["test"])
+    # `pip install 'pycaffe[all]'` (the README's word) brings every optional feature.
+    (everything,) = extras["all"]
+    features = set(everything.split("[", 1)[1].rstrip("]").split(","))
+    assert features == set(extras) - {"all", "test", "fuzz"}
     assert {"Homepage", "Source", "Documentation"} <= set(project["urls"])
     scripts = project["scripts"]
     assert scripts["caffe"] == "caffe.tools.caffe:program"

@@ -164,6 +164,9 @@ def check_exportable(layer):
             layer.param.pooling_param.pool == stochastic:
         raise layer_error(layer, "STOCHASTIC pooling samples at random in the TRAIN phase; "
                                  "build the net in the TEST phase")
+    if layer.type == "Pooling" and layer.extra:
+        raise layer_error(layer, "darknet2caffe's extra pooling window (dialect "
+                                 "darknet2caffe) has no export form")
     if layer.type == "SPP" and layer.param.spp_param.pool == stochastic:
         raise layer_error(layer, "Caffe's SPP samples at random with STOCHASTIC pooling, in "
                                  "every phase")

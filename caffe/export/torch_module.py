@@ -19,7 +19,6 @@ from ..layers.common_layers import crop_window, reshaped
 from ..layers.normalization import mvn
 from ..layers.recurrent import lstm_unit
 from ..layers.reduction import argmax, eltwise, reduce_rows
-from ..proto import caffe_pb2
 from .graph import Namer, layer_error, plan_net, plan_recurrent
 from .torch_ops import (BatchNorm, Conv, Embed, LRN, SPP, Affine, Lambda, Linear, Op, Parameter,
                         Pool, PReLU)
@@ -181,8 +180,8 @@ def _im2col(b, step):
 @converts("Pooling")
 def _pooling(b, step):
     layer, pp = step.layer, step.layer.param.pooling_param
-    ceil = pp.round_mode == caffe_pb2.PoolingParameter.CEIL
-    b.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, ceil, len(step.tops) > 1))
+    b.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, layer.ceil,
+                     len(step.tops) > 1))
 
 
 @converts("SPP")

@@ -15,8 +15,9 @@ import torch
 
 from . import (common_layers, reduction, affine, neuron, normalization, vision,  # noqa: F401
                pooling, loss, recurrent, data, python_layer, segmentation, crf, community,
-               detection, detection_loss, detection_regions)
+               detection, detection_loss, detection_regions, yolo, ocr, dense_block)
 from ..errors import CaffeError, LayerSetupError
+from ..fork_names import type_hint
 from ..layer import LAYER_REGISTRY, at_layer, register_layer  # noqa: F401 (for caffe's facade)
 
 
@@ -32,7 +33,11 @@ def create_layer(param, dtype=torch.float32, device="cpu"):
         close = difflib.get_close_matches(param.type, registry, n=3, cutoff=0.5)
         close += [t for t in registry if t.lower() == param.type.lower() and t not in close]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint}")
+        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint} "
+                              f"({type_hint(param.type)})")
+    if param.dialect and param.dialect not in cls.dialects:
+        raise LayerSetupError(f"layer '{param.name}' ({param.type}): dialect '{param.dialect}' "
+                              f"is not one of this type's ({', '.join(cls.dialects) or 'none'})")
     try:
         return cls(param, dtype=dtype, device=device)
     except CaffeError as e:

@@ -1,12 +1,16 @@
 """Community layers that OpenCV's Caffe importer accepts and published models use.
 
 Depthwise convolution (MobileNet ports), ShuffleChannel (ShuffleNet), Axpy (SENet /
-MobileNet v2 ports), and YOLO v2's Reorg and Region. YOLO v3's Upsample is the one-bottom
-form of caffe/layers/segmentation.py's Upsample.
+MobileNet v2 ports), YOLO v2's Reorg and Region, and the ports' activations (ReLU6, Mish,
+HardSwish, HardSigmoid). YOLO v3's Upsample is the one-bottom form of
+caffe/layers/segmentation.py's Upsample; the OCR forks' layers are in ocr.py, the YOLO
+detection outputs in yolo.py.
 """
 import torch
+import torch.nn.functional as F
 
 from ..layer import Layer, NeuronLayer, register_layer
+from .neuron import InputNeuronLayer
 from .vision import ConvolutionLayer
 
 
@@ -166,3 +170,76 @@ class AxpyLayer(Layer):
             bottom[1].diff[...] = self.scale(bottom) * dy
         if propagate_down[2]:
             bottom[2].diff[...] = dy
+
+
+# -- community activations: the forks' and ports' layers that published nets use -------------
+
+@register_layer
+class ReLU6Layer(InputNeuronLayer):
+    """y = min(max(x, 0) + negative_slope * min(x, 0), 6) (eric612/MobileNet-YOLO's ReLU6)."""
+
+    type = "ReLU6"
+
+    def forward(self, bottom, top):
+        slope = self.param.relu6_param.negative_slope
+        # With slope >= 0, y > 0 exactly where x > 0 and y < 6 where x < 6: backward reads y.
+        x = self.keep_input(bottom, top, needed=slope < 0)
+        top[0].data[...] = torch.clamp(torch.where(x > 0, x, x * slope), max=6)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x, dy = self.input(bottom), top[0].diff
+            slope = self.param.relu6_param.negative_slope
+            bottom[0].diff[...] = torch.where(x > 0, dy, dy * slope) * (x < 6)
+
+
+@register_layer
+class MishLayer(InputNeuronLayer):
+    """y = x tanh(softplus(x)), softplus(x) = x above 20 (ChenYingpeng/darknet2caffe's Mish)."""
+
+    type = "Mish"
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        top[0].data[...] = x * torch.tanh(F.softplus(x))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            # The fork's backward feeds y where x belongs; this is the derivative of its forward.
+            x = self.input(bottom)
+            t = torch.tanh(F.softplus(x))
+            bottom[0].diff[...] = top[0].diff * (t + x * (1 - t * t) * torch.sigmoid(x))
+
+
+@register_layer
+class HardSwishLayer(InputNeuronLayer):
+    """y = x min(max(x + 3, 0), 6) / 6 (MobileNet v3's h-swish, as its Caffe ports define it)."""
+
+    type = "HardSwish"
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        top[0].data[...] = x * torch.clamp(x + 3, 0, 6) / 6
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = self.input(bottom)
+            slope = torch.where(x < -3, 0.0, torch.where(x > 3, 1.0, (2 * x + 3) / 6))
+            bottom[0].diff[...] = top[0].diff * slope
+
+
+@register_layer
+class HardSigmoidLayer(NeuronLayer):
+    """y = min(max(0.2 x + 0.5, 0), 1) (eric612/MobileNet-YOLO's HardSigmoid)."""
+
+    type = "HardSigmoid"
+
+    def forward(self, bottom, top):
+        top[0].data[...] = torch.clamp(0.2 * bottom[0].data + 0.5, 0, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            # 0 < y < 1 exactly where the slope is 0.2, so this reads y and runs in place.
+            # (The fork tests y against +-2.5 instead, which is never false.)
+            y = top[0].data
+            bottom[0].diff[...] = top[0].diff * 0.2 * ((y > 0) & (y < 1))

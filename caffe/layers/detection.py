@@ -8,6 +8,7 @@ import math
 import torch
 
 from ..layer import Layer, register_layer
+from ..net_dialects import facebox_density, prior_ratios
 from . import bbox_util
 
 
@@ -21,35 +22,46 @@ class PriorBoxLayer(Layer):
     """Default boxes of an SSD head: at the centre ((w + offset) step_w, (h + offset) step_h)
     of every cell of bottom[0], boxes of side min_size, sqrt(min_size max_size) and
     min_size (sqrt(r), 1 / sqrt(r)) for each aspect ratio r, over the image size (bottom[1],
-    unless img_size/img_h/img_w say). top: (1, 2, H W P 4), boxes then their variances."""
+    unless img_size/img_h/img_w say). top: (1, 2, H W P 4), boxes then their variances.
+    dialect "textboxes" adds each box again half a step lower, "faceboxes" tiles the 32 and
+    64 pixel boxes 4 x 4 and 2 x 2 per cell (caffe/net_dialects.py)."""
 
     type = "PriorBox"
+    dialects = ("textboxes", "faceboxes")
     min_bottom_blobs = 1
     max_bottom_blobs = 2
     exact_num_top_blobs = 1
 
     def setup(self, bottom, top):
-        p = self.param.prior_box_param
+        p, dialect = self.param.prior_box_param, self.param.dialect
         if not len(p.min_size) or min(p.min_size) <= 0:
             self.fail("must provide positive min_size values")
-        ratios = [1.0]
-        for r in p.aspect_ratio:
-            if all(abs(r - q) >= 1e-6 for q in ratios):
-                ratios += [r, 1.0 / r] if p.flip else [r]
+        ratios = prior_ratios(p)
         if len(p.max_size) and len(p.max_size) != len(p.min_size):
             self.fail(f"needs one max_size per min_size, got {len(p.max_size)} and "
                       f"{len(p.min_size)}")
-        # The fork truncates the sizes to int before it uses them.
+        # Rows (width, height, x and y shift in pixels, y shift in steps). SSD and FaceBoxes
+        # truncate the sizes to int before they use them; TextBoxes keeps floats.
+        size = (lambda s: s) if dialect == "textboxes" else int
         sizes = []
-        for k, smin in enumerate(int(s) for s in p.min_size):
-            sizes.append((smin, smin))
+        for k, smin in enumerate(size(s) for s in p.min_size):
+            if dialect == "faceboxes":   # a grid of boxes one pixel smaller, per density
+                n, shift = facebox_density(smin)
+                grid = range(-(n // 2), n - n // 2)
+                sizes += [(smin - 1, smin - 1, j * shift, i * shift, 0) for i in grid for j in grid]
+            else:
+                sizes.append((smin, smin, 0, 0, 0))
             if len(p.max_size):
                 if p.max_size[k] <= p.min_size[k]:
                     self.fail("max_size must be greater than min_size")
-                side = math.sqrt(smin * int(p.max_size[k]))
-                sizes.append((side, side))
-            sizes += [(smin * math.sqrt(r), smin / math.sqrt(r)) for r in ratios[1:]
+                side = math.sqrt(smin * size(p.max_size[k]))
+                sizes.append((side, side, 0, 0, 0))
+            sizes += [(smin * math.sqrt(r), smin / math.sqrt(r), 0, 0, 0) for r in ratios[1:]
                       if abs(r - 1.0) >= 1e-6]
+        if dialect == "textboxes":   # each prior, then its copy half a step lower
+            sizes = [row for s in sizes for row in (s, s[:4] + (0.5,))]
+        # TextBoxes' schema defaults clip to true.
+        self.clip = p.clip if p.HasField("clip") else dialect == "textboxes"
         self.sizes = torch.tensor(sizes, dtype=torch.float64)
         var = list(p.variance) or [0.1]
         if len(var) not in (1, 4) or min(var) <= 0:
@@ -77,8 +89,9 @@ class PriorBoxLayer(Layer):
         cx = (torch.arange(fw, dtype=torch.float64) + p.offset) * sw
         cy, cx = cy.view(fh, 1, 1).expand(fh, fw, 1), cx.view(1, fw, 1).expand(fh, fw, 1)
         w, h = self.sizes[:, 0] / 2, self.sizes[:, 1] / 2
+        cx, cy = cx + self.sizes[:, 2], cy + self.sizes[:, 3] + self.sizes[:, 4] * sh
         boxes = torch.stack([(cx - w) / iw, (cy - h) / ih, (cx + w) / iw, (cy + h) / ih], -1)
-        if p.clip:
+        if self.clip:
             boxes = boxes.clamp(0, 1)
         out = top[0].data.view(2, -1, 4)
         out[0] = boxes.reshape(-1, 4)

@@ -14,7 +14,7 @@ from ..proto import caffe_pb2
 BNLL_THRESHOLD = 50.0  # Caffe's kBNLL_THRESHOLD: exp() is clamped here in BNLL's backward
 
 
-class _InputNeuron(NeuronLayer):
+class InputNeuronLayer(NeuronLayer):
     """A neuron layer whose backward reads x: in place, x is saved before forward overwrites it."""
 
     _saved = None
@@ -47,7 +47,7 @@ class AbsValLayer(NeuronLayer):
 
 
 @register_layer
-class BNLLLayer(_InputNeuron):
+class BNLLLayer(InputNeuronLayer):
     """y = log(1 + exp(x)) (binomial normal log likelihood), computed without overflow."""
 
     type = "BNLL"
@@ -65,7 +65,7 @@ class BNLLLayer(_InputNeuron):
 
 
 @register_layer
-class ClipLayer(_InputNeuron):
+class ClipLayer(InputNeuronLayer):
     """y = max(min, min(x, max)); the gradient passes where min <= x <= max."""
 
     type = "Clip"
@@ -135,7 +135,7 @@ class DropoutLayer(NeuronLayer):
 
 
 @register_layer
-class ELULayer(_InputNeuron):
+class ELULayer(InputNeuronLayer):
     """y = x if x > 0 else alpha * (exp(x) - 1)."""
 
     type = "ELU"
@@ -176,7 +176,7 @@ class ExpLayer(NeuronLayer):
 
 
 @register_layer
-class LogLayer(_InputNeuron):
+class LogLayer(InputNeuronLayer):
     """y = log_base(shift + scale * x); base -1 means e."""
 
     type = "Log"
@@ -204,7 +204,7 @@ class LogLayer(_InputNeuron):
 
 
 @register_layer
-class PowerLayer(_InputNeuron):
+class PowerLayer(InputNeuronLayer):
     """y = (shift + scale * x) ^ power."""
 
     type = "Power"
@@ -243,7 +243,7 @@ class PowerLayer(_InputNeuron):
 
 
 @register_layer
-class PReLULayer(_InputNeuron):
+class PReLULayer(InputNeuronLayer):
     """y = max(0, x) + a_c * min(0, x), a learned slope per channel (axis 1) or one shared."""
 
     type = "PReLU"
@@ -293,7 +293,7 @@ class PReLULayer(_InputNeuron):
 
 
 @register_layer
-class ReLULayer(_InputNeuron):
+class ReLULayer(InputNeuronLayer):
     """y = max(0, x) + negative_slope * min(0, x)."""
 
     type = "ReLU"

@@ -20,11 +20,11 @@ FLT_MAX = 3.4028234663852886e38   # Caffe's float limits, kept in float64 nets t
 FLT_MIN = 1.1754943508222875e-38
 
 
-def pooled_length(size, kernel, stride, pad, ceil=True, clip=True):
-    """Caffe's number of windows along one axis; `clip` (some pad non-zero) drops a last
-    window that would start at or beyond size + pad."""
+def pooled_length(size, kernel, stride, pad, ceil=True, clip=True, extra=0):
+    """Caffe's number of windows along one axis, plus `extra` (darknet2caffe's); `clip` (some
+    pad non-zero) drops a last window that would start at or beyond size + pad."""
     span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
+    out = (-(-span // stride) if ceil else span // stride) + 1 + extra
     if clip and (out - 1) * stride >= size + pad:
         out -= 1
     return out
@@ -46,11 +46,11 @@ class Pool2d:
     as a flat index into its H x W plane (-1 where a window holds no input), as Caffe's mask.
     """
 
-    def __init__(self, method, kernel, stride, pad, size, ceil=True):
+    def __init__(self, method, kernel, stride, pad, size, ceil=True, extra=0):
         self.method, self.kernel, self.stride, self.pad, self.size = \
             method, tuple(kernel), tuple(stride), tuple(pad), tuple(size)
         axes = list(zip(size, kernel, stride, pad))
-        self.out = tuple(pooled_length(n, k, s, p, ceil, any(pad)) for n, k, s, p in axes)
+        self.out = tuple(pooled_length(n, k, s, p, ceil, any(pad), extra) for n, k, s, p in axes)
         torch_out = tuple(pooled_length(n, k, s, p, ceil, ceil) for n, k, s, p in axes)
         self.ceil = ceil
         self.native = method != STOCHASTIC and torch_out == self.out and \
@@ -228,25 +228,34 @@ class PoolingLayer(Layer):
     MAX may give a second top: the argmax as a flat index into its H x W plane."""
 
     type = "Pooling"
+    dialects = ("darknet2caffe",)
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
     max_top_blobs = 2
 
     def setup(self, bottom, top):
-        p = self.param.pooling_param
+        p, dialect = self.param.pooling_param, self.param.dialect
         if len(top) > 1 and p.pool != MAX:
             self.fail("only MAX pooling has a second (mask) top")
         self.kernel, self.stride, self.pad = pooling_geometry(self, p)
         self.pool = None
+        floor = p.round_mode == caffe_pb2.PoolingParameter.FLOOR
+        if p.HasField("ceil_mode") and p.HasField("round_mode") and p.ceil_mode == floor:
+            self.fail(f"round_mode {caffe_pb2.PoolingParameter.RoundMode.Name(p.round_mode)} "
+                      f"and ceil_mode {str(p.ceil_mode).lower()} disagree; give one of them")
+        self.ceil = not floor and p.ceil_mode
+        # darknet2caffe's pooling_layer.cpp: one more window on each axis when
+        # kernel_h - stride_h is odd (caffe/net_dialects.py decides which nets use it).
+        odd = self.kernel and (self.kernel[0] - self.stride[0]) % 2
+        self.extra = 1 if dialect == "darknet2caffe" and odd else 0
 
     def reshape(self, bottom, top):
         check_4d(self, bottom[0])
         size = bottom[0].shape[2:]
         kernel = self.kernel or size
         if self.pool is None or self.pool.size != size or self.pool.kernel != kernel:
-            ceil = self.param.pooling_param.round_mode == caffe_pb2.PoolingParameter.CEIL
             pool = Pool2d(self.param.pooling_param.pool, kernel, self.stride, self.pad, size,
-                          ceil)
+                          self.ceil, self.extra)
             if min(pool.out) < 1:
                 self.fail(f"kernel {kernel} is larger than the padded input {size}")
             self.pool = pool

@@ -60,13 +60,15 @@ LAYER_FIELDS = {
     "BN": {152: (20152, {}), 45: (20152, {1: 22001, 2: 22002, 3: 22003})},
     # torrvision/caffe (CRF-RNN)
     "MultiStageMeanfield": {146: (21146, {})},
-    # alexgkendall/caffe-segnet
-    "Upsample": {137: (22137, {})},
+    # alexgkendall/caffe-segnet (137, written: a type's first number is the one written), then
+    # the YOLO v3 ports' one-bottom Upsample: ChenYingpeng/darknet2caffe 149,
+    # eric612/MobileNet-YOLO 150 (field 1, scale, alike)
+    "Upsample": {137: (22137, {}), 149: (22137, {}), 150: (22137, {})},
     "DenseImageData": {138: (22138, {})},
     # Community layers: ShuffleNet's ShuffleChannel, the YOLO v2 ports' Reorg, OpenCV's
     # Proposal (201 is SSD's multibox_loss_param).
     "ShuffleChannel": {164: (23164, {})},
-    "Reorg": {159: (23159, {})},
+    "Reorg": {159: (23159, {}), 149: (23159, {})},
     "Proposal": {201: (23201, {})},
     # daijifeng001/caffe-rfcn
     "PSROIPooling": {10001: (24001, {})},
@@ -82,6 +84,17 @@ LAYER_FIELDS = {
     # rbgirshick/caffe-fast-rcnn
     "ROIPooling": {8266711: (26711, {})},
     "SmoothL1Loss": {8266712: (26712, {})},
+    # The community ports' (docs/forks/community.md); eric612/MobileNet-YOLO's Reorg is 149.
+    "ReLU6": {211: (27211, {}), 100000: (27211, {})},   # eric612; the Caffe-ReLU6 ports
+    "Mish": {150: (27150, {})},                         # ChenYingpeng/darknet2caffe
+    "YoloDetectionOutput": {601: (27601, {})},          # eric612/MobileNet-YOLO
+    "Yolov3DetectionOutput": {602: (27602, {})},        # eric612/MobileNet-YOLO
+    # The OCR forks: senlinuc/caffe_ocr first, then tianzhi0549/CTPN's caffe.
+    "Transpose": {8266710: (28710, {}), 142: (28710, {})},
+    "Reverse": {160: (28160, {}), 143: (28160, {})},
+    "Lstm": {8266711: (28140, {}), 140: (28140, {})},
+    "CTCGreedyDecoder": {158: (28158, {})},
+    "DenseBlock": {147: (28147, {})},                   # BVLC's swish_param is 147
 }
 SEGNET_MARKS = {"BN": 45, "Upsample": 137, "DenseImageData": 138}
 SEGNET_FIELDS = {_LOSS: {3: 22103}, _DROPOUT: {2: 22202}}
@@ -374,11 +387,12 @@ def is_segnet(net_param):
 
 def _write_mapping(lp, segnet):
     """our number -> (number on disk, inner mapping) for one layer."""
-    mapping = dict(HOME)
+    mapping, own = dict(HOME), {}
     for old, (new, inner) in LAYER_FIELDS.get(lp.type, {}).items():
         if lp.type == "BN" and (old == _SEGNET_BN) != _is_segnet_layer(lp):
             continue  # PSPNet's BN at 152, SegNet's at 45
-        mapping[new] = (old, {v: k for k, v in inner.items()})
+        own.setdefault(new, (old, {v: k for k, v in inner.items()}))   # the first listed
+    mapping.update(own)
     if segnet:
         for field, inner in SEGNET_FIELDS.items():
             mapping.setdefault(field, (field, {v: k for k, v in inner.items()}))

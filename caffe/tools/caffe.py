@@ -73,12 +73,24 @@ TOOLS = {
     "convert_cifar_data": ("convert_cifar_data", "main"),
     "classify": ("classify", "main"),
     "detect": ("detect", "main"),
+    "create_annoset": ("create_annoset", "main"),
+}
+
+# pycaffe's own commands among the tools: `caffe --help` lists them beside BVLC's four.
+TOOL_COMMANDS = {
+    "export": "write a trained net as ONNX and/or a PyTorch program",
+    "zoo": "list, describe, download and verify model-zoo models",
+    "vis": "PNGs of a net's filters, activations and predictions",
+    "view": "a net's graph in the browser",
 }
 
 
-def register_tool(name, module, function="main"):
-    """Make `caffe NAME ARGS` run caffe.tools.MODULE.FUNCTION(ARGS) (a program of its own)."""
+def register_tool(name, module, function="main", help=None):
+    """Make `caffe NAME ARGS` run caffe.tools.MODULE.FUNCTION(ARGS) (a program of its own);
+    with `help`, `caffe --help` lists it among the commands."""
     TOOLS[name] = (module, function)
+    if help:
+        TOOL_COMMANDS[name] = help
 
 
 def register_command(name, handler, help):
@@ -91,7 +103,8 @@ def register_command(name, handler, help):
 def parse_flags(argv):
     """The command line as a namespace of flag values plus ``command`` and ``argv``."""
     global FLAGS
-    args, FLAGS = caffe_flags.parse(argv, COMMANDS, TOOLS)
+    args, FLAGS = caffe_flags.parse(argv, {**COMMANDS, **TOOL_COMMANDS},
+                                    [t for t in TOOLS if t not in TOOL_COMMANDS])
     return args
 
 
@@ -100,6 +113,36 @@ FLAGS = None        # the FlagSet of the last parsed command line
 
 def _configure_logging(args):
     caffe_flags.configure_logging(args)
+
+
+# The flags that name input files, per command (-weights: a comma-separated list).
+FILE_FLAGS = {"train": ("solver", "snapshot", "weights"), "test": ("model", "weights"),
+              "time": ("model",)}
+
+
+def check_command_line(args):
+    """BVLC's checks of a command's flags, then that the files they name exist.
+
+    All run before torch loads (seconds on a busy machine), so that a missing flag or a
+    mistyped file name is reported at once.
+    """
+    if args.command == "train":
+        if not args.solver:
+            raise CaffeError("Need a solver definition to train (-solver).")
+        if args.snapshot and args.weights:
+            raise CaffeError("Give a snapshot to resume training or weights to finetune "
+                             "but not both.")
+    elif args.command in ("test", "time") and not args.model:
+        verb = "score" if args.command == "test" else "time"
+        raise CaffeError(f"Need a model definition to {verb} (-model).")
+    if args.command == "test" and not args.weights:
+        raise CaffeError("Need model weights to score (-weights).")
+    for flag in FILE_FLAGS.get(args.command, ()):
+        value = getattr(args, flag)
+        for path in value.split(",") if flag == "weights" else [value]:
+            path = path.strip()
+            if path and not os.path.exists(path):
+                raise CaffeError(f"{path}: cannot read: No such file or directory (-{flag})")
 
 
 def _stages(args):
@@ -146,10 +189,6 @@ def _sync():
 
 # -- commands ----------------------------------------------------------------------------------
 def train(args):
-    if not args.solver:
-        raise CaffeError("Need a solver definition to train (-solver).")
-    if args.snapshot and args.weights:
-        raise CaffeError("Give a snapshot to resume training or weights to finetune but not both.")
     param = read_solver(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(_stages(args))
@@ -215,10 +254,6 @@ def _progress(solver):
 
 
 def test(args):
-    if not args.model:
-        raise CaffeError("Need a model definition to score (-model).")
-    if not args.weights:
-        raise CaffeError("Need model weights to score (-weights).")
     _select_device(_gpus(args.gpu))
     net = Net(args.model, phase=_phase(args.phase, caffe_pb2.TEST), level=args.level,
               stages=_stages(args), dtype=compute_dtype(args.precision))
@@ -260,8 +295,6 @@ def _timed_backward(net, i):
 
 
 def time_net(args):
-    if not args.model:
-        raise CaffeError("Need a model definition to time (-model).")
     _select_device(_gpus(args.gpu))
     net = Net(args.model, phase=_phase(args.phase, caffe_pb2.TRAIN), level=args.level,
               stages=_stages(args), dtype=compute_dtype(args.precision))
@@ -372,6 +405,11 @@ def main(argv=None):
         if args.command:
             log.error("Unknown action: %s", args.command)
         print(FLAGS.help_text(modules={"main"}), file=sys.stderr)
+        return 1
+    try:
+        check_command_line(args)
+    except CaffeError as e:
+        log.error("%s", e)
         return 1
     _load_engine()
     from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed

@@ -4,6 +4,7 @@ Other commands' flags are defined here too (``flags.define`` in :func:`flag_set`
 `caffe --help` lists them all and gflags' rule holds: a flag is known to every command.
 """
 import logging
+import textwrap
 import types
 
 from .. import _version
@@ -28,7 +29,8 @@ def flag_set(commands, tools):
     flags = gflags.FlagSet(
         "caffe", usage="command line brew\nusage: caffe <command> <args>\n\ncommands:\n" +
         "\n".join(f"  {c:<14}{d}" for c, d in commands.items()) +
-        "\n\ntools (BVLC's separate programs): " + ", ".join(tools),
+        "\n\ntools (BVLC's separate programs; also `caffe <tool> --help`):\n" +
+        textwrap.fill(", ".join(tools), 96, initial_indent="  ", subsequent_indent="  "),
         version=f"{BVLC_VERSION} (pycaffe {_version.__version__})")
     # BVLC's caffe sets -alsologtostderr before reading the command line: it logs to stderr.
     flags.flags["alsologtostderr"].default = True

@@ -14,7 +14,8 @@ PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST, "ALL": None}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Draw a network graph.", allow_abbrev=False,
+    parser = argparse.ArgumentParser(prog="draw_net", description="Draw a network graph.",
+                                     allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input_net_proto_file", help="Input network prototxt file")
     parser.add_argument("output_image_file", help="Output image file")

@@ -185,6 +185,9 @@ def plot_all(png_path, sources):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     valid = len(argv) >= 3 and (argv[0] == "all" or
                                 (argv[0].isdigit() and int(argv[0]) in CHARTS))
     if not valid:

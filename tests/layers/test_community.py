@@ -1,4 +1,5 @@
 """Community layers (OpenCV's Caffe importer list): float64 gradients and reference formulas."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -84,3 +85,86 @@ def test_axpy(device):
     top = run(layer, [a, x, b])
     torch.testing.assert_close(top.data, a.data * x.data + b.data)
     check_gradient(layer, [a, x, b])
+
+
+SHAPE = (2, 3, 3, 2)
+
+
+def away_from(values, kinks, gap):
+    """Move values lying within `gap` of a kink (where the derivative jumps) off it."""
+    for k in kinks:
+        values = torch.where((values - k).abs() < gap, values + 2 * gap, values)
+    return values
+
+
+def blob_with(values, device):
+    return random_blob(tuple(values.shape), values=values.numpy(), device=device)
+
+
+# -- community activations (docs/forks/community.md): the forks' formulas, torch's functions
+# as the reference, float64 gradients over the whole range, kinks avoided.
+COMMUNITY = [
+    ('type: "ReLU6"', lambda x: torch.nn.functional.relu6(x), [0.0, 6.0]),
+    ('type: "ReLU6" relu6_param { negative_slope: 0.1 }',
+     lambda x: torch.clamp(torch.where(x > 0, x, 0.1 * x), max=6), [0.0, 6.0]),
+    ('type: "ReLU6" relu6_param { negative_slope: -0.2 }',
+     lambda x: torch.clamp(torch.where(x > 0, x, -0.2 * x), max=6), [0.0, 6.0]),
+    ('type: "Mish"', lambda x: torch.nn.functional.mish(x), []),
+    ('type: "HardSwish"', lambda x: torch.nn.functional.hardswish(x), [-3.0, 3.0]),
+    # eric612's 0.2 x + 0.5 (torch's hardsigmoid is MobileNet v3's x / 6 + 0.5)
+    ('type: "HardSigmoid"', lambda x: torch.clamp(0.2 * x + 0.5, 0, 1), [-2.5, 2.5]),
+]
+
+
+def community_input(kinks, device):
+    values = torch.rand(SHAPE, generator=torch.Generator().manual_seed(11),
+                        dtype=torch.float64) * 18 - 9
+    return blob_with(away_from(values, kinks, gap=0.05), device)
+
+
+@pytest.mark.parametrize("text,formula,kinks", COMMUNITY, ids=[t for t, *_ in COMMUNITY])
+def test_community_activation(device, text, formula, kinks):
+    x = community_input(kinks, device)
+    layer = make_layer(text, device=device)
+    top = Blob((), torch.float64, device)
+    layer.layer_setup([x], [top])
+    layer.forward([x], [top])
+    torch.testing.assert_close(top.data, formula(x.data))
+    check_gradient(make_layer(text, device=device), [x])
+
+
+@pytest.mark.parametrize("text,formula,kinks", COMMUNITY, ids=[t for t, *_ in COMMUNITY])
+def test_community_activation_in_place(device, text, formula, kinks):
+    x = community_input(kinks, device)
+    dy = random_blob(SHAPE, -1, 1, device=device, generator=torch.Generator().manual_seed(5))
+    results = []
+    for in_place in (False, True):
+        layer = make_layer(text, device=device)
+        bottom = random_blob(SHAPE, values=x.data.cpu().numpy(), device=device)
+        top = bottom if in_place else Blob((), torch.float64, device)
+        layer.layer_setup([bottom], [top])
+        layer.forward([bottom], [top])
+        y = top.data.clone()
+        top.diff.copy_(dy.data)
+        layer.backward([top], [True], [bottom])
+        results.append((y, bottom.diff.clone()))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+
+
+@pytest.mark.parametrize("kind", ["ReLU6", "Mish", "HardSwish", "HardSigmoid"])
+def test_community_activation_equals_opencv(tmp_path, kind):
+    """OpenCV dnn registers the same four types with the same defaults: a second oracle."""
+    cv2 = pytest.importorskip("cv2")
+    import caffe
+    text = ('name: "n" layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 '
+            f'dim: 3 dim: 4 dim: 5 }} }} }} layer {{ name: "y" type: "{kind}" bottom: "x" '
+            'top: "y" }')
+    (tmp_path / "n.prototxt").write_text(text)
+    x = (torch.rand(1, 3, 4, 5, generator=torch.Generator().manual_seed(1)) * 16 - 8).numpy()
+    net = caffe.Net(str(tmp_path / "n.prototxt"), caffe.TEST)
+    net.blobs["x"].data[...] = x
+    ours = net.forward()["y"]
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
+    cv.setInput(x)
+    np.testing.assert_allclose(cv.forward(), ours, rtol=1e-5, atol=1e-5)

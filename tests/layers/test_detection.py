@@ -167,3 +167,66 @@ def test_detection_evaluate_rows(device):
     assert rows[:2] == [[-1, 1, 1, -1, -1], [-1, 2, 1, -1, -1]]
     # class 1: the first claims the box, the second is a duplicate; class 2 misses.
     assert [r[3:] for r in rows[2:]] == [[1, 0], [0, 1], [0, 1]]
+
+
+# -- the forks' PriorBox variants (caffe/net_dialects.py): expected boxes written out from the
+# forks' prior_box_layer.cpp loops, one box at a time.
+def textboxes_priors(fh, fw, ih, iw, min_size, max_size, ratios):
+    """MhLiao/TextBoxes: every box, then the same box centred at (h + 1) step_y."""
+    sx, sy, out = iw / fw, ih / fh, []
+    for h in range(fh):
+        for w in range(fw):
+            cx, cy, cy1 = (w + 0.5) * sx, (h + 0.5) * sy, (h + 1.0) * sy
+            sides = [(min_size, min_size)]
+            if max_size:
+                sides.append((math.sqrt(min_size * max_size),) * 2)
+            sides += [(min_size * math.sqrt(r), min_size / math.sqrt(r)) for r in ratios]
+            for bw, bh in sides:
+                for y in (cy, cy1):
+                    out.append([(cx - bw / 2) / iw, (y - bh / 2) / ih,
+                                (cx + bw / 2) / iw, (y + bh / 2) / ih])
+    return torch.tensor(out, dtype=torch.float64).clamp(0, 1)
+
+
+def test_textboxes_prior_box(device):
+    layer = make_layer('type: "PriorBox" dialect: "textboxes" prior_box_param { min_size: 3.5 '
+                       'max_size: 7 aspect_ratio: 2 aspect_ratio: 5 flip: false }', device=device)
+    feat, img = random_blob((1, 2, 3, 4), device=device), random_blob((1, 3, 12, 20), device=device)
+    top = run(layer, [feat, img])[0]
+    expected = textboxes_priors(3, 4, 12, 20, 3.5, 7.0, [2.0, 5.0])   # clip: TextBoxes' default
+    assert top.shape == (1, 2, expected.numel())
+    torch.testing.assert_close(top.data[0, 0].view(-1, 4).cpu(), expected)
+
+
+def faceboxes_priors(fh, fw, ih, iw, step, min_sizes):
+    """sfzhang15/FaceBoxes: 32 and 64 pixel boxes tiled 4 x 4 (8 px apart) and 2 x 2 (16 px),
+    half side (s - 1) / 2."""
+    out = []
+    for h in range(fh):
+        for w in range(fw):
+            cx, cy = (w + 0.5) * step, (h + 0.5) * step
+            for s in min_sizes:
+                n, d = {32: (2, 8), 64: (1, 16)}.get(s, (0, 0))
+                for i in range(-n, max(n, 1)):
+                    for j in range(-n, max(n, 1)):
+                        half = (s - 1) / 2
+                        out.append([(cx + j * d - half) / iw, (cy + i * d - half) / ih,
+                                    (cx + j * d + half) / iw, (cy + i * d + half) / ih])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_faceboxes_prior_box(device):
+    layer = make_layer('type: "PriorBox" dialect: "faceboxes" prior_box_param { min_size: 32 '
+                       'min_size: 64 min_size: 128 clip: false step: 32 offset: 0.5 }',
+                       device=device)
+    feat, img = random_blob((1, 2, 2, 3), device=device), random_blob((1, 3, 64, 96), device=device)
+    top = run(layer, [feat, img])[0]
+    expected = faceboxes_priors(2, 3, 64, 96, 32, [32, 64, 128])
+    assert top.shape == (1, 2, 2 * 3 * 21 * 4)                         # the fork's 21 priors
+    torch.testing.assert_close(top.data[0, 0].view(-1, 4).cpu(), expected)
+
+
+def test_prior_box_unknown_dialect_is_named():
+    with pytest.raises(LayerSetupError, match="textboxes, faceboxes"):
+        run(make_layer('type: "PriorBox" dialect: "boxes" prior_box_param { min_size: 4 }'),
+            [random_blob((1, 1, 2, 2)), random_blob((1, 1, 8, 8))])

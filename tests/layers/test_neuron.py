@@ -257,3 +257,4 @@ def test_threshold_gradient_is_zero_away_from_the_threshold(device):
     # Caffe gives Threshold no backward; its derivative is 0 wherever it is defined.
     layer = make_layer('type: "Threshold" threshold_param { threshold: 0.1 }', device=device)
     check_gradient(layer, [random_blob((2, 3, 4), device=device)], kink=0.1, kink_range=0.01)
+

@@ -107,12 +107,72 @@ def test_resume_from_snapshot(workdir, capsys):
     (["test", "-model", "net.prototxt"], "Need model weights"),
     (["train", "-solver", "absent.prototxt"], "absent.prototxt: cannot read"),
     (["train", "-solver", "solver.prototxt", "-gpu", "0"], "no CUDA device"),
+    (["test", "-model", "init.caffemodel", "-weights", "net.prototxt"],
+     "model 'init.caffemodel' is a binary .caffemodel holding trained weights, not a net "
+     "definition; the net definition (.prototxt) comes first"),
+    (["test", "-model", "net.prototxt", "-weights", "net.prototxt"],
+     "net.prototxt: a text file (a prototxt net definition?), not a binary .caffemodel"),
 ])
 def test_bad_invocations(workdir, capsys, argv, message):
     if "-gpu" in argv and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     code, err = run(capsys, *argv)
     assert code == 1 and message in err, err
+
+
+def test_help_lists_every_command_and_tool():
+    text = caffe_tool.parse_flags([]) and caffe_tool.FLAGS.help_text()
+    commands = text.split("commands:\n", 1)[1].split("\n\n", 1)[0]
+    for name in ["train", "test", "device_query", "time", "export", "zoo", "vis", "view"]:
+        assert re.search(rf"^  {name} +\S", commands, re.M), name
+    for name in caffe_tool.TOOLS:
+        assert re.search(rf"\b{name}\b", text), name
+
+
+def test_every_console_script_is_a_caffe_tool():
+    """pyproject.toml's programs are all reachable (and listed) as `caffe NAME` too."""
+    import tomllib
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) - {"caffe"} <= set(caffe_tool.TOOLS)
+
+
+@pytest.mark.parametrize("name", sorted(caffe_tool.TOOLS))
+def test_every_tool_help_names_the_tool(capsys, name):
+    """`caffe NAME --help` (and the NAME program) print NAME, not "caffe" or "__main__"."""
+    try:
+        code = caffe_tool.main([name, "--help"])
+    except SystemExit as e:       # argparse exits after printing help
+        code = e.code
+    out = capsys.readouterr().out
+    assert code == 0, out
+    first = out.lstrip().splitlines()[0]
+    if first.startswith("usage:"):
+        assert re.match(rf"usage: (caffe )?{name}( |$)", first), first
+    else:
+        assert name in "\n".join(out.splitlines()[:5]), out
+    assert "__main__" not in out
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["train", "-solver", "typo.prototxt"], "solver"),
+    (["train", "-solver", "{solver}", "-weights", "{solver},typo.caffemodel"], "weights"),
+    (["train", "-solver", "{solver}", "-snapshot", "typo.solverstate"], "snapshot"),
+    (["test", "-model", "{solver}", "-weights", "typo.caffemodel"], "weights"),
+    (["time", "-model", "typo.prototxt"], "model"),
+])
+def test_missing_file_is_reported_before_torch_loads(tmp_path, argv, flag):
+    """A mistyped file flag fails at once: torch (seconds to import) is never loaded."""
+    (tmp_path / "solver.prototxt").write_text("")
+    argv = [a.format(solver=tmp_path / "solver.prototxt") for a in argv]
+    code = ("import sys\nfrom caffe.tools.caffe import main\n"
+            f"status = main({argv!r})\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n"
+            "sys.exit(status)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert proc.returncode == 1 and proc.stdout.strip() == "no torch", proc.stdout + proc.stderr
+    typo = next(p for a in argv for p in a.split(",") if "typo" in p)
+    assert f"{typo}: cannot read: No such file or directory (-{flag})" in proc.stderr
 
 
 def test_unknown_command_prints_usage(capsys):
