@@ -133,3 +133,37 @@ def test_solver_overflows_and_states(tmp_path):
     assert "SIGMOID 3 0.0" in out, out
     assert "POLY inf" in out, out
     assert "RESUMED 2" in out, out
+
+
+# -- 12. A full disk under -log_dir does not change the run's outcome --------------------
+def test_full_log_disk_leaves_training_alone(tmp_path):
+    _solver(tmp_path, "solver.prototxt", 'lr_policy: "fixed" display: 1 snapshot: 100 '
+            'snapshot_prefix: "snap/s"', max_iter=200)
+    (tmp_path / "solver.prototxt").write_text(
+        (tmp_path / "solver.prototxt").read_text().replace("display: 0", ""))
+    (tmp_path / "snap").mkdir()
+    _, out, err = attack("""
+        import signal
+        from caffe.tools import caffe as cli
+        # A disk that fills up: every write past 3000 bytes of a file fails as ENOSPC would
+        # (EFBIG). The text log and the tables pass it within the run; snapshots stay small.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))
+        print("RC", cli.main(["train", "-solver", "solver.prototxt", "-log_dir", "logs"]),
+              flush=True)
+        print("RC", cli.main(["train", "-solver", "solver.prototxt", "-log_dir",
+                              "/dev/null/logs"]), flush=True)
+    """, tmp_path, seconds=120)
+    assert out.count("RC 0") == 2, (out, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    assert err.count("Cannot write the log file") == 1, err[-3000:]
+    assert err.count("Cannot write the training log in logs") == 1, err[-3000:]
+    assert "Cannot create the log file" in err and "in /dev/null/logs" in err, err[-3000:]
+    assert "Cannot create the training log in /dev/null/logs" in err, err[-3000:]
+    assert err.count("Optimization Done.") == 4, err[-3000:]
+    snaps = sorted(os.listdir(tmp_path / "snap"))
+    assert "s_iter_200.caffemodel" in snaps and "s_iter_200.solverstate" in snaps, snaps
+    logs = os.listdir(tmp_path / "logs")
+    assert not [n for n in logs if n.endswith(".tmp")], logs
+    text = [n for n in logs if ".log.INFO." in n]
+    assert text and os.path.getsize(tmp_path / "logs" / text[0]) > 0, logs
