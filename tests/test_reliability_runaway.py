@@ -167,3 +167,118 @@ def test_full_log_disk_leaves_training_alone(tmp_path):
     assert not [n for n in logs if n.endswith(".tmp")], logs
     text = [n for n in logs if ".log.INFO." in n]
     assert text and os.path.getsize(tmp_path / "logs" / text[0]) > 0, logs
+
+
+# -- 13. Data that would allocate without bound ------------------------------------------
+def _png(height, width):
+    import io
+    import PIL.Image
+    buf = io.BytesIO()
+    PIL.Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _encoded_db(path, sizes):
+    from caffe.proto import caffe_pb2
+    pngs = {size: _png(*size) for size in set(sizes)}
+    with open_db(str(path), "lmdb", "new") as db:
+        for i, size in enumerate(sizes):
+            db.put(f"{i:08d}", caffe_pb2.Datum(encoded=True, data=pngs[size], label=i)
+                   .SerializeToString())
+
+
+def test_huge_batches_are_refused_before_allocating(tmp_path):
+    big, mid = (8000, 8000), (4000, 4000)   # PNGs of 186 KB and 47 KB
+    _encoded_db(tmp_path / "big_lmdb", [big] * 9)           # 8 of them: 5.7 GiB of floats
+    _encoded_db(tmp_path / "mid_lmdb", [mid] * 33)          # 32 of them: as much
+    _encoded_db(tmp_path / "later_lmdb", [(8, 8)] + [mid] * 32)
+    for name, batch in (("big", 8), ("mid", 32), ("later", 32)):
+        (tmp_path / f"{name}.prototxt").write_text(
+            f'layer {{ name: "data" type: "Data" top: "data" top: "label" data_param {{ '
+            f'source: "{name}_lmdb" backend: LMDB batch_size: {batch} }} }}')
+    results, out, _ = attack("""
+        import caffe.data.pipeline
+        expect("first record", lambda: caffe.Net("big.prototxt", caffe.TEST),
+               "layer 'data'", "record '00000000'", "6144000000 bytes",
+               "caffe.data.pipeline.MAX_BATCH_BYTES")
+        net = caffe.Net("later.prototxt", caffe.TEST)      # its first record is small
+        expect("later record", net.forward, "layer 'data'", "record '00000001'",
+               "6144000000 bytes", "MAX_BATCH_BYTES")
+        del net
+        import gc
+        gc.collect()        # the failed net's prefetch thread and batch: gone
+        # Raised, the limit gives way to the memory check: still refused before allocating.
+        caffe.data.pipeline.MAX_BATCH_BYTES = 1 << 40
+        expect("memory left", lambda: caffe.Net("mid.prototxt", caffe.TEST),
+               "layer 'data'", "record '00000000'", "of memory are available")
+    """, tmp_path, seconds=120)
+    check_all(results, ["first record", "later record", "memory left"])
+
+
+def test_huge_resize_targets_are_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(_png(4, 4))
+    (tmp_path / "list.txt").write_text("a.png 0\n")
+    (tmp_path / "images.prototxt").write_text(
+        'layer { name: "img" type: "ImageData" top: "data" top: "label" image_data_param { '
+        'source: "list.txt" batch_size: 1 new_height: 100000 new_width: 100000 } }')
+    results, out, err = attack("""
+        from caffe.data.image import resize_linear
+        from caffe.tools import convert_imageset
+        expect("ImageData", lambda: caffe.Net("images.prototxt", caffe.TEST), "layer 'img'",
+               "100000x100000", "caffe.data.image.MAX_IMAGE_PIXELS")
+        expect("resize_linear", lambda: resize_linear(numpy.zeros((4, 4, 3), numpy.uint8),
+                                                      100000, 100000), "MAX_IMAGE_PIXELS")
+        print("CONVERT", convert_imageset.main(["--resize_height=100000",
+                                                "--resize_width=100000", "./", "list.txt",
+                                                "out_lmdb"]), flush=True)
+        print("EXISTS", os.path.exists("out_lmdb"), flush=True)
+    """, tmp_path, seconds=90)
+    check_all(results, ["ImageData", "resize_linear"])
+    assert "CONVERT 1" in out and "EXISTS False" in out, (out, err[-2000:])
+    assert "--resize_height x --resize_width 100000x100000" in err, err[-2000:]
+
+
+def test_hdf5_files_that_disagree_on_shapes(tmp_path):
+    import h5py
+    for name, columns in (("three.h5", 3), ("seven.h5", 7)):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["data"] = np.ones((4, columns), "f4")     # two batches: the 2nd loads seven.h5
+            f["label"] = np.zeros(4, "f4")
+    (tmp_path / "list.txt").write_text("three.h5\nseven.h5\n")
+    (tmp_path / "h5.prototxt").write_text(
+        'layer { name: "h5" type: "HDF5Data" top: "data" top: "label" '
+        'hdf5_data_param { source: "list.txt" batch_size: 2 } }')
+    results, out, _ = attack("""
+        net = caffe.Net("h5.prototxt", caffe.TEST)
+        print("FIRST", net.forward()["data"].shape, flush=True)
+        expect("mixed", net.forward, "layer 'h5'", "seven.h5", "three.h5", "'data'", "(7,)",
+               "(3,)", "list.txt")
+    """, tmp_path, seconds=90)
+    check_all(results, ["mixed"])
+    assert "FIRST (2, 3)" in out, out
+
+
+def test_truncated_lmdb_is_refused_not_a_sigbus(tmp_path):
+    with open_db(str(tmp_path / "cut_lmdb"), "lmdb", "new") as db:
+        for i in range(300):
+            db.put(f"{i:08d}", array_to_datum(np.full((3, 32, 32), i % 255, np.uint8), i)
+                   .SerializeToString())
+    data = tmp_path / "cut_lmdb" / "data.mdb"
+    full = data.stat().st_size
+    os.truncate(data, full // 2)
+    (tmp_path / "cut.prototxt").write_text(
+        'layer { name: "data" type: "Data" top: "data" top: "label" data_param { '
+        'source: "cut_lmdb" backend: LMDB batch_size: 4 } }')
+    results, out, _ = attack(f"""
+        from caffe.data.db import open_db
+        from caffe.tools.compute_image_mean import compute_mean
+        expect("net", lambda: caffe.Net("cut.prototxt", caffe.TEST), "layer 'data'",
+               "cut_lmdb/data.mdb is truncated", "{full // 2} bytes", "{full} bytes")
+        expect("mean", lambda: compute_mean("cut_lmdb", "lmdb"), "cut_lmdb/data.mdb",
+               "truncated")
+        expect("iterate", lambda: sum(1 for _ in open_db("cut_lmdb", "lmdb")), "truncated")
+        expect("append", lambda: open_db("cut_lmdb", "lmdb", "w"), "truncated")
+        os.truncate("cut_lmdb/data.mdb", 100)
+        expect("stub", lambda: open_db("cut_lmdb", "lmdb"), "100 bytes", "meta page")
+    """, tmp_path, seconds=90)
+    check_all(results, ["net", "mean", "iterate", "append", "stub"])

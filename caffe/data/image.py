@@ -147,7 +147,7 @@ def _decode(stream, color, source, contiguous=True):
         if grey is None:
             # convert() of an RGB image would only copy it.
             rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, MemoryError) as e:     # MemoryError: named, not bare
         raise ImageError(f"{source} could not be decoded: {type(e).__name__}: {e}") from None
     if grey is not None:
         img = grey[:, :, None]

@@ -70,6 +70,10 @@ class _Plan:
         self.shape, self.corners, self.mirrors = shape, corners, mirrors
 
 
+def _plan_size(plan):
+    return int(np.prod(plan.shape)) if plan is not None else 0
+
+
 class BatchPipeline:
     """run(records, read) -> (N x C x h x w batch, labels); read(record) -> (C x H x W array,
     label, name). The array may be a strided view (e.g. BGR over a decoder's RGB pixels)."""
@@ -124,6 +128,7 @@ class BatchPipeline:
                 out = pinned.numpy() if self.pin else pinned
         images, labels, names = [None] * n, [0] * n, [None] * n
         fits = [False] * n
+        largest = [_plan_size(plan)]     # pixels of the largest image off the plan, so far
 
         def work(lo, hi):
             for i in range(lo, hi):
@@ -135,10 +140,19 @@ class BatchPipeline:
                 if plan is not None and img.shape == plan.shape:
                     t._window(img, out[i], plan.corners[i], plan.mirrors[i])
                     fits[i] = True
+                elif img.size > largest[0]:
+                    # Another size: refused now if a batch of it cannot be, before the
+                    # other records are decoded too (8 such PNGs decoded are 1.5 GB).
+                    largest[0] = img.size
+                    try:
+                        check_batch(n, t.output_shape(img.shape, names[i]), t.dtype, names[i])
+                    except DataError as e:
+                        return i, e
             return None
 
         failure = self._run(work, n)
         if failure is not None:
+            images.clear()      # the error's traceback must not keep the decoded images alive
             raise failure[1]
         self.expected, self.expected_name = images[-1].shape, names[-1]
         labels = np.asarray(labels, dtype=label_dtype)
