@@ -9,6 +9,7 @@ import numpy as np
 
 from .blob import PyBlob
 from .errors import CaffeError
+from .net_guard import exclusive
 from .layers.python_layer import BlobVec
 
 
@@ -184,6 +185,7 @@ class PycaffeNet:
     def _backward(self, start, end):
         self.backward_from_to(start, end)
 
+    @exclusive("forward")
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run forward (optionally from layer `start` to layer `end`) and return outputs."""
@@ -208,6 +210,7 @@ class PycaffeNet:
         self._forward(start_ind, end_ind)
         return {out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs}
 
+    @exclusive("backward")
     def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                  end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run backward (from layer `start` down to layer `end`) and return input diffs."""
@@ -232,6 +235,7 @@ class PycaffeNet:
         self._backward(start_ind, end_ind)
         return {out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs}
 
+    @exclusive("forward_all")
     def forward_all(self, blobs: Optional[Iterable[str]] = None,
                     **kwargs: Any) -> Dict[str, np.ndarray]:
         """Forward whole inputs batch by batch; return concatenated outputs."""
@@ -242,6 +246,7 @@ class PycaffeNet:
                 _collect(all_outs[out], value)
         return self._trim(all_outs, kwargs)
 
+    @exclusive("forward_backward_all")
     def forward_backward_all(self, blobs: Optional[Iterable[str]] = None,
                              diffs: Optional[Iterable[str]] = None,
                              **kwargs: Any) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
@@ -281,6 +286,7 @@ class PycaffeNet:
             arrays = {k: v[:n] if v.ndim > 1 or len(v) > n else v for k, v in arrays.items()}
         return arrays
 
+    @exclusive("reshape")
     def reshape(self) -> None:
         self.reshape_all()
 
@@ -290,6 +296,7 @@ class PycaffeNet:
     def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         self.set_input_arrays(data, labels)
 
+    @exclusive("set_input_arrays")
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         layer = self._layers[0]
         if not hasattr(layer, "reset"):

@@ -24,7 +24,7 @@ from .debug_info import (backward_debug_info, fmt, forward_debug_info, loss_note
 from .detection_eval import check_eval, test_detection
 from .lr_policy import check_lr_policy, check_rate, learning_rate
 from .precision import MasterWeights, compute_dtype
-from .registry import read_solver
+from .registry import check_path_fields, read_solver
 from .signals import NONE, SNAPSHOT, STOP, serve_requests
 from .snapshot import SnapshotMixin
 
@@ -89,13 +89,7 @@ class Solver(SnapshotMixin):
             raise SolverError(f"iter_size must be >= 1, got {p.iter_size}")
         check_lr_policy(p)
         check_eval(p)
-        # A NUL cannot be in a file name: os calls would raise a bare "embedded null byte".
-        for field in ("net", "train_net", "test_net", "snapshot_prefix", "weights"):
-            values = getattr(p, field)
-            for value in (values if isinstance(values, str) else list(values)):
-                if "\0" in value:
-                    raise SolverError(f"{field} {value!r} contains a NUL character, which no "
-                                      f"file name can hold")
+        check_path_fields(p)
         if p.regularization_type not in ("L1", "L2"):
             raise SolverError(f"unknown regularization type '{p.regularization_type}' "
                               f"(known types: L1, L2)")

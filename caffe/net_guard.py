@@ -1,0 +1,91 @@
+"""One thread at a time in a Net: concurrent calls fail with a clear error, never mix results.
+
+A Net holds one set of activations: forward writes its input blobs, every layer's tops and the
+outputs it returns (views of those tops), backward their diffs. Two threads in one Net at once
+overwrite each other's blobs, and each gets a mix of the two runs, silently (4 threads calling
+forward on one Net gave 119 wrong results of 800). BVLC's Net is not thread-safe either; here
+its public entry points (forward, backward, reshape and the calls that run them) hold a
+non-blocking lock instead: a second thread entering while the first is inside raises
+NetInUseError at once, naming both threads. The owning thread may re-enter (pycaffe's forward
+calls forward_from_to; a Python layer may run its own net's parts). The check costs one lock
+acquire and release per call, well under a microsecond.
+
+The contract (docs/reliability.md, "Threads"): give each thread its own Net, sharing the
+weights of one loaded Net (net.share_with(loaded)) or loading them itself
+(caffe.Net(model, weights, caffe.TEST)); or serialize calls with a lock held until the outputs
+are copied, since a later forward overwrites the arrays an earlier one returned.
+"""
+import functools
+import threading
+
+from .errors import NetError
+
+
+class NetInUseError(NetError):
+    """A Net entered by a second thread while another one is running it."""
+
+
+class _Guard:
+    __slots__ = ("lock", "owner", "what")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.owner = None           # the thread ident inside, while one is
+        self.what = ""
+
+    # A copied or unpickled Net is a new Net: it gets a free guard of its own.
+    def __deepcopy__(self, memo):
+        return _Guard()
+
+    def __reduce__(self):
+        return _Guard, ()
+
+
+def _guard(net):
+    guard = net.__dict__.get("_thread_guard")
+    if guard is None:
+        # setdefault is atomic: two threads racing here end up with the same guard.
+        guard = net.__dict__.setdefault("_thread_guard", _Guard())
+    return guard
+
+
+def _thread_name(ident):
+    if ident is None:
+        return "another thread"     # it took the lock a moment ago and has not named itself
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return f"thread '{thread.name}'"
+    return f"thread id {ident}"
+
+
+def _in_use(net, guard, what):
+    owner, running = guard.owner, guard.what
+    name = getattr(net, "name", "") or "(unnamed)"
+    return NetInUseError(
+        f"net '{name}': {what} called from thread '{threading.current_thread().name}' while "
+        f"{_thread_name(owner)} is running {running or 'it'}. A Net is not "
+        f"thread-safe (nor is BVLC's): its blobs hold one input and one result at a time, so "
+        f"the two calls would mix them. Give each thread its own Net sharing the weights "
+        f"(net.share_with(loaded_net), or caffe.Net(model, weights, caffe.TEST) per thread), "
+        f"or hold a lock around each call and the copy of its outputs.")
+
+
+def exclusive(what):
+    """Decorator for a Net entry point: one thread at a time; the owner may re-enter."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            guard = _guard(self)
+            me = threading.get_ident()
+            if guard.owner == me:           # only this thread ever sets its own ident
+                return method(self, *args, **kwargs)
+            if not guard.lock.acquire(False):
+                raise _in_use(self, guard, what)
+            guard.owner, guard.what = me, what
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                guard.owner = None
+                guard.lock.release()
+        return run
+    return wrap
