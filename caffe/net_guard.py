@@ -10,10 +10,16 @@ NetInUseError at once, naming both threads. The owning thread may re-enter (pyca
 calls forward_from_to; a Python layer may run its own net's parts). The check costs one lock
 acquire and release per call, well under a microsecond.
 
+pycaffe's forward and backward return views of the output blobs, as BVLC's do: the next call
+overwrites them. Within one thread that is the familiar contract; across threads, the next call
+may come from another thread between the return and the caller's copy. So once a second
+thread has entered a Net, its forward and backward return copies, made before the lock is
+released (used_by_threads); a Net only ever used by one thread keeps BVLC's views.
+
 The contract (docs/reliability.md, "Threads"): give each thread its own Net, sharing the
 weights of one loaded Net (net.share_with(loaded)) or loading them itself
-(caffe.Net(model, weights, caffe.TEST)); or serialize calls with a lock held until the outputs
-are copied, since a later forward overwrites the arrays an earlier one returned.
+(caffe.Net(model, weights, caffe.TEST)); or take turns (a lock around each call), never enter
+one Net from two threads at once.
 """
 import functools
 import threading
@@ -26,12 +32,14 @@ class NetInUseError(NetError):
 
 
 class _Guard:
-    __slots__ = ("lock", "owner", "what")
+    __slots__ = ("lock", "owner", "what", "first", "threads")
 
     def __init__(self):
         self.lock = threading.Lock()
         self.owner = None           # the thread ident inside, while one is
         self.what = ""
+        self.first = None           # the first thread that entered
+        self.threads = False        # whether another thread has entered since
 
     # A copied or unpickled Net is a new Net: it gets a free guard of its own.
     def __deepcopy__(self, memo):
@@ -70,18 +78,30 @@ def _in_use(net, guard, what):
         f"or hold a lock around each call and the copy of its outputs.")
 
 
+get_ident = threading.get_ident
+
+
+def used_by_threads(net):
+    """Whether more than one thread has run `net`: its outputs are then returned as copies."""
+    return _guard(net).threads
+
+
 def exclusive(what):
     """Decorator for a Net entry point: one thread at a time; the owner may re-enter."""
     def wrap(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
-            guard = _guard(self)
-            me = threading.get_ident()
+            guard = self.__dict__.get("_thread_guard") or _guard(self)
+            me = get_ident()
             if guard.owner == me:           # only this thread ever sets its own ident
                 return method(self, *args, **kwargs)
             if not guard.lock.acquire(False):
                 raise _in_use(self, guard, what)
             guard.owner, guard.what = me, what
+            if guard.first is None:
+                guard.first = me
+            elif guard.first != me:
+                guard.threads = True
             try:
                 return method(self, *args, **kwargs)
             finally:

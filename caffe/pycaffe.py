@@ -9,7 +9,7 @@ import numpy as np
 
 from .blob import PyBlob
 from .errors import CaffeError
-from .net_guard import exclusive
+from .net_guard import exclusive, used_by_threads
 from .layers.python_layer import BlobVec
 
 
@@ -68,6 +68,12 @@ def _shape_of(value):
     if isinstance(value, list):
         return "  ".join(str(tuple(b.shape)) for b in value)
     return str(tuple(value.shape))
+
+
+def _results(views, net):
+    """BVLC's views of the blobs; copies, taken before the lock is released, once several
+    threads use the net (caffe.net_guard): another thread's call would overwrite the views."""
+    return {k: v.copy() for k, v in views.items()} if used_by_threads(net) else views
 
 
 class PycaffeNet:
@@ -208,7 +214,8 @@ class PycaffeNet:
                                      f"vs {blob.shape[0]}")
                 blob.data_numpy()[...] = value
         self._forward(start_ind, end_ind)
-        return {out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs}
+        return _results({out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs},
+                        self)
 
     @exclusive("backward")
     def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
@@ -233,7 +240,8 @@ class PycaffeNet:
                     raise CaffeError(f"diff '{name}' is not batch sized")
                 blob.diff_numpy()[...] = value
         self._backward(start_ind, end_ind)
-        return {out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs}
+        return _results({out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs},
+                        self)
 
     @exclusive("forward_all")
     def forward_all(self, blobs: Optional[Iterable[str]] = None,

@@ -128,9 +128,11 @@ class BatchPipeline:
                 out = pinned.numpy() if self.pin else pinned
         images, labels, names = [None] * n, [0] * n, [None] * n
         fits = [False] * n
-        largest = [_plan_size(plan)]     # pixels of the largest image off the plan, so far
 
         def work(lo, hi):
+            # The largest image off the plan in this chunk so far: only a larger one is
+            # checked again. Per chunk, so the first bad record in batch order is the one named.
+            largest = _plan_size(plan)
             for i in range(lo, hi):
                 try:
                     img, labels[i], names[i] = read(records[i])
@@ -140,10 +142,10 @@ class BatchPipeline:
                 if plan is not None and img.shape == plan.shape:
                     t._window(img, out[i], plan.corners[i], plan.mirrors[i])
                     fits[i] = True
-                elif img.size > largest[0]:
+                elif img.size > largest:
                     # Another size: refused now if a batch of it cannot be, before the
                     # other records are decoded too (8 such PNGs decoded are 1.5 GB).
-                    largest[0] = img.size
+                    largest = img.size
                     try:
                         check_batch(n, t.output_shape(img.shape, names[i]), t.dtype, names[i])
                     except DataError as e:
