@@ -126,10 +126,12 @@ def test_solver_overflows_and_states(tmp_path):
         solver.restore(state)
         solver.step(1)
         print("RESUMED", solver.iter, flush=True)
+        solver.iter = 2 ** 31           # past BVLC's int32 counter: cannot be saved
+        expect("int32 iter", solver.snapshot, "iteration 2147483648", "int32")
     """, tmp_path, seconds=120)
     check_all(results, ["exp", "step", "adam", "adam2", "nul", "nul test_net",
                         "negative iter", "negative step", "hdf5 nan iter", "hdf5 huge iter",
-                        "hdf5 negative iter"])
+                        "hdf5 negative iter", "int32 iter"])
     assert "SIGMOID 3 0.0" in out, out
     assert "POLY inf" in out, out
     assert "RESUMED 2" in out, out

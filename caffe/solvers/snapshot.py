@@ -110,6 +110,10 @@ class SnapshotMixin:
         """Write <prefix>_iter_N.caffemodel[.h5] and the matching .solverstate[.h5]."""
         if not parallel.is_root():
             return None             # the root solver (worker 0) alone writes snapshots
+        # BVLC's state holds int32 counters: a Python loop of step() calls can pass them.
+        if not 0 <= self.iter <= INT32_MAX:
+            raise SolverError(f"cannot snapshot iteration {self.iter}: a solver state holds "
+                              f"iterations 0 to {INT32_MAX} (an int32, as BVLC's)")
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
