@@ -39,7 +39,17 @@ java:
 	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null) \
 	  || echo "Java could not be installed: the Spark tests will skip"
 
-test: install graphviz chromium iproute2 java
+# GNU Octave and mkoctfile run matcaffe's tests (tests/matlab: the gateway is built there).
+octave:
+	@(command -v octave-cli >/dev/null && command -v mkoctfile >/dev/null) || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq octave liboctave-dev >/dev/null) \
+	  || echo "Octave could not be installed: the matcaffe tests will skip"
+
+# matcaffe's gateway for Octave, in ~/.cache/pycaffe/matlab (python -m caffe.matlab path).
+matcaffe: install octave
+	$(PY) -m caffe.matlab build
+
+test: install graphviz chromium iproute2 java octave
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Regenerate caffe/proto/caffe_pb2.py after editing caffe.proto, with the oldest protoc
@@ -57,4 +67,4 @@ proto: $(PROTO_VENV)/.installed
 compat: install
 	$(PY) .ci/compat.py
 
-.PHONY: install graphviz chromium iproute2 java lenet test proto compat
+.PHONY: install graphviz chromium iproute2 java octave matcaffe lenet test proto compat

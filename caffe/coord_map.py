@@ -36,14 +36,20 @@ class CropError(CaffeError, AssertionError):
     pycaffe raised AssertionError here, so scripts catching that still work."""
 
 
-def _spatial_params(fn):
-    """axis, stride, effective kernel extent and pad of a Convolution-like or Pooling layer."""
+class LegacyParamsError(CaffeError, AssertionError):
+    """A layer on the path sets kernel/stride/pad by the legacy _h/_w fields, which maps do
+    not read (pycaffe asserted here: an AssertionError, and the walk stops)."""
+
+
+def conv_params(fn):
+    """(axis, stride, effective kernel extent, pad) of a Convolution-like or Pooling layer,
+    from its convolution_param (or pooling_param) dict or its keyword arguments."""
     params = fn.params.get("convolution_param", fn.params.get("pooling_param", fn.params))
     legacy = {"pad_h", "pad_w", "kernel_h", "kernel_w", "stride_h", "stride_w"} & set(params)
     if legacy:
-        raise UndefinedMapException(f"{fn.type_name}: coordinate maps do not support the "
-                                    f"legacy _h/_w parameters ({', '.join(sorted(legacy))}); "
-                                    f"use kernel_size/stride/pad lists")
+        raise LegacyParamsError(f"{fn.type_name}: cropping does not support the legacy _h/_w "
+                                f"parameters ({', '.join(sorted(legacy))}); use "
+                                f"kernel_size/stride/pad lists")
     if params.get("global_pooling") or "kernel_size" not in params:
         raise UndefinedMapException(f"{fn.type_name}: no kernel_size, so no spatial map")
     kernel = np.array(params["kernel_size"], ndmin=1)
@@ -52,24 +58,29 @@ def _spatial_params(fn):
             (kernel - 1) * dilation + 1, np.array(params.get("pad", 0), ndmin=1))
 
 
+def crop_params(fn):
+    """(axis, offset) of a Crop layer, with Crop's defaults (axis 2, offset 0)."""
+    params = fn.params.get("crop_param", fn.params)
+    return params.get("axis", 2), np.array(params.get("offset", 0), ndmin=1)
+
+
 def coord_map(fn):
     """The (axis, scale, shift) map from a layer's input coordinates to its output's."""
     if fn.type_name in ("Convolution", "Pooling", "Im2col"):
-        axis, stride, extent, pad = _spatial_params(fn)
+        axis, stride, extent, pad = conv_params(fn)
         # Output pixel i sees inputs stride*i - pad .. stride*i - pad + extent - 1;
         # map the input to the centre of that window.
         return axis, 1 / stride, (pad - (extent - 1) / 2) / stride
     if fn.type_name == "Deconvolution":
-        axis, stride, extent, pad = _spatial_params(fn)
+        axis, stride, extent, pad = conv_params(fn)
         return axis, stride, (extent - 1) / 2 - pad
     if fn.type_name in PASS_THROUGH_LAYERS:
         return IDENTITY
     if fn.type_name == "Crop":
-        params = fn.params.get("crop_param", fn.params)
-        offset = np.array(params.get("offset", 0), ndmin=1)
+        axis, offset = crop_params(fn)
         # Crop's axis counts the channel axis; the maps' axis is the one before the first
         # spatial axis (1 for N x C x H x W), as Convolution's axis is.
-        return params.get("axis", 2) - 1, 1, -offset
+        return axis - 1, 1, -offset
     raise UndefinedMapException(f"{fn.type_name} layers have no coordinate map")
 
 

@@ -112,7 +112,8 @@ class Detector(Net):
         if mean is None:
             self.crop_mean = np.zeros(self.crop_dims, dtype=np.float32)
             return
-        crop_mean = np.array(mean, dtype=np.float32).transpose(inv_transpose)
+        # In the mean's own type, as BVLC (a float64 mean makes float64 padded crops).
+        crop_mean = np.array(mean).transpose(inv_transpose)
         channel_swap = self.transformer.channel_swap.get(in_)
         if channel_swap is not None:
             crop_mean = crop_mean[:, :, np.argsort(channel_swap)]

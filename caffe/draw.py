@@ -4,8 +4,12 @@ Layers are boxes (record nodes) labelled with their name, type and, for convolut
 pooling, kernel/stride/pad; blobs are grey octagons; in-place layers are green. Colours:
 Convolution/Deconvolution red, Pooling orange, InnerProduct purple, others blue. Edges
 out of a layer carry its output size (num_output, or the batch size of a Data layer).
-Rendering to an image needs graphviz's `dot` program; `.dot`/`.gv` files need only pydot.
+The graph's dot source is BVLC's, node for node: a layer node is named by its label, a
+blob node by the blob's name, and a blob whose last mention is as a top has no style (an
+ellipse), as BVLC draws it. Rendering to an image needs graphviz's `dot` program;
+`.dot`/`.gv` files need only pydot.
 """
+import re
 import shutil
 
 from . import formats
@@ -20,8 +24,8 @@ RANKDIRS = ("LR", "TB", "BT", "RL")
 _SOURCE_FORMATS = ("dot", "gv")
 
 
-class DrawError(CaffeError):
-    """The graph cannot be built or rendered."""
+class DrawError(CaffeError, ValueError):
+    """The graph cannot be built or rendered (a ValueError, as pycaffe raised)."""
 
 
 def _pydot():
@@ -30,6 +34,20 @@ def _pydot():
 
 def _quote(text):
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Graphviz keywords and port syntax (a:b) that an unquoted node name must not be; pydot
+# leaves such names unquoted, which loses the node.
+_DOT_KEYWORDS = {"node", "edge", "graph", "digraph", "subgraph", "strict"}
+_PLAIN_ID = re.compile(r"[^:\"\\]+")
+
+
+def _node_id(name):
+    """A blob's node name: the name itself where pydot quotes it correctly (BVLC's), quoted
+    here where pydot would not."""
+    if _PLAIN_ID.fullmatch(name) and name.lower() not in _DOT_KEYWORDS:
+        return name
+    return _quote(name)
 
 
 def _record_text(text):
@@ -77,11 +95,24 @@ def get_layer_label(layer, rankdir, display_lrm=False):
             pad = p.pad[0] if len(p.pad) else 0
         parts.append(separator.join(["kernel size: %d" % kernel, "stride: %d" % stride,
                                      "pad: %d" % pad]))
-    if display_lrm:
-        lrm = ["lr mult: %.1f" % spec.lr_mult for spec in layer.param]
-        if lrm:
-            parts.append(separator.join(lrm))
+    if display_lrm and layer.type in ("Convolution", "Deconvolution", "InnerProduct"):
+        lrm0, lrm1 = get_layer_lr_mult(layer)
+        if any([lrm0, lrm1]):
+            parts.append("lr mult: %.1f, %.1f" % (lrm0, lrm1))
     return '"%s"' % separator.join(parts)
+
+
+def get_layer_lr_mult(layer):
+    """(weights' lr_mult, bias's lr_mult) of a Convolution, Deconvolution or InnerProduct
+    layer; 1.0 where no param spec gives one."""
+    if layer.type not in ("Convolution", "Deconvolution", "InnerProduct"):
+        raise DrawError("%s layers do not have a learning rate multiplier" % layer.type)
+    mults = [spec.lr_mult for spec in layer.param]
+    if len(mults) > 2:
+        raise DrawError(f"layer {layer.name}: {len(mults)} param specs; a "
+                        f"{layer.type} layer has 2 (weights and bias), so its learning rate "
+                        f"multipliers cannot be drawn")
+    return tuple(mults + [1.0] * (2 - len(mults)))
 
 
 def choose_color_by_layertype(layertype):
@@ -99,22 +130,31 @@ def _in_phase(layer, phase):
     return not any(not r.HasField("phase") or r.phase == phase for r in layer.exclude)
 
 
-def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lrm=False):
-    """The net as a pydot graph.
+def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lrm=False,
+                    keyed=False):
+    """The net as a pydot graph, with BVLC's nodes and edges.
 
     caffe_net: a caffe_pb2.NetParameter; rankdir: 'LR', 'TB', 'BT' or 'RL';
-    phase: caffe.TRAIN or caffe.TEST to draw only that phase's layers, None for all.
+    phase: caffe.TRAIN or caffe.TEST to draw only that phase's layers, None for all;
+    keyed: name the nodes '<layer>_<type>' and '<blob>_blob', labelled, every blob an
+    octagon (caffe view finds its nodes by these names), instead of BVLC's naming.
     """
     if rankdir not in RANKDIRS:
         raise DrawError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     pydot = _pydot()
-    graph = pydot.Dot(_quote(caffe_net.name or "Net"), graph_type="digraph", rankdir=rankdir)
+    graph_name = _quote(caffe_net.name or "Net") if keyed else _node_id(caffe_net.name or "Net")
+    graph = pydot.Dot(graph_name, graph_type="digraph", rankdir=rankdir)
     nodes, edges = {}, []
 
-    def blob_node(name):
+    def blob_node(name, style):
         key = name + "_blob"
-        if key not in nodes:
-            nodes[key] = pydot.Node(_quote(key), label=_quote(name), **BLOB_STYLE)
+        if keyed:
+            if key not in nodes:
+                nodes[key] = pydot.Node(_quote(key), label=_quote(name), **BLOB_STYLE)
+        else:
+            # As BVLC: each mention makes the node anew, so a blob last seen as a top has
+            # no style (its first mention fixes its place in the node order).
+            nodes[key] = pydot.Node(_node_id(name), **style)
         return key
 
     for layer in caffe_net.layer:
@@ -126,12 +166,14 @@ def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lr
         style = dict(NEURON_LAYER_STYLE if in_place else LAYER_STYLE_DEFAULT)
         if not in_place:
             style["fillcolor"] = choose_color_by_layertype(layer.type)
-        nodes[key] = pydot.Node(_quote(key), label=get_layer_label(layer, rankdir, display_lrm),
-                                **style)
+        label = get_layer_label(layer, rankdir, display_lrm)
+        nodes[key] = pydot.Node(_quote(key), label=label, **style) if keyed else \
+            pydot.Node(label, **style)
         for bottom in layer.bottom:
-            edges.append((blob_node(bottom), key, '""'))
+            edges.append((blob_node(bottom, BLOB_STYLE), key, '""'))
         for top in layer.top:
-            edges.append((key, blob_node(top), get_edge_label(layer) if label_edges else '""'))
+            edges.append((key, blob_node(top, {}),
+                          get_edge_label(layer) if label_edges else '""'))
     for node in nodes.values():
         graph.add_node(node)
     for src, dst, label in edges:

@@ -15,6 +15,7 @@ from . import blob as _blob, files, hdf5
 from ._optional import LazyModule
 from .errors import CaffeError, ProtoError, UpgradeError, WriteError
 from .proto import caffe_pb2, dialects, fast_text
+from .proto.text_strings import check_text_strings
 from .proto.compat import is_repeated
 
 h5py = LazyModule("h5py")
@@ -96,9 +97,15 @@ def parse_text(text, msg, source="<string>"):
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ProtoError(f"{source}: not a text file (byte {e.start} is not UTF-8)") from None
+    # One check for both parsers: protoc (large files) accepts escapes such as "\377" that
+    # make a name invalid UTF-8, which text_format refuses and nothing could reload.
+    check_text_strings(text, msg, source, ProtoError)
     try:
         # Large files go to protobuf's C++ parser when protoc is installed (100x faster).
         if fast_text.parse_large(text, msg, source):
+            bad = _non_utf8_string(msg)
+            if bad:
+                raise ProtoError(f"{source}: field {bad} is not UTF-8 text")
             return msg
     except fast_text.TextParseError as e:
         where = f"{source} line {e.line}" if e.line else source
@@ -296,13 +303,17 @@ def write_caffemodel(path, net_param):
 
 # -- HDF5 (BVLC's layout: /data/<layer>/<i>, optional /diff/<layer>/<i>) ---------------
 def write_hdf5_weights(path, groups):
-    """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}."""
+    """groups: {"data": {layer: {i: ndarray}}, optionally "diff": ...}. Layer names that HDF5
+    cannot hold as group names round-trip through hdf5_group_names."""
     def write(f):
         with h5py.File(f, "w") as h5:
             for top, layers in groups.items():
                 g = h5.create_group(top)
+                names = hdf5.group_names(list(layers))
                 for layer, blobs in layers.items():
-                    lg = g.create_group(layer)
+                    lg = g.create_group(names[layer])
+                    if names[layer] != layer:
+                        hdf5.write_layer_name(lg, layer)
                     for i, value in blobs.items():
                         # float64 nets keep doubles, as BVLC's Net<double> does.
                         value = np.asarray(value)
@@ -321,16 +332,20 @@ def read_hdf5_weights(path, group="data"):
                 raise ProtoError(f"{path}: HDF5 weights file has no '/{group}' group")
             if not isinstance(top, h5py.Group):
                 raise ProtoError(f"{path}: /{group} is not a group")
-            found = []
-            for layer, lg in hdf5.items(top, path, ProtoError):
+            found, out = [], {}
+            for group_name, lg in hdf5.items(top, path, ProtoError):
                 if not isinstance(lg, h5py.Group):
-                    raise ProtoError(f"{path}: /{group}/{layer} is not a group")
+                    raise ProtoError(f"{path}: /{group}/{group_name} is not a group")
+                layer = hdf5.layer_name(lg, group_name, path, ProtoError)
+                if layer in out:
+                    raise ProtoError(f"{path}: two groups of /{group} hold layer '{layer}'")
+                out[layer] = {}
                 for name, ds in hdf5.items(lg, path, ProtoError):
                     if not name.isdigit() or not isinstance(ds, h5py.Dataset):
-                        raise ProtoError(f"{path}: /{group}/{layer}/{name} is not a blob dataset")
+                        raise ProtoError(f"{path}: /{group}/{group_name}/{name} is not a blob "
+                                         f"dataset")
                     dtype = np.float64 if ds.dtype == np.float64 else np.float32
                     found.append((layer, int(name), ds, dtype))
-            out = {layer: {} for layer, _ in hdf5.items(top, path, ProtoError)}
             arrays = hdf5.read_all([(ds, dtype) for _, _, ds, dtype in found], path, ProtoError)
             for (layer, i, _, _), value in zip(found, arrays):
                 out[layer][i] = value

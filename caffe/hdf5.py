@@ -163,3 +163,55 @@ def open_file(path, error):
     """An HDF5 file opened read-only; a path that is not a regular file is refused first."""
     check_regular_file(path, error)
     return h5py.File(path, "r")
+
+
+# The attribute that holds a layer's name when its HDF5 group cannot be named after it.
+NAME_ATTR = "caffe_name"
+
+
+def _plain(name):
+    # An HDF5 link name cannot hold '/' (a path: BVLC's H5Gcreate2 fails on "conv1/7x7"), a
+    # NUL, or be empty or '.'.
+    return bool(name) and name != "." and "/" not in name and "\0" not in name
+
+
+def group_names(names):
+    """{layer name: HDF5 group name}: a name HDF5 can hold is its own group name (the file is
+    BVLC's); any other ('a/b', '.', '') gets an escaped, unused group name and the real name in
+    the group's caffe_name attribute (UTF-8 bytes), which BVLC ignores and pycaffe reads."""
+    out = {n: n for n in names if _plain(n)}
+    taken = set(out)
+    for name in names:
+        if name in out:
+            continue
+        base = (name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+                or "%")
+        base = "%2E" if base == "." else base
+        group, k = base, 1
+        while group in taken:
+            group, k = f"{base}~{k}", k + 1
+        out[name] = group
+        taken.add(group)
+    return out
+
+
+def write_layer_name(group, name):
+    """Record a layer name whose group name is escaped (group_names)."""
+    group.attrs.create(NAME_ATTR, np.frombuffer(name.encode("utf-8"), np.uint8))
+
+
+def layer_name(lg, group_name, path, error):
+    """The layer name a weights group stands for: its caffe_name attribute, else its name."""
+    if NAME_ATTR not in lg.attrs:
+        return group_name
+    attr = h5py.h5a.open(lg.id, NAME_ATTR.encode())
+    where = f"{path}: {lg.name}: attribute {NAME_ATTR}"
+    if attr.dtype != np.uint8 or len(attr.shape) != 1 or attr.shape[0] > 1 << 16:
+        raise error(f"{where} must be the layer name's UTF-8 bytes (uint8, at most 65536)")
+    value = np.empty(attr.shape, np.uint8)
+    if value.size:
+        attr.read(value)
+    try:
+        return value.tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{where} is not UTF-8 text") from None

@@ -10,6 +10,7 @@ from typing import List, Mapping, Optional, Sequence
 import numpy as np
 
 from .blob import checked_count
+from .data.skimage_reader import load_image  # noqa: F401  (caffe.io.load_image)
 from .errors import CaffeError
 from .proto import caffe_pb2
 
@@ -24,10 +25,14 @@ def _has_legacy_shape(blob):
 
 
 def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
-    """A BlobProto's data (or diff) as an ndarray in the shape the proto declares."""
+    """A BlobProto's data (or diff) as an ndarray in the shape the proto declares: float32,
+    or float64 for a blob stored as double_data."""
     what = "diff" if return_diff else "data"
     doubles = getattr(blob, "double_" + what)
-    values = np.array(doubles if len(doubles) else getattr(blob, what), dtype=np.float64)
+    # float32 from the float fields, as BVLC's np.array(blob.data) gives it under today's
+    # protobuf; float64 from the double fields (which BVLC's reader ignored).
+    values = np.array(doubles, dtype=np.float64) if len(doubles) else \
+        np.array(getattr(blob, what), dtype=np.float32)
     if _has_legacy_shape(blob):
         shape = (blob.num, blob.channels, blob.height, blob.width)
     else:
@@ -102,6 +107,19 @@ def datum_to_array(datum: caffe_pb2.Datum) -> np.ndarray:
     return values.reshape(shape).copy()
 
 
+def _resize_mean(mean, hw):
+    """A K x H' x W' mean resized to K x H x W as BVLC's set_mean does: scaled to [0, 1],
+    resized, scaled back (in the mean's own type arithmetic)."""
+    m_min, m_max = mean.min(), mean.max()
+    if not m_max > m_min:
+        # A constant mean stays constant (BVLC's 0 / 0 made it NaN).
+        return np.full((mean.shape[0],) + tuple(hw), m_min,
+                       dtype=np.result_type(np.float32, mean.dtype))
+    normal_mean = (mean - m_min) / (m_max - m_min)
+    return resize_image(normal_mean.transpose((1, 2, 0)), hw).transpose((2, 0, 1)) * \
+        (m_max - m_min) + m_min
+
+
 # -- pre-processing ------------------------------------------------------------------
 class Transformer:
     """Maps H x W x K images in [0, 1] to net inputs K x H x W, and back.
@@ -126,7 +144,9 @@ class Transformer:
     def preprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
         """(H' x W' x K) image -> (K x H x W) float32 net input for blob `in_`."""
         self._check_input(in_)
-        caffe_in = np.array(data, dtype=np.float32)   # a copy: the caller's array stays intact
+        # A copy: BVLC's astype(copy=False) let the in-place steps below write into the
+        # caller's float32 array.
+        caffe_in = np.array(data, dtype=np.float32)
         in_dims = self.inputs[in_][2:]
         if caffe_in.shape[:2] != in_dims:
             caffe_in = resize_image(caffe_in, in_dims)
@@ -136,26 +156,36 @@ class Transformer:
         channel_swap = self.channel_swap.get(in_)
         if channel_swap is not None:
             caffe_in = caffe_in[list(channel_swap), :, :]
+        # In place, as BVLC: the input stays float32 whatever the settings' types, each
+        # step rounded to float32 as BVLC's are.
         if self.raw_scale.get(in_) is not None:
-            caffe_in = caffe_in * self.raw_scale[in_]
+            caffe_in *= self.raw_scale[in_]
         if self.mean.get(in_) is not None:
-            caffe_in = caffe_in - self.mean[in_]
+            caffe_in -= self.mean[in_]
         if self.input_scale.get(in_) is not None:
-            caffe_in = caffe_in * self.input_scale[in_]
-        return np.ascontiguousarray(caffe_in, dtype=np.float32)
+            caffe_in *= self.input_scale[in_]
+        return np.ascontiguousarray(caffe_in)
 
     def deprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
-        """Invert preprocess (except the resize): K x H x W net input -> H x W x K image."""
+        """Invert preprocess (except the resize): K x H x W net input -> H x W x K image.
+
+        The image keeps the input's float type (float32 for a blob's data), as BVLC's
+        in-place arithmetic does: a float64 result breaks skimage.img_as_ubyte on values
+        like 1.00000002."""
         self._check_input(in_)
-        decaf_in = np.array(data, dtype=np.float32)
-        while decaf_in.ndim > 3 and decaf_in.shape[0] == 1:   # a batch of one
+        decaf_in = np.array(data)
+        if decaf_in.dtype.kind != "f":
+            decaf_in = decaf_in.astype(np.float32)
+        # BVLC squeezes every axis of size 1; only a batch of one is dropped here, so that
+        # a one-channel or one-row image keeps its axes.
+        while decaf_in.ndim > 3 and decaf_in.shape[0] == 1:
             decaf_in = decaf_in[0]
         if self.input_scale.get(in_) is not None:
-            decaf_in = decaf_in / self.input_scale[in_]
+            decaf_in /= self.input_scale[in_]
         if self.mean.get(in_) is not None:
-            decaf_in = decaf_in + self.mean[in_]
+            decaf_in += self.mean[in_]
         if self.raw_scale.get(in_) is not None:
-            decaf_in = decaf_in / self.raw_scale[in_]
+            decaf_in /= self.raw_scale[in_]
         channel_swap = self.channel_swap.get(in_)
         if channel_swap is not None:
             decaf_in = decaf_in[np.argsort(channel_swap), :, :]
@@ -188,19 +218,28 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_: str, mean: np.ndarray) -> None:
-        """Subtract `mean`: per channel (K,) or per pixel (K, H, W) matching the blob."""
+        """Subtract `mean`: per channel (K,), or per pixel (K, H, W) or (H, W) for one
+        channel. A per-pixel mean of another height and width is resized to the blob's, as
+        BVLC does (the 256 x 256 ImageNet mean for a 227 x 227 input): scaled to [0, 1],
+        resized by resize_image and scaled back."""
         self._check_input(in_)
         mean = np.asarray(mean)
         k, hw = self.inputs[in_][1], self.inputs[in_][2:]
-        if mean.ndim == 1 and mean.shape[0] == k:
+        if mean.ndim == 1:
+            if mean.shape[0] != k:
+                raise ShapeError(f"mean for input '{in_}' has {mean.shape[0]} channel values; "
+                                 f"the input blob {self.inputs[in_]} has {k} channels")
             mean = mean[:, np.newaxis, np.newaxis]
-        elif mean.ndim == 2 and k == 1 and mean.shape == hw:
-            mean = mean[np.newaxis]
-        elif not (mean.ndim == 3 and mean.shape == (k,) + hw):
-            raise ShapeError(
-                f"mean for input '{in_}' has shape {mean.shape}; it must be per-channel "
-                f"({k},) or per-pixel {(k,) + hw} to fit the input blob {self.inputs[in_]}. "
-                f"Average a larger mean image per channel (mean.mean(1).mean(1)) or crop it.")
+        else:
+            if mean.ndim == 2:
+                mean = mean[np.newaxis]
+            if mean.ndim != 3 or mean.shape[0] not in (1, k):
+                raise ShapeError(
+                    f"mean for input '{in_}' has shape {mean.shape}; it must be per-channel "
+                    f"({k},) or per-pixel ({k}, H, W) (any H x W: it is resized to "
+                    f"{hw}) to fit the input blob {self.inputs[in_]}")
+            if mean.shape[1:] != hw or mean.shape[0] != k:
+                mean = _resize_mean(mean, hw)
         self.mean[in_] = mean
 
     def set_input_scale(self, in_: str, scale: float) -> None:
@@ -210,43 +249,7 @@ class Transformer:
 
 
 # -- image I/O -------------------------------------------------------------------------
-# Pillow modes and the value that maps to 1.0 (as skimage.img_as_float scales integers).
-_INTEGER_MODES = {"L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0,
-                  "I;16N": 65535.0, "I": 2147483647.0}
-
-
-# skimage.color.rgb2gray's luminance weights: load_image(color=False) reads colour files as
-# BVLC's skimage.io.imread(as_grey=True) did.
-_GREY = np.array([0.2125, 0.7154, 0.0721])
-
-
-def load_image(filename: str, color: bool = True) -> np.ndarray:
-    """An image file as float32 H x W x 3 (RGB) or, with color=False, H x W x 1 intensity,
-    with values in [0, 1]. Alpha is dropped for colour; grey is tiled when color=True; a
-    colour file read with color=False is converted as skimage's rgb2gray (alpha blended onto
-    white first, as skimage's imread does). The file is streamed to the decoder."""
-    from .data.image import open_image, open_image_file
-    with open_image_file(filename) as f, open_image(f, f"image file '{filename}'") as img:
-        mode = img.mode
-        if mode == "1":
-            arr = np.asarray(img, dtype=np.float32)
-        elif mode in _INTEGER_MODES or mode == "F":
-            arr = np.asarray(img).astype(np.float32) / _INTEGER_MODES.get(mode, 1.0)
-        elif mode == "LA":
-            arr = np.asarray(img.getchannel("L"), dtype=np.float32) / 255.0
-        elif color:
-            arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-        else:
-            alpha = mode in ("RGBA", "PA") or "transparency" in img.info
-            rgb = np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.float64) / 255.0
-            if alpha:
-                rgb = rgb[..., :3] * rgb[..., 3:] + (1.0 - rgb[..., 3:])
-            arr = (rgb @ _GREY).astype(np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, :, np.newaxis]
-        if color:
-            arr = np.tile(arr, (1, 1, 3))
-    return arr
+# load_image reads as BVLC's scikit-image reader did (caffe/data/skimage_reader.py).
 
 
 def _image_extra(module):
@@ -273,7 +276,7 @@ def resize_image(im: np.ndarray, new_dims: Sequence[int], interp_order: int = 1)
         raise ShapeError(f"resize_image to {tuple(new_dims)}: dimensions must be positive")
     if im.shape[-1] == 1 or im.shape[-1] == 3:
         im_min, im_max = im.min(), im.max()
-        if im_max <= im_min:
+        if not im_max > im_min:    # a constant image (or one with NaN), as BVLC tests it
             return np.full((new_dims[0], new_dims[1], im.shape[-1]), im_min, dtype=np.float32)
         resize = _image_extra("skimage.transform").resize
         im_std = (im - im_min) / (im_max - im_min)

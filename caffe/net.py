@@ -8,6 +8,7 @@ from . import formats
 from .blob import HALF_DTYPES, Blob
 from .errors import NetError, OutOfMemoryError
 from .layer import at_layer, create_layer
+from .log_text import printable
 from .layers.python_layer import module_search_dir
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
@@ -104,7 +105,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise NetError(f"layer '{lp.name}': propagate_down must be given for every "
                                f"bottom or none ({len(lp.propagate_down)} vs {len(lp.bottom)})")
-            log.info("Creating Layer %s", lp.name)
+            log.info("Creating Layer %s", printable(lp.name))
             layer = create_layer(lp, self.dtype, self.device)
             self._layers.append(layer)
             self._layer_names.append(lp.name)
@@ -115,7 +116,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                     raise NetError(f"layer '{lp.name}' ({lp.type}): unknown bottom blob '{name}' "
                                    f"(bottom index {j})")
                 bid = self.blob_index[name]
-                log.info("%s <- %s", lp.name, name)
+                log.info("%s <- %s", printable(lp.name), printable(name))
                 available.pop(name, None)
                 nb = self.blob_need_backward[bid]
                 if len(lp.propagate_down):
@@ -134,17 +135,17 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                     # Caffe's AppendTop without a name map: an anonymous blob that no
                     # later layer can name and that is no net output.
                     name = "(automatic)"
-                    log.info("%s -> %s", lp.name, name)
+                    log.info("%s -> %s", printable(lp.name), printable(name))
                     bid = self._new_blob(name)
                 elif j < len(lp.bottom) and lp.bottom[j] == name:
                     bid = self.blob_index[name]          # in place
-                    log.info("%s -> %s (in-place)", lp.name, name)
+                    log.info("%s -> %s (in-place)", printable(lp.name), printable(name))
                     available[name] = bid
                 elif name in self.blob_index:
                     raise NetError(f"layer '{lp.name}': top blob '{name}' produced by multiple "
                                    f"sources")
                 else:
-                    log.info("%s -> %s", lp.name, name)
+                    log.info("%s -> %s", printable(lp.name), printable(name))
                     bid = self._new_blob(name)
                     self.blob_index[name] = bid
                     if lp.type == "Input":
@@ -157,7 +158,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             self.bottom_need_backward.append(bottom_nb)
             self.top_vecs.append(tops)
             self.top_ids.append(top_ids)
-            log.info("Setting up %s", lp.name)
+            log.info("Setting up %s", printable(lp.name))
             layer.layer_setup(bottoms, tops)
             for j, bid in enumerate(top_ids):
                 self._blob_loss_weights[bid] = layer.loss(j)
@@ -189,7 +190,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         # Caffe keeps the outputs in a std::set: sorted by name.
         self.output_ids = [available[n] for n in sorted(available)]
         for name in sorted(available):
-            log.info("This network produces output %s", name)
+            log.info("This network produces output %s", printable(name))
         self.layer_index = {n: i for i, n in enumerate(self._layer_names)}
         self._share_weights()
         log.info("Network initialization done.")
@@ -227,8 +228,8 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         owner_pid = self.param_names_index[name]
         self.param_owners.append(owner_pid)
         owner_layer, owner_index = self.param_layer_indices[owner_pid]
-        log.info("Sharing parameters '%s' owned by layer '%s', param index %d", name,
-                 self._layer_names[owner_layer], owner_index)
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d",
+                 printable(name), printable(self._layer_names[owner_layer]), owner_index)
         this, owner = layer.blobs[pid], self._layers[owner_layer].blobs[owner_index]
         permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
         if permissive and this.count() != owner.count():
@@ -268,7 +269,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                 self.bottom_need_backward[i] = [False] * len(self.bottom_ids[i])
             if not contributes:
                 self.layer_need_backward[i] = False
-            log.info("%s %s backward computation.", self._layer_names[i],
+            log.info("%s %s backward computation.", printable(self._layer_names[i]),
                      "needs" if self.layer_need_backward[i] else "does not need")
             for j, bid in enumerate(self.bottom_ids[i]):
                 name = self._blob_names[bid]
@@ -434,8 +435,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             layer.reshape(bottom, top)
         self.set_loss_scale(self.loss_scale)    # the loss tops' diffs: loss_weight x scale
 
-    # Backward starts from loss_weight x loss_scale: float16 training scales its loss so that
-    # small gradients do not underflow (caffe.solvers.precision divides them back).
+    # Backward starts from loss_weight x loss_scale: float16 training's guard against underflow.
     loss_scale = 1.0
 
     def set_loss_scale(self, scale):

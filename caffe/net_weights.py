@@ -9,6 +9,7 @@ import torch
 from . import formats
 from .blob import HALF_DTYPES
 from .errors import CaffeError, WeightsError
+from .log_text import printable
 from .net_guard import exclusive
 from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
 from .proto import caffe_pb2
@@ -31,7 +32,7 @@ class NetWeights:
         for src in net_param.layer:
             i = self.layer_index.get(src.name)
             if i is None:
-                log.info("Ignoring source layer %s", src.name)
+                log.info("Ignoring source layer %s", printable(src.name))
                 continue
             target = self._layers[i].blobs
             if len(target) != len(src.blobs):
@@ -53,7 +54,7 @@ class NetWeights:
         for name, datasets in groups.items():
             i = self.layer_index.get(name)
             if i is None:
-                log.info("Ignoring source layer %s", name)
+                log.info("Ignoring source layer %s", printable(name))
                 continue
             target = self._layers[i].blobs
             for j, blob in enumerate(target):

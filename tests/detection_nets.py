@@ -1,6 +1,7 @@
 """Deploy (and train) prototxts of the published SSD models, written from their layouts:
-SSD300 on VGG16 (Liu et al., weiliu89/caffe examples/ssd) and MobileNet-SSD
-(chuanqi305/MobileNet-SSD). `width` divides every channel count, for quick test runs.
+SSD300 on VGG16 (Liu et al., weiliu89/caffe examples/ssd), MobileNet-SSD
+(chuanqi305/MobileNet-SSD) and Pelee (Robert-JunWang/Pelee, reduced). `width` divides every
+channel count, for quick test runs.
 """
 
 
@@ -141,4 +142,58 @@ def mobilenet_ssd(num_classes=21, width=1, batch=1, body_only=False):
     _heads(t, sources, num_classes, kernel=1)
     if not body_only:
         _deploy_tail(t, num_classes, top_k=100, keep_top_k=100, threshold=0.25)
+    return t.text()
+
+
+def pelee(num_classes=21, width=1, size=304, dense=(3, 4, 8, 6)):
+    """Pelee's layout (its deploy_merged.prototxt, BatchNorm folded): a stem whose MAX pooling
+    branch joins a strided convolution, two-way dense layers, transitions with AVE pooling
+    (ceil-rounded at odd sizes), extra stages, ResBlock heads (Eltwise) under each of six
+    sources with fractional prior sizes, and SSD's tail. `dense` gives each stage's dense
+    layers (the published net's are 3, 4, 8, 6)."""
+    w = lambda n: max(n // width, 4)  # noqa: E731
+    t = Text("pelee")
+    _input(t, size)
+    t.conv("stem1", "data", w(32), k=3, s=2)
+    t.conv("stem2a", "stem1", w(16), k=1)
+    t.conv("stem2b", "stem2a", w(32), k=3, s=2)
+    t.layer("stem/pool", "Pooling", "stem1", "stem/pool",
+            "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+    t.layer("stem/concat", "Concat", ["stem/pool", "stem2b"], "stem/concat")
+    x = t.conv("stem3", "stem/concat", w(32), k=1)
+    for stage, (count, out, branch) in enumerate(zip(dense, (128, 256, 512, 704),
+                                                     (16, 32, 64, 64)), 1):
+        for i in range(1, count + 1):
+            name = f"stage{stage}_{i}"
+            t.conv(f"{name}/branch1a", x, w(2 * branch), k=1)
+            b1 = t.conv(f"{name}/branch1b", f"{name}/branch1a", w(branch // 2), k=3)
+            t.conv(f"{name}/branch2a", x, w(2 * branch), k=1)
+            t.conv(f"{name}/branch2b", f"{name}/branch2a", w(branch // 2), k=3)
+            b2 = t.conv(f"{name}/branch2c", f"{name}/branch2b", w(branch // 2), k=3)
+            x = t.layer(f"{name}/concat", "Concat", [x, b1, b2], f"{name}/concat")
+        x = t.conv(f"stage{stage}_tb", x, w(out), k=1)
+        if stage < 4:
+            x = t.layer(f"stage{stage}_tb/pool", "Pooling", x, f"stage{stage}_tb/pool",
+                        "pooling_param { pool: AVE kernel_size: 2 stride: 2 }")
+    sources, x = ["stage3_tb", "stage4_tb"], "stage4_tb"
+    for k, (n1, n2, s, p) in enumerate([(256, 256, 2, 1), (128, 256, 1, 0), (128, 256, 1, 0)],
+                                       1):
+        t.conv(f"ext/fe{k}_1", x, w(n1), k=1)
+        x = t.conv(f"ext/fe{k}_2", f"ext/fe{k}_1", w(n2), k=3, s=s, p=p)
+        sources.append(x)
+    sources.append(sources[-1])         # the published net also reads its last map twice
+    heads = []
+    for k, src in enumerate(sources, 1):
+        name = f"{src}/ext/pm{k}"
+        t.conv(f"{name}/b2a", src, w(128), k=1)
+        t.conv(f"{name}/b2b", f"{name}/b2a", w(128), k=3)
+        b2 = t.conv(f"{name}/b2c", f"{name}/b2b", w(256), k=1, relu=False)
+        b1 = t.conv(f"{name}/b1", src, w(256), k=1, relu=False)
+        res = t.layer(f"{name}/res", "Eltwise", [b1, b2], f"{name}/res")
+        t.layer(f"{name}/res/relu", "ReLU", res, res)
+        heads.append(res)
+    steps = [size * f for f in (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)]
+    _heads(t, [(h, (round(steps[k], 4), round(steps[k + 1], 4), [2, 3], None))
+               for k, h in enumerate(heads)], num_classes, kernel=1)
+    _deploy_tail(t, num_classes, top_k=400, keep_top_k=200, threshold=0.01)
     return t.text()

@@ -26,7 +26,8 @@ PENDING_SPLIT = {}
 LAYERS = [
     ("core", ["caffe.threads", "caffe._version", "caffe.errors", "caffe._optional", "caffe.files",
               "caffe.memory", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
-              "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param"]),
+              "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param",
+              "caffe.child_process", "caffe.log_text"]),
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer", "caffe.testing"]),
     ("layer catalog", ["caffe.layers"]),
@@ -34,7 +35,8 @@ LAYERS = [
              "caffe.pycaffe", "caffe.net_spec", "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.export", "caffe.io", "caffe.classifier",
                         "caffe.detector", "caffe.draw", "caffe.zoo", "caffe.vis", "caffe.view"]),
-    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime", "caffe.__main__"]),
+    ("commands", ["caffe.tools", "caffe.spark", "caffe.runtime", "caffe.__main__",
+                  "caffe.matlab"]),
 ]
 # Imports that go up a layer, each inside a function, each for a reason.
 UPWARD = {

@@ -84,8 +84,13 @@ def test_classifier_oversample_averages_ten_crops(tiny):
 
 
 def test_classifier_checks_its_mean(tiny):
+    # A per-pixel mean of another size is resized to the input, as BVLC's set_mean does
+    # (tests/test_bvlc_python.py compares it with BVLC's); one of other channels is refused.
+    clf = Classifier(*tiny, mean=np.full((3, 8, 8), 2.0))
+    in_ = clf.inputs[0]
+    assert clf.transformer.mean[in_].shape == (3,) + clf.blobs[in_].data.shape[2:]
     with pytest.raises(ValueError, match="must be per-channel"):
-        Classifier(*tiny, mean=np.zeros((3, 8, 8)))
+        Classifier(*tiny, mean=np.zeros((2, 8, 8)))
 
 
 def test_detector_windows(tiny, tmp_path):

@@ -6,6 +6,7 @@ import torch
 import caffe
 from caffe.coord_map import (AxisMismatchException, CropError, UnconnectedTopsError,
                              compose, coord_map_from_to, crop, inverse)
+from caffe.errors import CaffeError
 from caffe.net_spec import NetSpec
 from caffe.net_spec import layers as L
 from caffe.net_spec import params as P
@@ -142,3 +143,17 @@ def test_compose_and_inverse():
     assert ax == 1 and a == 1 and b == 0
     with pytest.raises(AxisMismatchException):
         compose((1, 1, 0), (2, 1, 0))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_legacy_h_w_params_stop_the_walk(nested):
+    # As pycaffe's assertion: a map is not read from kernel_h/pad_h/..., and the walk stops
+    # there with the reason rather than reporting unconnected tops.
+    data = L.Input(shape=dict(dim=[1, 1, 20, 20]))
+    params = dict(kernel_size=3, pad_h=1, pad_w=1, num_output=1)
+    conv = L.Convolution(data, convolution_param=params) if nested else \
+        L.Convolution(data, **params)
+    with pytest.raises(AssertionError, match="legacy _h/_w parameters .*pad_h, pad_w"):
+        coord_map_from_to(conv, data)
+    with pytest.raises(CaffeError):
+        crop(conv, data)

@@ -250,13 +250,43 @@ def test_set_mean_shapes():
     assert grey.mean["data"].shape == (1, 4, 5)
 
 
-@pytest.mark.parametrize("shape", [(3, 224, 224), (4,), (1, 3, 4, 5), (4, 5)])
+@pytest.mark.parametrize("shape", [(4,), (1, 3, 4, 5), (2, 4, 5), ()])
 def test_set_mean_rejects_shapes_that_do_not_fit(shape):
     t = make_transformer()
-    with pytest.raises(ValueError, match=r"must be per-channel \(3,\) or per-pixel "
-                                         r"\(3, 4, 5\)") as err:
+    with pytest.raises(ValueError, match=r"input blob \(2, 3, 4, 5\)") as err:
         t.set_mean("data", np.zeros(shape))
     assert isinstance(err.value, CaffeError)
+
+
+def test_set_mean_resizes_an_elementwise_mean_of_another_size():
+    # The ImageNet mean (3 x 256 x 256) for a 227 x 227 input, as BVLC's classify.py passes
+    # it: scaled to [0, 1], resized by resize_image, scaled back.
+    pytest.importorskip("skimage")
+    rng = np.random.default_rng(5)
+    mean = rng.uniform(90, 130, (3, 256, 256))
+    t = cio.Transformer({"data": (1, 3, 227, 227)})
+    t.set_mean("data", mean)
+    lo, hi = mean.min(), mean.max()
+    expected = cio.resize_image(((mean - lo) / (hi - lo)).transpose(1, 2, 0), (227, 227))
+    expected = expected.transpose(2, 0, 1) * (hi - lo) + lo
+    assert t.mean["data"].shape == (3, 227, 227) and t.mean["data"].dtype == np.float64
+    np.testing.assert_array_equal(t.mean["data"], expected)
+    # A constant mean stays that constant (BVLC's 0 / 0 made it NaN).
+    t.set_mean("data", np.full((3, 256, 256), 104.0))
+    assert np.all(t.mean["data"] == 104.0) and t.mean["data"].shape == (3, 227, 227)
+
+
+def test_deprocess_keeps_float32():
+    # Style transfer feeds deprocess's result to skimage.img_as_ubyte, which refuses a
+    # float64 1.00000002 that float32 arithmetic rounds to 1.0.
+    t = make_transformer((1, 3, 4, 5))
+    t.set_mean("data", np.array([104.00698793, 116.66876762, 122.67891434]))
+    t.set_raw_scale("data", 255.0)
+    t.set_channel_swap("data", (2, 1, 0))
+    image = np.ones((4, 5, 3), np.float32)
+    out = t.deprocess("data", t.preprocess("data", image)[np.newaxis])
+    assert out.dtype == np.float32 and out.max() <= 1.0
+    assert t.deprocess("data", np.zeros((3, 4, 5))).dtype == np.float64
 
 
 def test_transformer_bad_settings():

@@ -79,19 +79,3 @@ def test_rfcn_test_net_equals_opencv(tmp_path):
     np.testing.assert_allclose(out["bbox_pred"], deltas.reshape(out["bbox_pred"].shape),
                                atol=1e-4)
     assert out["cls_prob"].shape == (50, 21) and np.allclose(out["cls_prob"].sum(1), 1, atol=1e-5)
-
-
-def test_rfcn_net_export_names_the_layers_onnx_lacks(tmp_path):
-    from caffe.export import ExportError, to_onnx
-    (tmp_path / "rfcn.prototxt").write_text(rfcn_net())
-    net = caffe.Net(str(tmp_path / "rfcn.prototxt"), caffe.TEST)
-    with pytest.raises(ExportError, match="'proposal' \\(type Proposal\\)"):
-        to_onnx(net, outputs=["cls_prob"])
-    (tmp_path / "ps.prototxt").write_text(
-        'input: "x" input_shape { dim: 1 dim: 98 dim: 6 dim: 8 }\n'
-        'input: "rois" input_shape { dim: 3 dim: 5 }\n'
-        'layer { name: "ps" type: "PSROIPooling" bottom: "x" bottom: "rois" top: "y" '
-        'psroi_pooling_param { spatial_scale: 0.0625 output_dim: 2 group_size: 7 } }\n')
-    with pytest.raises(ExportError, match="'ps' \\(type PSROIPooling\\)"):
-        to_onnx(caffe.Net(str(tmp_path / "ps.prototxt"), caffe.TEST))
-    to_onnx(net, outputs=["rfcn_cls", "rfcn_bbox", "rpn_cls_prob_reshape", "rpn_bbox_pred"])

@@ -104,10 +104,12 @@ def read_image_bytes(path):
     return data
 
 
-def open_image(stream, source, prepare=None):
+def open_image(stream, source, prepare=None, exif_orientation=True):
     """Pillow's image from `stream`, decoded, with the format and size limits applied.
 
     prepare(im), if given, runs after the header is read and before the pixels are decoded.
+    exif_orientation: turn the image upright as its EXIF orientation says (OpenCV does;
+    scikit-image's reader, which caffe.io.load_image follows, does not).
     Every failure inside Pillow becomes an ImageError naming `source`.
     """
     try:
@@ -120,8 +122,9 @@ def open_image(stream, source, prepare=None):
         if prepare is not None:
             prepare(im)
         im.load()
-        # imread/imdecode honour EXIF orientation; in place: no copy when there is none.
-        ImageOps.exif_transpose(im, in_place=True)
+        if exif_orientation:
+            # imread/imdecode honour EXIF orientation; in place: no copy when there is none.
+            ImageOps.exif_transpose(im, in_place=True)
         return im
     except DataError:
         raise

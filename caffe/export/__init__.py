@@ -12,8 +12,8 @@ for any input shape the net itself accepts. `onnx` is imported only by to_onnx.
 
 Both walk the net the same way (graph.py's plan_net: the layers the outputs need, in order,
 with their values named); an emitter turns each step into its own form: onnx.py with
-onnx_builder.py and the converters of onnx_vision.py, onnx_common.py and onnx_forks.py, or
-torch_module.py with the ops of torch_ops.py.
+onnx_builder.py and the converters of onnx_vision.py, onnx_common.py, onnx_forks.py,
+onnx_detection.py and onnx_regions.py, or torch_module.py with the ops of torch_ops.py.
 """
 from .graph import ExportError
 from .torch_module import CaffeModule, to_torch

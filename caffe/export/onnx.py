@@ -9,7 +9,9 @@ Shapes are static: the graph is exported for the shapes the net's inputs have no
 """
 import os
 
-from . import onnx_common, onnx_detection, onnx_forks, onnx_vision  # noqa: F401  (register the converters)
+# Imported for their converters' registration.
+from . import (onnx_common, onnx_detection, onnx_forks, onnx_regions,  # noqa: F401
+               onnx_vision)
 from .._optional import require
 from .graph import ExportError, Namer, plan_net
 from .onnx_builder import Builder, convert_step
@@ -48,7 +50,7 @@ def to_onnx(net, path=None, opset=DEFAULT_OPSET, outputs=None, name=None):
         if out_name not in seen:
             seen.add(out_name)
             outs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT,
-                                                      list(blob.shape)))
+                                                      g.shapes.get(value, list(blob.shape))))
     graph = helper.make_graph(g.nodes, name or net.name or "caffe_net", inputs, outs,
                               initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]

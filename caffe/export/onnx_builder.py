@@ -1,8 +1,8 @@
 """The ONNX emitter's graph builder and its converters, one per Caffe layer type.
 
 A converter turns one step of the net walk (caffe.export.graph.plan_net) into nodes:
-`@converter("Type") def _type(g, step)`, with g a Builder. onnx_vision.py and
-onnx_common.py hold the converters.
+`@converter("Type") def _type(g, step)`, with g a Builder. onnx_vision.py, onnx_common.py,
+onnx_forks.py, onnx_detection.py and onnx_regions.py hold the converters.
 """
 import numpy as np
 
@@ -22,6 +22,9 @@ class Builder:
         self.opset, self.namer = opset, namer
         self.nodes, self.initializers, self.cache = [], [], {}
         self.node_names = Namer()
+        # Values whose shape depends on the data (DetectionOutput's rows): value name -> the
+        # shape to declare, with a named dimension where the blob's size varies.
+        self.shapes = {}
 
     def fresh(self, hint):
         return self.namer.take(hint)
@@ -88,6 +91,19 @@ class Builder:
         return self.node("ReduceSum", [x, self.ints(axes, "axes")], out, hint,
                          keepdims=int(keepdims))
 
+    def split(self, x, parts, axis, hint="split"):
+        """x cut into `parts` equal pieces along `axis` (a list of value names)."""
+        # Opset 18 wants the number of pieces said, where older ones count the outputs.
+        attrs = {"num_outputs": parts} if self.opset >= 18 else {}
+        return self.node("Split", [x], hint=hint, n_out=parts, axis=axis, **attrs)
+
+    def reduce_mean(self, x, axes, keepdims, out=None, hint="mean"):
+        # Opset 18 moved ReduceMean's axes from an attribute to an input.
+        if self.opset >= 18:
+            return self.node("ReduceMean", [x, self.ints(axes, "axes")], out, hint,
+                             keepdims=int(keepdims))
+        return self.node("ReduceMean", [x], out, hint, axes=list(axes), keepdims=int(keepdims))
+
     def scale(self, x, factor, out=None, hint="scale"):
         if factor == 1 and out is None:
             return x
@@ -100,6 +116,9 @@ CONVERTERS: dict = {}
 def converter(*types):
     def register(fn):
         for t in types:
+            # One converter per type: a second would win or lose by import order.
+            if t in CONVERTERS:
+                raise ValueError(f"two ONNX converters for layer type {t}")
             CONVERTERS[t] = fn
         return fn
     return register

@@ -202,7 +202,7 @@ def _silence(g, s):
 @converter("LSTMUnit")
 def _lstm_unit(g, s):
     c_prev, x, cont = s.bottoms
-    gates = g.node("Split", [x], hint=s.name + "/gates", n_out=4, axis=2)
+    gates = g.split(x, 4, 2, s.name + "/gates")
     i, f, o = (g.node("Sigmoid", [t], hint=s.name + "/sigmoid") for t in gates[:3])
     cell = g.node("Tanh", [gates[3]], hint=s.name + "/tanh")
     keep = g.node("Unsqueeze", [cont, g.ints([2], "axes")], hint=s.name + "/cont")

@@ -40,16 +40,23 @@ def _bn(g, s):
     if layer.segnet and not layer.uses_batch:
         a, c = scale, shift
     elif layer.segnet:
-        mean = g.node("ReduceMean", [x], hint=s.name + "/mean", axes=[0, 2, 3], keepdims=1)
-        square = g.node("Mul", [x, x], hint=s.name + "/square")
-        mean_sq = g.node("ReduceMean", [square], hint=s.name + "/mean_sq", axes=[0, 2, 3],
-                         keepdims=1)
+        # The batch statistics in float64: var = E[x^2] - E[x]^2 cancels, and onnxruntime's
+        # float32 ReduceMean rounds several times more than torch's float32 mean, enough to
+        # flip the argmax of a later MAX pooling between near-equal values (SegNet and ENet
+        # put its mask into Upsample). In float64 the graph sits closer to the exact
+        # statistics than the layer itself, and so to the layer.
+        x64 = g.node("Cast", [x], hint=s.name + "/x64", to=11)
+        mean = g.reduce_mean(x64, [0, 2, 3], True, hint=s.name + "/mean")
+        square = g.node("Mul", [x64, x64], hint=s.name + "/square")
+        mean_sq = g.reduce_mean(square, [0, 2, 3], True, hint=s.name + "/mean_sq")
         var = g.node("Sub", [mean_sq, g.node("Mul", [mean, mean], hint=s.name + "/m2")],
                      hint=s.name + "/var")
-        std = g.node("Sqrt", [g.node("Add", [var, g.scalar(1e-9)], hint=s.name + "/eps")],
+        eps = g.const(1e-9, s.name + ".eps", np.float64)
+        std = g.node("Sqrt", [g.node("Add", [var, eps], hint=s.name + "/eps")],
                      hint=s.name + "/std")
-        norm = g.node("Div", [g.node("Sub", [x, mean], hint=s.name + "/centre"), std],
-                      hint=s.name + "/norm")
+        norm = g.node("Div", [g.node("Sub", [x64, mean], hint=s.name + "/centre"), std],
+                      hint=s.name + "/norm64")
+        norm = g.node("Cast", [norm], hint=s.name + "/norm", to=1)
         scaled = g.node("Mul", [norm, _channel_const(g, scale, s.name + ".scale")],
                         hint=s.name + "/scale")
         g.node("Add", [scaled, _channel_const(g, shift, s.name + ".shift")], s.tops[0], s.name)

@@ -17,13 +17,23 @@ def _relu(g, s):
 
 
 _SIMPLE = {"Sigmoid": "Sigmoid", "TanH": "Tanh", "AbsVal": "Abs", "BNLL": "Softplus",
-           "Dropout": "Identity", "Split": "Identity"}
+           "Split": "Identity"}
 
 
 @converter(*_SIMPLE)
 def _simple(g, s):
     for top in s.tops:       # Split has several tops, each a copy
         g.node(_SIMPLE[s.type], s.bottoms, top, s.name)
+
+
+@converter("Dropout")
+def _dropout(g, s):
+    # Faster R-CNN's fork (scale_train: false) scales at test time instead of in training.
+    scale = getattr(s.layer, "test_scale", 1.0)
+    if scale == 1.0:
+        g.node("Identity", s.bottoms, s.tops[0], s.name)
+    else:
+        g.scale(s.bottoms[0], scale, s.tops[0], s.name)
 
 
 @converter("ELU")

@@ -144,7 +144,7 @@ class ProposalLayer(Layer):
         if len(top) > 1:
             top[1].reshape((post, 1))
 
-    def _anchors(self, height, width):
+    def anchors(self, height, width):
         """(H W A, 4) boxes in OpenCV PriorBox's unnormalised convention, cells row-major."""
         p = self.param.proposal_param
         step = float(p.feat_stride)
@@ -164,7 +164,7 @@ class ProposalLayer(Layer):
         scores = bottom[0].data[0, a:].permute(1, 2, 0).reshape(-1).float().cpu()
         deltas = bottom[1].data[0].permute(1, 2, 0).reshape(-1, 4).float().cpu()
         info = bottom[2].data.reshape(-1).float().cpu()
-        prior = self._anchors(height, width)
+        prior = self.anchors(height, width)
         pw, ph = prior[:, 2] - prior[:, 0] + 1, prior[:, 3] - prior[:, 1] + 1
         px, py = prior[:, 0] + pw * 0.5, prior[:, 1] + ph * 0.5
         cx, cy = deltas[:, 0] * pw + px, deltas[:, 1] * ph + py

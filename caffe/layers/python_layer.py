@@ -30,6 +30,12 @@ _search = threading.local()
 def set_python_layers_allowed(allowed):
     """Allow or refuse Python layers; refuse them before loading a model you do not trust,
     since a Python layer runs arbitrary code from the module it names."""
+    # bool("false") is True: a string (a flag's text) must not switch the guard on silently.
+    is_bool = isinstance(allowed, bool) or getattr(allowed, "dtype", None) == bool or (
+        isinstance(allowed, int) and allowed in (0, 1))          # numpy.bool_, 0 and 1 too
+    if not is_bool:
+        raise TypeError(f"set_python_layers_allowed() takes True or False, not "
+                        f"{type(allowed).__name__} {allowed!r}")
     _allowed[0] = bool(allowed)
 
 

@@ -8,6 +8,7 @@ import logging
 import torch
 
 from ..layer import Layer, register_layer
+from ..log_text import printable
 from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe")
@@ -239,11 +240,12 @@ class RecurrentLayer(Layer):
         for i in range(self.last_layer + 1):
             net.forward_from_to(i, i)
             for bid in net.top_ids[i]:
-                log.info("    [Forward] Layer %s, top blob %s data: %g", net._layer_names[i],
-                         net._blob_names[bid], _mean_abs(net._blobs[bid].data))
+                log.info("    [Forward] Layer %s, top blob %s data: %g",
+                         printable(net._layer_names[i]), printable(net._blob_names[bid]),
+                         _mean_abs(net._blobs[bid].data))
             for j, blob in enumerate(net._layers[i].blobs):
                 log.info("    [Forward] Layer %s, param blob %d data: %g",
-                         net._layer_names[i], j, _mean_abs(blob.data))
+                         printable(net._layer_names[i]), j, _mean_abs(blob.data))
 
     def _backward_debug(self):
         net = self.net
@@ -254,11 +256,11 @@ class RecurrentLayer(Layer):
             for bid, need in zip(net.bottom_ids[i], net.bottom_need_backward[i]):
                 if need:
                     log.info("    [Backward] Layer %s, bottom blob %s diff: %g",
-                             net._layer_names[i], net._blob_names[bid],
+                             printable(net._layer_names[i]), printable(net._blob_names[bid]),
                              _mean_abs(net._blobs[bid].diff))
             for j, blob in enumerate(net._layers[i].blobs):
                 log.info("    [Backward] Layer %s, param blob %d diff: %g",
-                         net._layer_names[i], j, _mean_abs(blob.diff))
+                         printable(net._layer_names[i]), j, _mean_abs(blob.diff))
 
 
 def _mean_abs(tensor):

@@ -16,6 +16,7 @@ from .allreduce import DataParallel
 from .comm import Worker
 from .world import LAUNCH_GRACE_S, env_world
 from .. import threads
+from ..child_process import child_env, python_module_command
 from ..errors import CaffeError
 
 log = logging.getLogger("caffe.parallel")
@@ -189,8 +190,9 @@ def launch(argv, workers, gpus=()):
         for rank in range(count):
             env.update(RANK=str(rank), LOCAL_RANK=str(rank))
             # Own session: a Ctrl-C reaches the workers once, forwarded from here.
-            procs.append(subprocess.Popen([sys.executable, "-m", "caffe.tools.caffe", *argv],
-                                          env=dict(env), start_new_session=True))
+            # Nothing in the working folder is imported (a numpy.py there): caffe.child_process.
+            procs.append(subprocess.Popen(python_module_command("caffe.tools.caffe", *argv),
+                                          env=child_env(env), start_new_session=True))
             log.info("Worker %d: pid %d", rank, procs[-1].pid)
         return _watch_workers(procs)
     finally:

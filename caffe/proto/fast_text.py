@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 
+from ..child_process import child_env, python_module_command
+
 log = logging.getLogger("caffe")
 
 # Text of at least this many bytes goes to protoc when it is available.
@@ -30,7 +32,8 @@ _ERROR = re.compile(r"^input:(\d+):(\d+): (.*)$", re.M)
 
 def _protoc_command():
     if importlib.util.find_spec("grpc_tools") is not None:
-        return [sys.executable, "-m", "grpc_tools.protoc"]
+        # Run so that a grpc_tools/ folder in the working folder is not what runs.
+        return python_module_command("grpc_tools.protoc")
     found = shutil.which("protoc")
     return [found] if found else None
 
@@ -112,7 +115,7 @@ def _encode_all(command, chunks, msg, raw=False):
     command = command + [f"--encode={msg.DESCRIPTOR.full_name}", f"-I{_PROTO_DIR}",
                          "caffe.proto"]
     procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in chunks]
+                              stderr=subprocess.PIPE, env=child_env()) for _ in chunks]
     outputs = [None] * len(chunks)
     # Feed and drain every process from threads: each blocks on its pipes.
     threads = [threading.Thread(target=lambda i=i: outputs.__setitem__(

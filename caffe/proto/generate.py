@@ -55,8 +55,12 @@ def _protoc():
 def _protoc_version(protoc):
     # protoc prints its version from C++, past Python's sys.stdout: ask a child process.
     import subprocess
-    result = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "--version"],
-                            capture_output=True, text=True, check=False)
+    # -P / PYTHONSAFEPATH: a grpc_tools/ folder in the working folder must not be what runs
+    # (caffe.child_process's rule; this file imports nothing from caffe).
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    result = subprocess.run([sys.executable, *safe, "-m", "grpc_tools.protoc", "--version"],
+                            capture_output=True, text=True, check=False,
+                            env=dict(os.environ, PYTHONSAFEPATH="1"))
     words = result.stdout.split()
     return words[-1] if words else "unknown"
 

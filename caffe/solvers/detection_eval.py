@@ -14,6 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import SolverError
+from ..log_text import printable
 from .debug_info import fmt
 from .signals import serve_requests
 
@@ -124,7 +125,7 @@ def test_detection(solver, test_net_id=0):
                 log.info("class%d: %s", label, fmt(ap))
         mean_ap = float(total / np.float32(len(num_pos[j]))) if num_pos[j] else 0.0
         name = net._blob_names[bid]
-        log.info("    Test net output #%d: %s = %s", j, name, fmt(mean_ap))
+        log.info("    Test net output #%d: %s = %s", j, printable(name), fmt(mean_ap))
         scores.append((name, mean_ap))
     solver.mean_scores[test_net_id] = scores
     for logger in solver.loggers:

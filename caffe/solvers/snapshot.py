@@ -17,6 +17,7 @@ from .. import formats, hdf5, parallel
 from ..formats import h5py
 from ..blob import checked_count
 from ..errors import CaffeError, SolverError
+from ..log_text import printable
 from ..blob_proto import blob_to_proto, proto_shape, proto_values
 from ..proto import caffe_pb2
 
@@ -116,7 +117,8 @@ class SnapshotMixin:
                               f"iterations 0 to {INT32_MAX} (an int32, as BVLC's)")
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
-        log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto", model)
+        log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto",
+                 printable(model))
         self._note_replacing(model)
         # A half-precision run writes its float32 masters: the file is BVLC's float32 model.
         master = getattr(self, "master", None)
@@ -124,7 +126,7 @@ class SnapshotMixin:
                       masters=master.params if master is not None else None)
         state = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
         log.info("Snapshotting solver state to %s file %s", "HDF5" if hdf5 else "binary proto",
-                 state)
+                 printable(state))
         self._note_replacing(state)
         if hdf5:
             self._write_state_hdf5(state, model)
@@ -138,7 +140,7 @@ class SnapshotMixin:
         written = self.__dict__.setdefault("_snapshots_written", set())
         key = os.path.abspath(path)
         if key not in written and os.path.exists(path):
-            log.warning("Replacing %s, which this run did not write", path)
+            log.warning("Replacing %s, which this run did not write", printable(path))
         written.add(key)
 
     def state_proto(self, learned_net=""):

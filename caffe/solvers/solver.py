@@ -17,6 +17,7 @@ import torch
 from .. import common, formats, parallel
 from ..blob import Blob
 from ..errors import NetError, SolverError
+from ..log_text import printable
 from ..net import Net
 from ..proto import caffe_pb2
 from .debug_info import (backward_debug_info, fmt, forward_debug_info, loss_note,
@@ -109,7 +110,7 @@ class Solver(SnapshotMixin):
             state.MergeFrom(state_override)
         net_param.state.CopyFrom(state)
         log.info("Creating %s net from %s", "training" if phase == caffe_pb2.TRAIN else "test",
-                 source)
+                 printable(source))
         try:
             net = Net(net_param, dtype=self.compute_dtype, device=self.device)
         except NetError as e:
@@ -212,7 +213,7 @@ class Solver(SnapshotMixin):
             self.release_snapshot_lock()
 
     def _solve(self, resume_file):
-        log.info("Solving %s", self.net.name)
+        log.info("Solving %s", printable(self.net.name))
         log.info("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False
         if self.param.snapshot_after_train:
@@ -279,7 +280,7 @@ class Solver(SnapshotMixin):
                 if self.data_parallel is not None:
                     outputs = self.data_parallel.mean_outputs(outputs)
                 for i, (name, value, weight) in enumerate(outputs):
-                    log.info("    Train net output #%d: %s = %s%s", i, name, fmt(value),
+                    log.info("    Train net output #%d: %s = %s%s", i, printable(name), fmt(value),
                              loss_note(weight, value))
             for callback in self.callbacks:
                 callback.on_gradients_ready()
@@ -360,7 +361,7 @@ class Solver(SnapshotMixin):
             for bid in net.output_ids:
                 name, weight = net._blob_names[bid], net._blob_loss_weights[bid]
                 for _ in range(net._blobs[bid].count()):
-                    log.info("    Test net output #%d: %s = %s%s", k, name, fmt(means[k]),
+                    log.info("    Test net output #%d: %s = %s%s", k, printable(name), fmt(means[k]),
                              loss_note(weight, means[k]))
                     scores.append((name, means[k]))
                     k += 1
@@ -442,5 +443,5 @@ def load_net_weights(net, models):
     """Copy weights from a comma-separated list of model files (Caffe's LoadNetWeights)."""
     for name in models.split(","):
         name = name.strip()
-        log.info("Finetuning from %s", name)
+        log.info("Finetuning from %s", printable(name))
         net.copy_from(name)

@@ -22,6 +22,7 @@ import sys
 import time
 
 from ..errors import CaffeError
+from ..log_text import printable
 from . import caffe_flags, gflags
 from .glog import GlogFormatter, log_to_stderr  # noqa: F401  (also the data tools' import)
 
@@ -235,7 +236,7 @@ def test(args):
         k = 0
         for name, _, count in names:
             for _ in range(count):
-                log.info("Batch %d, %s = %s", i, name, _fmt(float(values[k])))
+                log.info("Batch %d, %s = %s", i, printable(name), _fmt(float(values[k])))
                 k += 1
     iterations = max(args.iterations, 1)
     log.info("Loss: %s", _fmt(loss / iterations))
@@ -244,7 +245,7 @@ def test(args):
         for _ in range(count):
             mean = float(sums[k]) / iterations if sums is not None else 0.0
             note = f" (* {_fmt(weight)} = {_fmt(weight * mean)} loss)" if weight else ""
-            log.info("%s = %s%s", name, _fmt(mean), note)
+            log.info("%s = %s%s", printable(name), _fmt(mean), note)
             k += 1
     return 0
 
@@ -300,8 +301,8 @@ def time_net(args):
     iterations = max(args.iterations, 1)
     log.info("Average time per layer: ")
     for i, name in enumerate(net._layer_names):
-        log.info("%10s\tforward: %s ms.", name, _fmt(forward_ms[i] / iterations))
-        log.info("%10s\tbackward: %s ms.", name, _fmt(backward_ms[i] / iterations))
+        log.info("%10s\tforward: %s ms.", printable(name), _fmt(forward_ms[i] / iterations))
+        log.info("%10s\tbackward: %s ms.", printable(name), _fmt(backward_ms[i] / iterations))
     log.info("Average Forward pass: %s ms.", _fmt(forward_total / iterations))
     log.info("Average Backward pass: %s ms.", _fmt(backward_total / iterations))
     log.info("Average Forward-Backward: %s ms.", _fmt(total_ms / iterations))
@@ -353,6 +354,20 @@ def main(argv=None):
     except (gflags.FlagError, gflags.HelpRequested) as e:
         return gflags.exit_on(e)
     _configure_logging(args)
+    if args.command in HANDLERS and args.positional:
+        # BVLC's caffe runs a command only when gflags leaves exactly one word (argc == 2)
+        # and prints usage otherwise: a stray word is most often a bool flag's value given
+        # after a space (-allow_python_layers false), which gflags does not take.
+        extra = args.positional[0]
+        hint = ""
+        previous = args.argv[args.argv.index(extra) - 1] if extra in args.argv[1:] else ""
+        flag = FLAGS.flags.get(previous.lstrip("-"))
+        if flag is not None and flag.kind is bool:
+            hint = (f" (a bool flag takes its value after '=': {previous}={extra}; "
+                    f"'{previous} {extra}' sets it to true)")
+        log.error("Unexpected argument '%s'%s", extra, hint)
+        print(FLAGS.help_text(modules={"main"}), file=sys.stderr)
+        return 1
     if args.command not in HANDLERS:
         if args.command:
             log.error("Unknown action: %s", args.command)

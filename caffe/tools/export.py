@@ -60,6 +60,22 @@ def _input_shapes(net, args):
     return shapes
 
 
+def _refuse_python_layers(model, phase, level, stages):
+    """Refuse a net with Python layers before building it: building would import and run
+    the modules they name, and neither ONNX nor torch.export can hold them anyway."""
+    from .. import formats
+    from ..export.graph import layer_error
+    from ..net_param import filter_net
+    param = formats.read_net_param(model)
+    param.state.phase, param.state.level = phase, level
+    param.state.stage.extend(stages)
+    for layer in filter_net(param).layer:
+        if layer.type == "Python":
+            raise layer_error(layer, f"a Python layer runs arbitrary code (module "
+                                     f"'{layer.python_param.module}', not imported); export a "
+                                     f"deploy net whose inputs are Input layers")
+
+
 def export(args):
     import caffe
     from ..errors import CaffeError
@@ -67,6 +83,7 @@ def export(args):
         raise CaffeError("nothing to do: give --onnx FILE and/or --torch FILE")
     phase = caffe.TRAIN if args.phase == "TRAIN" else caffe.TEST
     stages = [s for s in args.stage.split(",") if s]
+    _refuse_python_layers(args.model, phase, args.level, stages)
     net = caffe.Net(args.model, phase=phase, level=args.level, stages=stages,
                     weights=args.weights or None)
     if not args.weights:

@@ -12,8 +12,11 @@ as glog reads them.
 """
 import contextlib
 import os
+import stat
 import sys
 
+# A flag file holds a few lines of flags; anything larger is not one (-flagfile=/dev/zero).
+MAX_FLAGFILE_BYTES = 1 << 20
 _TRUE, _FALSE = ("true", "t", "yes", "y", "1"), ("false", "f", "no", "n", "0")
 
 
@@ -226,10 +229,23 @@ def _read_flagfile(path, depth):
     if depth > 16:
         raise FlagError(f"ERROR: --flagfile nesting is too deep at '{path}'")
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise FlagError(f"ERROR: can't open flagfile '{path}': {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            # /dev/zero or a FIFO would be read without end.
+            raise FlagError(f"ERROR: flagfile '{path}' is not a regular file")
+        data = f.read(MAX_FLAGFILE_BYTES + 1)
+    if len(data) > MAX_FLAGFILE_BYTES:
+        raise FlagError(f"ERROR: flagfile '{path}' is larger than {MAX_FLAGFILE_BYTES} bytes "
+                        f"(caffe.tools.gflags.MAX_FLAGFILE_BYTES)")
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise FlagError(f"ERROR: flagfile '{path}' is not UTF-8 text (byte {e.start})") from None
     args = []
     for line in lines:
         line = line.strip()

@@ -18,11 +18,17 @@ import sys
 
 from ..formats import atomic_write
 
-# BVLC's patterns, as they are: a value it cannot read as a number ("nan") is no output.
-ITERATION = re.compile(r"Iteration (\d+)")
-TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
-TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
-LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+# BVLC's patterns, anchored at the start of the glog message (after the optional
+# "I1207 10:00:00.000000 123 solver.cpp:218] " prefix): BVLC's searched the whole line, so a
+# layer or blob name that quotes one ("x Train net output #0: y = 1", or a line the name
+# carried before names were escaped) added values. A value it cannot read as a number
+# ("nan") is no output, as in BVLC's.
+_MESSAGE = r"^(?:[A-Za-z]\d+ +\d+:\d+:\d+\.\d+ +\d+ +[^\s\]]+\] )?\s*"
+ITERATION = re.compile(_MESSAGE + r"(?:MultiStep Status: )?Iteration (\d+)")
+TRAIN_OUTPUT = re.compile(_MESSAGE + r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
+TEST_OUTPUT = re.compile(_MESSAGE + r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
+LEARNING_RATE = re.compile(_MESSAGE + r"Iteration \d+, lr = "
+                           r"([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
 GLOG_TIME = re.compile(r"^[A-Za-z](\d\d)(\d+) (\d+):(\d+):(\d+)\.(\d+)(?:\s|$)")
 
 

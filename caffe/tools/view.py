@@ -2,9 +2,12 @@
 
     caffe view model.prototxt [-weights w.caffemodel] [-phase TRAIN|TEST] [-port 8000]
                [-rankdir TB|LR] [-no_browser] [-o page.html] [-netron]
+               [-allow_python_layers]
 
 Serves one page on 127.0.0.1 (caffe.view) until Ctrl-C; -o writes the page to a file
 instead. -netron opens the files in Netron (pip install netron) rather than our page.
+A net with Python layers is drawn from its definition, without shapes: computing them would
+import and run the modules its Python layers name; -allow_python_layers runs them.
 """
 import argparse
 import sys
@@ -15,6 +18,9 @@ from .. import view
 from ..errors import CaffeError
 from ..formats import atomic_write
 from ..proto import caffe_pb2
+from .cli import gflags_argv, parse_bool
+
+BOOL_FLAGS = ("allow_python_layers",)
 
 
 def _parser():
@@ -31,6 +37,10 @@ def _parser():
                    help="print the address without opening a browser")
     p.add_argument("-o", "--output", default="", help="write the page to this file and exit")
     p.add_argument("-netron", "--netron", action="store_true", help="open in Netron instead")
+    p.add_argument("-allow_python_layers", "--allow_python_layers", type=parse_bool,
+                   default=False, metavar="true|false",
+                   help="build a net with Python layers (runs the code they name) to show its "
+                   "shapes (default false)")
     return p
 
 
@@ -47,12 +57,16 @@ def _netron(args):
 
 
 def main(argv=None):
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # gflags' bool spellings (-flag, -noflag, -flag=false); `-allow_python_layers false`
+    # leaves 'false' over, which the parser refuses.
+    args = _parser().parse_args(gflags_argv(sys.argv[1:] if argv is None else argv,
+                                            BOOL_FLAGS))
     try:
         if args.netron:
             return _netron(args)
         phase = caffe_pb2.TRAIN if args.phase == "TRAIN" else caffe_pb2.TEST
-        page = view.build_page(args.model, args.weights or None, phase, args.rankdir)
+        page = view.build_page(args.model, args.weights or None, phase, args.rankdir,
+                               allow_python_layers=args.allow_python_layers)
         if args.output:
             atomic_write(args.output, page.encode("utf-8"))
             print(f"Wrote {args.output}")

@@ -3,6 +3,7 @@
     caffe vis -model deploy.prototxt [-weights w.caffemodel] [-image cat.jpg]
               -blobs conv1,pool5 -o out/ [-mean 104,117,123 | -mean mean.binaryproto]
               [-labels synset_words.txt] [-k 5] [-normalize tile|global]
+              [-allow_python_layers=false]
 
 For each name in -blobs: a layer with 4-D weights gives NAME_filters.png (the filters
 tiled, as the notebooks' vis_square) and NAME_weights_hist.png; a blob gives NAME.png (its
@@ -18,8 +19,10 @@ import numpy as np
 
 from .. import io, vis
 from ..errors import CaffeError
+from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
 from ..net import Net
 from ..proto import caffe_pb2
+from .cli import gflags_argv, parse_bool
 
 
 def _parser():
@@ -37,6 +40,8 @@ def _parser():
     flag("channel_swap", default="2,1,0", help="RGB -> the net's channel order")
     flag("labels", default="", help="class names, one a line (synset_words.txt)")
     flag("k", type=int, default=5, help="how many top predictions to print")
+    flag("allow_python_layers", type=parse_bool, default=True, metavar="true|false",
+         help="false refuses a net with Python layers (they run the code they name)")
     flag("normalize", default="tile", choices=vis.NORMALIZE,
          help="scale each tile on its own (tile) or all together (global)")
     return p
@@ -132,9 +137,15 @@ def _show(net, name, args, ran):
 
 
 def main(argv=None):
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(gflags_argv(sys.argv[1:] if argv is None else argv,
+                                            ("allow_python_layers",)))
     try:
-        net = Net(args.model, caffe_pb2.TEST)
+        allowed = python_layers_allowed()
+        set_python_layers_allowed(args.allow_python_layers)
+        try:
+            net = Net(args.model, caffe_pb2.TEST)
+        finally:
+            set_python_layers_allowed(allowed)
         if args.weights:
             net.copy_from(args.weights)
         else:

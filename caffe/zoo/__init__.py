@@ -14,13 +14,18 @@ readme.md that starts with front matter such as
 
 `download` fetches the weights named there (what BVLC's scripts/download_model_binary.py
 does) and, for the models in caffe.zoo.index, creates the folder, its readme.md and the
-deploy prototxt first. Partial downloads live in `<parent>/.zoo-partial/<folder>/`, never in
-the model folder itself.
+deploy prototxt first. Every write stays inside the model folder: partial downloads live in
+its hidden `.zoo-partial/` and are renamed into place once their sha1 checks out; a named
+model's folder is assembled as `<root>/.<name>.zoo-partial` and renamed to `<root>/<name>`
+when complete, so a failed download leaves no half-made model folder. Only http and https
+URLs are fetched, and only under the plain file names the readme gives.
 """
 import os
+import shutil
 import tempfile
+import urllib.parse
 
-from .fetch import ZooError, download as fetch, sha1_of
+from .fetch import ALLOWED_SCHEMES, ZooError, download as fetch, sha1_of
 from .index import MODELS
 
 __all__ = ["MODELS", "ZooError", "read_frontmatter", "download", "verify", "info",
@@ -30,6 +35,7 @@ REQUIRED = ("caffemodel", "caffemodel_url")
 # Keys of the index that are ours, not BVLC front matter: they stay out of readme.md.
 _INDEX_ONLY = ("summary",)
 PARTIAL = ".zoo-partial"
+STAGING_SUFFIX = ".zoo-partial"
 
 
 def read_frontmatter(folder):
@@ -54,13 +60,37 @@ def read_frontmatter(folder):
     return {str(k): (str(v) if v is not None else None) for k, v in meta.items()}
 
 
-def model_files(meta):
-    """(file name, url, sha1) for each file a model folder should hold."""
+def _file_name(name, key, where):
+    """A file name from front matter: a plain name inside the model folder, nothing else.
+
+    A readme is data from whoever published the folder: `caffemodel: ../../.bashrc` or an
+    absolute path must not choose where a download is written.
+    """
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or os.path.basename(name) != name or os.path.isabs(name)):
+        raise ZooError(f"{where}: {key}: '{name}' is not a plain file name; the files of a "
+                       f"model folder are written inside it")
+    return name
+
+
+def _url(url, key, where):
+    scheme = urllib.parse.urlsplit(url or "").scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise ZooError(f"{where}: {key}: '{url}' is not an http or https URL (only "
+                       f"{' and '.join(ALLOWED_SCHEMES)} are fetched)")
+    return url
+
+
+def model_files(meta, where="readme.md"):
+    """(file name, url, sha1) for each file a model folder should hold; the names are checked
+    to be plain file names (ZooError naming `where` and the field otherwise)."""
     files = []
     if meta.get("prototxt") and meta.get("prototxt_url"):
-        files.append((meta["prototxt"], meta["prototxt_url"], meta.get("prototxt_sha1")))
+        files.append((_file_name(meta["prototxt"], "prototxt", where), meta["prototxt_url"],
+                      meta.get("prototxt_sha1")))
     if meta.get("caffemodel"):
-        files.append((meta["caffemodel"], meta.get("caffemodel_url"), meta.get("sha1")))
+        files.append((_file_name(meta["caffemodel"], "caffemodel", where),
+                      meta.get("caffemodel_url"), meta.get("sha1")))
     return files
 
 
@@ -79,15 +109,23 @@ def _write_readme(folder, name, entry):
 
 
 def _resolve(target, root):
-    """A known model name -> root/name (created with its readme.md); else a folder."""
+    """(folder, staging): a known model name -> root/name, or a model folder.
+
+    A known name whose folder does not exist yet is built in a hidden staging folder beside it
+    (root/.name.zoo-partial, which a cut download resumes from) and renamed to root/name only
+    once every file checks out: a failed download leaves no half-made model folder.
+    """
     if target in MODELS and not os.path.isfile(os.path.join(target, "readme.md")):
         folder = os.path.join(root, target)
-        os.makedirs(folder, exist_ok=True)
-        if not os.path.exists(os.path.join(folder, "readme.md")):
-            _write_readme(folder, target, MODELS[target])
-        return folder
+        if os.path.isfile(os.path.join(folder, "readme.md")):
+            return folder, None
+        staging = os.path.join(root, f".{target}{STAGING_SUFFIX}")
+        os.makedirs(staging, exist_ok=True)
+        if not os.path.exists(os.path.join(staging, "readme.md")):
+            _write_readme(staging, target, MODELS[target])
+        return folder, staging
     if os.path.isdir(target):
-        return target
+        return target, None
     raise ZooError(f"unknown model '{target}': not a folder and not one of "
                    f"{', '.join(MODELS)} (see `caffe zoo list`)")
 
@@ -101,37 +139,73 @@ def download(target, root="models", mirror=None, progress=None, log=print):
 
     target: a name from caffe.zoo.MODELS (the folder is root/name) or a model folder.
     mirror: a base URL that replaces each file's published location (same file names).
-    Files already present with the published sha1 are kept; the others are fetched.
+    Files already present with the published sha1 are kept; the others are fetched. Every
+    file is written inside the model folder under the name its readme gives (a plain file
+    name), from an http or https URL only; partial downloads wait in the folder's hidden
+    .zoo-partial/ and are renamed into place once their size and sha1 check out.
     """
-    folder = _resolve(target, root)
-    meta = read_frontmatter(folder)
+    folder, staging = _resolve(target, root)
+    work = staging or folder
+    readme = os.path.join(folder, "readme.md")
+    meta = read_frontmatter(work)
     missing = [k for k in REQUIRED if not meta.get(k)]
     if missing:
-        raise ZooError(f"{os.path.join(folder, 'readme.md')}: front matter lacks "
-                       f"{', '.join(missing)}")
-    partial = os.path.join(os.path.dirname(os.path.abspath(folder)), PARTIAL,
-                           os.path.basename(os.path.abspath(folder)))
-    for name, url, sha1 in model_files(meta):
-        dest = os.path.join(folder, name)
-        if os.path.exists(dest) and (not sha1 or sha1_of(dest) == sha1.lower()):
-            log(f"{dest}: already there{'' if sha1 else ' (no published sha1 to check)'}")
-            continue
-        log(f"Downloading {_mirrored(url, mirror)} to {dest}")
-        fetch(_mirrored(url, mirror), dest, os.path.join(partial, name + ".part"), sha1,
-              desc=name, progress=progress)
-        log(f"{dest}: " + (f"sha1 {sha1} checks out" if sha1 else
-                           f"no published sha1; its sha1 is {sha1_of(dest)} (unverified)"))
-    try:                              # leave no empty .zoo-partial folders behind
-        os.removedirs(partial)
+        raise ZooError(f"{readme}: front matter lacks {', '.join(missing)}")
+    files = model_files(meta, readme)
+    if mirror:
+        _url(mirror, "-mirror", "the command line")
+    for name, url, _ in files:       # every file is checked before anything is fetched
+        key = "caffemodel_url" if name == meta.get("caffemodel") else "prototxt_url"
+        _url(url, key, readme)
+    partial = os.path.join(work, PARTIAL)
+    if os.path.islink(partial) or (os.path.exists(partial) and not os.path.isdir(partial)):
+        raise ZooError(f"{os.path.join(folder, PARTIAL)}: not a folder (a link or a file); "
+                       f"downloads are written only inside the model folder")
+    try:
+        _fetch_all(files, work, folder, partial, mirror, progress, log)
+    except BaseException:
+        _clean_up(partial, staging)
+        raise
+    _clean_up(partial, None)
+    if staging is not None:
+        try:
+            os.rename(staging, folder)   # onto nothing or an empty folder: atomic
+        except OSError as e:
+            raise ZooError(f"cannot move the downloaded model from {staging} to {folder}: "
+                           f"{e.strerror}") from None
+    return folder
+
+
+def _clean_up(partial, staging):
+    """Remove an empty .zoo-partial; after a failure, a staging folder with nothing to
+    resume from (a mismatch or a refusal, not a cut) goes too."""
+    try:
+        os.rmdir(partial)
     except OSError:
         pass
-    return folder
+    if staging is not None and not os.path.exists(partial):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_all(files, work, folder, partial, mirror, progress, log):
+    for name, url, sha1 in files:
+        dest = os.path.join(work, name)
+        shown = os.path.join(folder, name)
+        if os.path.isfile(dest) and (not sha1 or sha1_of(dest) == sha1.lower()):
+            log(f"{shown}: already there{'' if sha1 else ' (no published sha1 to check)'}")
+            continue
+        log(f"Downloading {_mirrored(url, mirror)} to {shown}")
+        fetch(_mirrored(url, mirror), dest, os.path.join(partial, name + ".part"), sha1,
+              desc=name, progress=progress)
+        log(f"{shown}: " + (f"sha1 {sha1} checks out" if sha1 else
+                            f"no published sha1; its sha1 is {sha1_of(dest)} (unverified)"))
 
 
 def verify(folder):
     """[(file, status, detail)] for a model folder: status ok, missing, mismatch or unverified."""
     results = []
-    for name, _, sha1 in model_files(read_frontmatter(folder)):
+    for name, _, sha1 in model_files(read_frontmatter(folder),
+                                     os.path.join(folder, "readme.md")):
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             results.append((name, "missing", "not downloaded"))

@@ -1,9 +1,10 @@
 """Resumable HTTP(S) downloads with a progress bar and a sha1 check.
 
-The bytes arrive in a `.part` file outside the model folder; only a file whose size (and
-sha1, when one is published) checks out is renamed into place, so a cut, a truncated
-response or a corrupted copy never leaves a half-written file where Caffe would load it.
-A cut download resumes from its `.part` with an HTTP Range request.
+The bytes arrive in a `.part` file in the model folder's hidden .zoo-partial/; only a file
+whose size (and sha1, when one is published) checks out is renamed into place, so a cut, a
+truncated response or a corrupted copy never leaves a half-written file where Caffe would load
+it. A cut download resumes from its `.part` with an HTTP Range request. Only http and https
+URLs are opened, and a redirect is followed only to them (urllib would follow one to ftp).
 """
 import hashlib
 import http.client
@@ -11,6 +12,7 @@ import os
 import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from ..errors import CaffeError
@@ -31,12 +33,31 @@ def sha1_of(path):
     return digest.hexdigest()
 
 
+ALLOWED_SCHEMES = ("https", "http")
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http and https only (urllib would also follow one to ftp)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ALLOWED_SCHEMES:
+            raise ZooError(f"{req.full_url}: redirected to '{newurl}', which is not an http "
+                           f"or https URL")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 def _open(url, start):
+    if urllib.parse.urlsplit(url).scheme.lower() not in ALLOWED_SCHEMES:
+        raise ZooError(f"{url}: not an http or https URL")
     request = urllib.request.Request(url, headers={"User-Agent": "pycaffe-zoo"})
     if start:
         request.add_header("Range", f"bytes={start}-")
     try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT)
+        return _OPENER.open(request, timeout=TIMEOUT)
     except urllib.error.HTTPError as e:
         if e.code == 416 and start:        # the .part already holds every byte
             return None
@@ -67,6 +88,8 @@ def download(url, dest, part, sha1=None, desc=None, progress=None):
     its .part so that the next call resumes, a sha1 mismatch removes it (resuming a corrupt
     file cannot repair it).
     """
+    if os.path.islink(part):
+        os.remove(part)             # the .part is ours: a link there would redirect the write
     start = os.path.getsize(part) if os.path.exists(part) else 0
     response = _open(url, start)
     total = start
@@ -87,7 +110,10 @@ def download(url, dest, part, sha1=None, desc=None, progress=None):
             raise ZooError(f"{url}: sha1 mismatch, expected {sha1} but the {got} bytes "
                            f"received hash to {actual}; the file was discarded (the server's "
                            f"copy is corrupt or not the published model)")
-    os.replace(part, dest)
+    try:
+        os.replace(part, dest)      # replaces a link at dest, never writes through it
+    except OSError as e:
+        raise ZooError(f"cannot put the download in place as {dest}: {e.strerror}") from None
     return dest
 
 
@@ -96,7 +122,9 @@ def _receive(response, part, start, total, desc, progress):
         progress = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     from tqdm import tqdm
     os.makedirs(os.path.dirname(part) or ".", exist_ok=True)
-    with open(part, "ab" if start else "wb") as out, \
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if start else os.O_TRUNC) | \
+        getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(part, flags, 0o666), "ab" if start else "wb") as out, \
             tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                  desc=desc, disable=not progress, leave=False) as bar:
         while True:

@@ -91,14 +91,17 @@ def test_download_resumes_after_a_cut(server, tmp_path, capsys):
     assert main(["zoo", "download", str(folder)]) == 1
     err = capsys.readouterr().err
     assert "run the command again to resume" in err
-    # Nothing half-written in the model folder: the partial file waits outside it.
-    assert sorted(os.listdir(folder)) == ["readme.md"]
-    part = tmp_path / ".zoo-partial" / "mymodel" / "cut.caffemodel.part"
+    # Nothing half-written under the model's name: the partial file waits in the folder's
+    # hidden .zoo-partial/ (every write stays inside the folder).
+    assert sorted(os.listdir(folder)) == [".zoo-partial", "readme.md"]
+    part = folder / ".zoo-partial" / "cut.caffemodel.part"
     assert part.stat().st_size == 300_000
+    assert _listing(tmp_path) == ["mymodel", "mymodel/.zoo-partial",
+                                  "mymodel/.zoo-partial/cut.caffemodel.part", "mymodel/readme.md"]
     assert main(["zoo", "download", str(folder)]) == 0
     assert httpd.requests[-1] == ("/cut.caffemodel", "bytes=300000-")
     assert (folder / "cut.caffemodel").read_bytes() == PAYLOAD
-    assert not (tmp_path / ".zoo-partial").exists()
+    assert sorted(os.listdir(folder)) == ["cut.caffemodel", "readme.md"]
 
 
 @pytest.mark.parametrize("file", ["short.caffemodel", "corrupt.caffemodel"])
@@ -109,7 +112,7 @@ def test_sha1_mismatch_is_refused(server, tmp_path, capsys, file):
     err = capsys.readouterr().err
     assert "sha1 mismatch" in err and SHA1 in err and "discarded" in err
     assert sorted(os.listdir(folder)) == ["readme.md"]
-    assert not list((tmp_path / ".zoo-partial").rglob("*.part"))
+    assert _listing(tmp_path) == ["mymodel", "mymodel/readme.md"]
     assert main(["zoo", "verify", str(folder)]) == 1
 
 
