@@ -75,10 +75,10 @@ def _in_use(net, guard, what):
         f"thread-safe (nor is BVLC's): its blobs hold one input and one result at a time, so "
         f"the two calls would mix them. Give each thread its own Net sharing the weights "
         f"(net.share_with(loaded_net), or caffe.Net(model, weights, caffe.TEST) per thread), "
-        f"or hold a lock around each call and the copy of its outputs.")
+        f"or let the threads take turns (a lock of your own around each call).")
 
 
-get_ident = threading.get_ident
+_get_ident = threading.get_ident
 
 
 def used_by_threads(net):
@@ -92,17 +92,17 @@ def exclusive(what):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
             guard = self.__dict__.get("_thread_guard") or _guard(self)
-            me = get_ident()
+            me = _get_ident()
             if guard.owner == me:           # only this thread ever sets its own ident
                 return method(self, *args, **kwargs)
             if not guard.lock.acquire(False):
                 raise _in_use(self, guard, what)
-            guard.owner, guard.what = me, what
-            if guard.first is None:
-                guard.first = me
-            elif guard.first != me:
-                guard.threads = True
-            try:
+            try:                            # at once: a Ctrl-C must not leave it locked
+                guard.owner, guard.what = me, what
+                if guard.first is None:
+                    guard.first = me
+                elif guard.first != me:
+                    guard.threads = True
                 return method(self, *args, **kwargs)
             finally:
                 guard.owner = None

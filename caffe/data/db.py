@@ -56,7 +56,10 @@ def open_db(path, backend="lmdb", mode="r"):
 class _Shared:
     """One read handle per (backend, real path), reference-counted across readers."""
 
-    lock = threading.Lock()
+    # Re-entrant: a garbage collection inside acquire() (opening allocates) can finalize
+    # another net whose data source then releases its handle on this same thread; with a
+    # plain Lock that thread waited for itself forever (seen in a full test run).
+    lock = threading.RLock()
     handles: dict = {}
 
     @classmethod
