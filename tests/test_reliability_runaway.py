@@ -171,6 +171,34 @@ def test_full_log_disk_leaves_training_alone(tmp_path):
     assert text and os.path.getsize(tmp_path / "logs" / text[0]) > 0, logs
 
 
+def test_full_tmpfs_under_log_dir(tmp_path):
+    """The same on a real full disk (ENOSPC): a 16 KiB tmpfs, where this machine lets root
+    mount one; skipped elsewhere (the RLIMIT_FSIZE test above covers every machine)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs",
+                                            str(logs)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        _solver(tmp_path, "solver.prototxt", 'lr_policy: "fixed" display: 1 snapshot: 100 '
+                'snapshot_prefix: "snap/s"', max_iter=200)
+        (tmp_path / "solver.prototxt").write_text(
+            (tmp_path / "solver.prototxt").read_text().replace("display: 0", ""))
+        (tmp_path / "snap").mkdir()
+        _, out, err = attack("""
+            from caffe.tools import caffe as cli
+            print("RC", cli.main(["train", "-solver", "solver.prototxt", "-log_dir", "logs"]),
+                  flush=True)
+        """, tmp_path, seconds=120)
+        assert "RC 0" in out and "Traceback" not in err, (out, err[-3000:])
+        assert "No space left on device" in err, err[-3000:]
+        assert err.count("Cannot write the log file") <= 1, err[-3000:]
+        assert err.count("Cannot write the training log in logs") == 1, err[-3000:]
+        assert "s_iter_200.caffemodel" in os.listdir(tmp_path / "snap")
+    finally:
+        subprocess.run(["umount", str(logs)], check=False)
+
+
 # -- 13. Data that would allocate without bound ------------------------------------------
 def _png(height, width):
     import io
