@@ -23,6 +23,7 @@ one Net from two threads at once.
 """
 import functools
 import threading
+from typing import Any, Callable, TypeVar, cast
 
 from .errors import NetError
 
@@ -86,9 +87,13 @@ def used_by_threads(net):
     return _guard(net).threads
 
 
-def exclusive(what):
-    """Decorator for a Net entry point: one thread at a time; the owner may re-enter."""
-    def wrap(method):
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def exclusive(what: str) -> Callable[[_Method], _Method]:
+    """Decorator for a Net entry point: one thread at a time; the owner may re-enter.
+    Typed so that the method keeps its signature for type checkers (py.typed)."""
+    def wrap(method: _Method) -> _Method:
         @functools.wraps(method)
         def run(self, *args, **kwargs):
             guard = self.__dict__.get("_thread_guard") or _guard(self)
@@ -107,5 +112,5 @@ def exclusive(what):
             finally:
                 guard.owner = None
                 guard.lock.release()
-        return run
+        return cast(_Method, run)
     return wrap
