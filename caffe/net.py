@@ -14,6 +14,7 @@ from .net_dialects import mark_dialects
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
 from .net_diffs import DiffPlan
+from .net_guard import exclusive
 from .net_weights import NetWeights
 from .pycaffe import PycaffeNet
 
@@ -326,6 +327,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         on_top = i + 1 < len(self._layers) and self._hidden_on[i + 1]
         return bottom, self._alt_top[i] if on_top else self.top_vecs[i]
 
+    @exclusive("forward")
     def forward_from_to(self, start, end):
         """Run layers start..end inclusive; return the weighted loss as a 0-d tensor."""
         # Half-precision nets add their losses up in float32.
@@ -375,6 +377,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
             if not hidden.shares_diff_with(blob):
                 hidden.share_diff(blob)
 
+    @exclusive("backward")
     def backward_from_to(self, start, end):
         if self.recycle_diffs:
             self._plan_diffs()
@@ -416,20 +419,19 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
     def backward_all(self):
         self.backward_from_to(len(self._layers) - 1, 0)
 
+    @exclusive("forward_backward")
     def forward_backward(self):
         loss = self.forward_prefilled()
         self.backward_all()
         return loss
 
+    @exclusive("reshape")
     def reshape_all(self):
         for layer, bottom, top in zip(self._layers, self.bottom_vecs, self.top_vecs):
             layer.reshape(bottom, top)
-            for blob, w in zip(top, layer.loss_weights):
-                if w:
-                    blob.diff.fill_(w * self.loss_scale)
+        self.set_loss_scale(self.loss_scale)    # the loss tops' diffs: loss_weight x scale
 
-    # Backward starts from loss_weight x loss_scale: float16 training scales its loss so that
-    # small gradients do not underflow (caffe.solvers.precision divides them back).
+    # Backward starts from loss_weight x loss_scale: float16 training's guard against underflow.
     loss_scale = 1.0
 
     def set_loss_scale(self, scale):

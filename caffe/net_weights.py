@@ -10,6 +10,7 @@ from . import formats
 from .blob import HALF_DTYPES
 from .errors import CaffeError, WeightsError
 from .log_text import printable
+from .net_guard import exclusive
 from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
 from .proto import caffe_pb2
 
@@ -73,6 +74,7 @@ class NetWeights:
                 raise WeightsError(f"{source}: layer '{name}': incompatible number of blobs, "
                                    f"source has {len(datasets)}, target {len(target)}")
 
+    @exclusive("copy_from")
     def copy_from(self, path):
         """Load weights from a .caffemodel (binary, any version) or .caffemodel.h5."""
         path = str(path)
@@ -81,6 +83,7 @@ class NetWeights:
         else:
             self.copy_trained_layers_from(formats.read_caffemodel(path), path)
 
+    @exclusive("share_with")
     def share_trained_layers_with(self, other):
         """Use other's learned blobs (same storage) for the layers both nets have."""
         for i, layer in enumerate(other._layers):

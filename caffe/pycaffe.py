@@ -9,6 +9,7 @@ import numpy as np
 
 from .blob import PyBlob
 from .errors import CaffeError
+from .net_guard import exclusive, used_by_threads
 from .layers.python_layer import BlobVec
 
 
@@ -67,6 +68,12 @@ def _shape_of(value):
     if isinstance(value, list):
         return "  ".join(str(tuple(b.shape)) for b in value)
     return str(tuple(value.shape))
+
+
+def _results(views, net):
+    """BVLC's views of the blobs; copies, taken before the lock is released, once several
+    threads use the net (caffe.net_guard): another thread's call would overwrite the views."""
+    return {k: v.copy() for k, v in views.items()} if used_by_threads(net) else views
 
 
 class PycaffeNet:
@@ -184,6 +191,7 @@ class PycaffeNet:
     def _backward(self, start, end):
         self.backward_from_to(start, end)
 
+    @exclusive("forward")
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run forward (optionally from layer `start` to layer `end`) and return outputs."""
@@ -206,8 +214,10 @@ class PycaffeNet:
                                      f"vs {blob.shape[0]}")
                 blob.data_numpy()[...] = value
         self._forward(start_ind, end_ind)
-        return {out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs}
+        return _results({out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs},
+                        self)
 
+    @exclusive("backward")
     def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                  end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run backward (from layer `start` down to layer `end`) and return input diffs."""
@@ -230,8 +240,10 @@ class PycaffeNet:
                     raise CaffeError(f"diff '{name}' is not batch sized")
                 blob.diff_numpy()[...] = value
         self._backward(start_ind, end_ind)
-        return {out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs}
+        return _results({out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs},
+                        self)
 
+    @exclusive("forward_all")
     def forward_all(self, blobs: Optional[Iterable[str]] = None,
                     **kwargs: Any) -> Dict[str, np.ndarray]:
         """Forward whole inputs batch by batch; return concatenated outputs."""
@@ -242,6 +254,7 @@ class PycaffeNet:
                 _collect(all_outs[out], value)
         return self._trim(all_outs, kwargs)
 
+    @exclusive("forward_backward_all")
     def forward_backward_all(self, blobs: Optional[Iterable[str]] = None,
                              diffs: Optional[Iterable[str]] = None,
                              **kwargs: Any) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
@@ -281,6 +294,7 @@ class PycaffeNet:
             arrays = {k: v[:n] if v.ndim > 1 or len(v) > n else v for k, v in arrays.items()}
         return arrays
 
+    @exclusive("reshape")
     def reshape(self) -> None:
         self.reshape_all()
 
@@ -290,6 +304,7 @@ class PycaffeNet:
     def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         self.set_input_arrays(data, labels)
 
+    @exclusive("set_input_arrays")
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         layer = self._layers[0]
         if not hasattr(layer, "reset"):
