@@ -18,6 +18,7 @@ from .layers.python_layer import BlobVec, module_search_dir
 from .net_dialects import mark_dialects
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
+from .net_guard import exclusive, used_by_threads
 from .net_plan import NetPlan
 
 log = logging.getLogger("caffe")
@@ -78,6 +79,13 @@ def _shape_of(value):
     if isinstance(value, list):
         return "  ".join(str(tuple(b.shape)) for b in value)
     return str(tuple(value.shape))
+
+
+
+def _results(views, net):
+    """BVLC's views of the blobs; copies, taken before the lock is released, once several
+    threads use the net (caffe.net_guard): another thread's call would overwrite the views."""
+    return {k: v.copy() for k, v in views.items()} if used_by_threads(net) else views
 
 
 class Net:
@@ -367,6 +375,7 @@ class Net:
     def recycle_diffs(self, value):
         self.plan.recycle_diffs = bool(value)
 
+    @exclusive("forward")
     def forward_from_to(self, start, end):
         """Run layers start..end inclusive (Net::ForwardFromTo); return the weighted loss as a
         0-d tensor. Each step of the plan is one layer, or a fused pair hooks see as two."""
@@ -390,6 +399,7 @@ class Net:
                     callback(i)
         return loss
 
+    @exclusive("backward")
     def backward_from_to(self, start, end):
         """Run backward from layer start down to layer end inclusive (Net::BackwardFromTo)."""
         for step in self.plan.backward_steps(start, end):
@@ -410,20 +420,19 @@ class Net:
     def backward_all(self):
         self.backward_from_to(len(self._layers) - 1, 0)
 
+    @exclusive("forward_backward")
     def forward_backward(self):
         loss = self.forward_prefilled()
         self.backward_all()
         return loss
 
+    @exclusive("reshape")
     def reshape_all(self):
         for layer, bottom, top in zip(self._layers, self.bottom_vecs, self.top_vecs):
             layer.reshape(bottom, top)
-            for blob, w in zip(top, layer.loss_weights):
-                if w:
-                    blob.diff.fill_(w * self.loss_scale)
+        self.set_loss_scale(self.loss_scale)    # the loss tops' diffs: loss_weight x scale
 
-    # Backward starts from loss_weight x loss_scale: float16 training scales its loss so that
-    # small gradients do not underflow (caffe.solvers.precision divides them back).
+    # Backward starts from loss_weight x loss_scale: float16 training's guard against underflow.
     loss_scale = 1.0
 
     def set_loss_scale(self, scale):
@@ -492,6 +501,7 @@ class Net:
                 raise WeightsError(f"{source}: layer '{name}': incompatible number of blobs, "
                                    f"source has {len(datasets)}, target {len(target)}")
 
+    @exclusive("copy_from")
     def copy_from(self, path):
         """Load weights from a .caffemodel (binary, any version) or .caffemodel.h5."""
         path = str(path)
@@ -500,6 +510,7 @@ class Net:
         else:
             self.copy_trained_layers_from(formats.read_caffemodel(path), path)
 
+    @exclusive("share_with")
     def share_trained_layers_with(self, other):
         """Use other's learned blobs (same storage) for the layers both nets have."""
         for i, layer in enumerate(other._layers):
@@ -662,6 +673,7 @@ class Net:
     def _backward(self, start, end):
         self.backward_from_to(start, end)
 
+    @exclusive("forward")
     def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                 end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run forward (optionally from layer `start` to layer `end`) and return outputs."""
@@ -684,8 +696,10 @@ class Net:
                                      f"vs {blob.shape[0]}")
                 blob.data_numpy()[...] = value
         self._forward(start_ind, end_ind)
-        return {out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs}
+        return _results({out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs},
+                        self)
 
+    @exclusive("backward")
     def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
                  end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
         """Run backward (from layer `start` down to layer `end`) and return input diffs."""
@@ -708,8 +722,10 @@ class Net:
                     raise CaffeError(f"diff '{name}' is not batch sized")
                 blob.diff_numpy()[...] = value
         self._backward(start_ind, end_ind)
-        return {out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs}
+        return _results({out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs},
+                        self)
 
+    @exclusive("forward_all")
     def forward_all(self, blobs: Optional[Iterable[str]] = None,
                     **kwargs: Any) -> Dict[str, np.ndarray]:
         """Forward whole inputs batch by batch; return concatenated outputs."""
@@ -720,6 +736,7 @@ class Net:
                 _collect(all_outs[out], value)
         return self._trim(all_outs, kwargs)
 
+    @exclusive("forward_backward_all")
     def forward_backward_all(self, blobs: Optional[Iterable[str]] = None,
                              diffs: Optional[Iterable[str]] = None,
                              **kwargs: Any) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
@@ -759,6 +776,7 @@ class Net:
             arrays = {k: v[:n] if v.ndim > 1 or len(v) > n else v for k, v in arrays.items()}
         return arrays
 
+    @exclusive("reshape")
     def reshape(self) -> None:
         self.reshape_all()
 
@@ -768,6 +786,7 @@ class Net:
     def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         self.set_input_arrays(data, labels)
 
+    @exclusive("set_input_arrays")
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         layer = self._layers[0]
         if not hasattr(layer, "reset"):

@@ -24,6 +24,7 @@ from ..blob import checked_count
 from ..files import check_folder_files
 from ..errors import DataError  # noqa: F401  (also importable from here, as before)
 from ..proto import caffe_pb2
+from .lmdb_size import check_lmdb_size
 
 log = logging.getLogger("caffe")
 
@@ -55,7 +56,10 @@ def open_db(path, backend="lmdb", mode="r"):
 class _Shared:
     """One read handle per (backend, real path), reference-counted across readers."""
 
-    lock = threading.Lock()
+    # Re-entrant: a garbage collection inside acquire() (opening allocates) can finalize
+    # another net whose data source then releases its handle on this same thread; with a
+    # plain Lock that thread waited for itself forever (seen in a full test run).
+    lock = threading.RLock()
     handles: dict = {}
 
     @classmethod
@@ -158,6 +162,7 @@ class LMDB(_DB):
 
     def _open_read(self):
         import lmdb
+        check_lmdb_size(self.path)
         try:
             # No lock file: reading must not write into (possibly read-only) shared folders.
             return lmdb.open(self.path, readonly=True, lock=False, readahead=False)
@@ -166,6 +171,7 @@ class LMDB(_DB):
 
     def _open_write(self):
         import lmdb
+        check_lmdb_size(self.path)     # appending to a truncated file would crash too
         try:
             os.makedirs(self.path, exist_ok=True)
             return lmdb.open(self.path, map_size=LMDB_INITIAL_MAP_SIZE, meminit=False)

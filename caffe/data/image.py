@@ -150,7 +150,7 @@ def _decode(stream, color, source, contiguous=True):
         if grey is None:
             # convert() of an RGB image would only copy it.
             rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, MemoryError) as e:     # MemoryError: named, not bare
         raise ImageError(f"{source} could not be decoded: {type(e).__name__}: {e}") from None
     if grey is not None:
         img = grey[:, :, None]
@@ -215,13 +215,22 @@ def _linear_taps(src, dst):
     return i, np.minimum(i + 1, src - 1), w0, w1
 
 
+def check_resize(height, width, what="the resize target"):
+    """Refuse a resize to more than MAX_IMAGE_PIXELS before any allocation: the output and
+    resize_linear's int64 intermediates grow with it (100000 x 100000 asked for 224 GiB)."""
+    if height <= 0 or width <= 0:
+        raise DataError(f"cannot resize an image to {height}x{width}")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise DataError(f"{what} {height}x{width} is {height * width} pixels, more than the "
+                        f"limit {MAX_IMAGE_PIXELS} (caffe.data.image.MAX_IMAGE_PIXELS)")
+
+
 def resize_linear(img, height, width):
     """cv::resize(img, Size(width, height)) with INTER_LINEAR on an HxWxC uint8 image."""
     src_h, src_w, channels = img.shape
     if (src_h, src_w) == (height, width):
         return img.copy()
-    if height <= 0 or width <= 0:
-        raise DataError(f"cannot resize an image to {height}x{width}")
+    check_resize(height, width)
     if src_h == 2 * height and src_w == 2 * width:
         # OpenCV switches exact halving to its fast INTER_AREA path: a rounded 2x2 mean.
         s = img.astype(np.int32)

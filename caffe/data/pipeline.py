@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .. import memory
 from .. import threads as _threads
 from ..errors import DataError
 
@@ -27,6 +28,25 @@ from ..errors import DataError
 # about CHUNKS_PER_THREAD hand-offs per thread and batch so that the threads finish together.
 MIN_CHUNK = 4
 CHUNKS_PER_THREAD = 4
+# The most bytes one transformed batch may take. BVLC allocates whatever the first record's
+# size times batch_size asks (8 PNGs of 8000x8000 are 5.7 GiB of float32); real batches are
+# far below this (256 x 3 x 227 x 227 floats: 158 MB; 16 x 3 x 1024 x 2048: 403 MB).
+# Raise it for larger ones. Below it, a batch must still fit the memory left (caffe.memory).
+MAX_BATCH_BYTES = 2 ** 32
+
+
+def check_batch(count, shape, dtype, source):
+    """Refuse a batch of `count` arrays of `shape` before allocating it: beyond
+    MAX_BATCH_BYTES, or beyond the memory this process can still take. `source` names the
+    record whose size sets the shape."""
+    nbytes = count * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    what = (f"{source}: a batch of {count} images of shape {tuple(shape)} "
+            f"({np.dtype(dtype).name})")
+    if nbytes > MAX_BATCH_BYTES:
+        raise DataError(f"{what} takes {nbytes} bytes ({nbytes / 2 ** 30:.1f} GiB), more than "
+                        f"the limit {MAX_BATCH_BYTES} (caffe.data.pipeline.MAX_BATCH_BYTES); "
+                        f"lower batch_size, crop or resize the images, or raise the limit")
+    memory.check_allocation(nbytes, what, DataError)
 
 
 def default_threads():
@@ -50,6 +70,10 @@ class _Plan:
         self.shape, self.corners, self.mirrors = shape, corners, mirrors
 
 
+def _plan_size(plan):
+    return int(np.prod(plan.shape)) if plan is not None else 0
+
+
 class BatchPipeline:
     """run(records, read) -> (N x C x h x w batch, labels); read(record) -> (C x H x W array,
     label, name). The array may be a strided view (e.g. BGR over a decoder's RGB pixels)."""
@@ -61,8 +85,9 @@ class BatchPipeline:
         self.pin = pin
         self._pool = None
         # The C x H x W shape the next image should have: the last one seen (a source sets
-        # the first record's).
+        # the first record's), and the name of the record it came from, for errors.
         self.expected = None
+        self.expected_name = "the first record"
         self.fallbacks = 0          # planned batches the transformer redid (another size)
         # Batches the consumer has copied out, for reuse: a fresh 80 MB batch costs ~20000
         # page faults on first touch (BVLC too reuses its prefetch batches).
@@ -98,12 +123,16 @@ class BatchPipeline:
             except DataError:
                 plan = None
             else:
+                check_batch(n, shape, t.dtype, self.expected_name)
                 pinned = self._empty((n,) + shape)
                 out = pinned.numpy() if self.pin else pinned
         images, labels, names = [None] * n, [0] * n, [None] * n
         fits = [False] * n
 
         def work(lo, hi):
+            # The largest image off the plan in this chunk so far: only a larger one is
+            # checked again. Per chunk, so the first bad record in batch order is the one named.
+            largest = _plan_size(plan)
             for i in range(lo, hi):
                 try:
                     img, labels[i], names[i] = read(records[i])
@@ -113,15 +142,28 @@ class BatchPipeline:
                 if plan is not None and img.shape == plan.shape:
                     t._window(img, out[i], plan.corners[i], plan.mirrors[i])
                     fits[i] = True
+                elif img.size > largest:
+                    # Another size: refused now if a batch of it cannot be, before the
+                    # other records are decoded too (8 such PNGs decoded are 1.5 GB).
+                    largest = img.size
+                    try:
+                        check_batch(n, t.output_shape(img.shape, names[i]), t.dtype, names[i])
+                    except DataError as e:
+                        return i, e
             return None
 
         failure = self._run(work, n)
         if failure is not None:
+            images.clear()      # the error's traceback must not keep the decoded images alive
             raise failure[1]
-        self.expected = images[-1].shape
+        self.expected, self.expected_name = images[-1].shape, names[-1]
         labels = np.asarray(labels, dtype=label_dtype)
         if plan is not None and all(fits):
             return pinned, labels
+        # Images of other sizes: the largest sets what the transformer will allocate.
+        largest = max(range(n), key=lambda i: images[i].size)
+        check_batch(n, t.output_shape(images[largest].shape, names[largest]), t.dtype,
+                    names[largest])
         # Another size in the batch: undo the draws and let the transformer do it as before.
         t.rng.bit_generator.state = state
         self.fallbacks += plan is not None

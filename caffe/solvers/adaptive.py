@@ -1,7 +1,10 @@
 """Solvers that scale each weight's step by its own gradient statistics."""
+import math
+
 import torch
 
 from ..errors import SolverError
+from .lr_policy import c_pow, check_rate
 from .registry import register_solver
 from .sgd import SGDSolver
 
@@ -90,7 +93,13 @@ class AdamSolver(SGDSolver):
     def compute_update_value(self, diffs, rates):
         b1, b2 = self.param.momentum, self.param.momentum2
         t = self.iter + 1
-        correction = (1.0 - b2 ** t) ** 0.5 / (1.0 - b1 ** t)
+        # C's arithmetic (momentum 1 divides by zero, momentum2 > 1 takes a negative root):
+        # an inf or nan correction is refused as a rate would be, not applied.
+        denominator = 1.0 - c_pow(b1, t)
+        correction = c_pow(1.0 - c_pow(b2, t), 0.5) / denominator if denominator else math.inf
+        check_rate(self.param, self.iter, correction,
+                   f"Adam bias correction sqrt(1 - momentum2^t) / (1 - momentum^t) (momentum "
+                   f"{b1:g}, momentum2 {b2:g}, t {t})")
         m, v = self.history_tensors(0), self.history_tensors(1)
         torch._foreach_mul_(m, b1)
         torch._foreach_add_(m, diffs, alpha=1.0 - b1)

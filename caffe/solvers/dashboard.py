@@ -18,6 +18,10 @@ the outputs); on a test row it is the rate of the last update before the test, e
 the first one. Each row is flushed at once, so a crashed run keeps its curves; a resumed run
 keeps the rows of the earlier run from before the iteration it resumes at.
 
+Logging never changes a run's outcome: a log folder that cannot be created or written (a full
+disk, a read-only mount) is reported once, as a warning on stderr, and that output stops;
+training, its snapshots and its exit status are those of a run without -log_dir, as with glog.
+
 Any object with on_display(solver, outputs) and on_test(solver, test_net_id, scores) can be
 given to Solver.add_logger; TrainingLog is the one behind -log_dir. Only the root solver
 (worker 0) tests and displays, so only it logs. ProgressPostfix puts loss, lr and images/s
@@ -30,6 +34,8 @@ import logging
 import math
 import os
 import socket
+import sys
+import threading
 import time
 
 from .. import _optional, parallel
@@ -84,10 +90,15 @@ class CsvTable:
         columns = list(row)
         kept = self._rows_before(columns, row["NumIters"])
         tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(kept)
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(kept)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)      # a full disk leaves no half-written table behind
+            raise
         os.replace(tmp, self.path)  # the earlier run's rows are never half-written
         self.file = open(self.path, "a", newline="")
         # Outputs do not change during a run; ignoring strays keeps the table rectangular.
@@ -105,8 +116,8 @@ class CsvTable:
 
     def close(self):
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            file, self.file = self.file, None
+            file.close()
 
 
 def _number(text):
@@ -125,11 +136,15 @@ class TrainingLog:
 
     def __init__(self, log_dir, tensorboard=None):
         self.log_dir = os.fspath(log_dir)
-        os.makedirs(self.log_dir, exist_ok=True)
+        self.failed = False     # set by the first write that fails: nothing more is written
         self.tables = {}
         self.updated = False    # whether solver.learning_rate is the rate of an update yet
         self.writer = None
         self.writer_class = None
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+        except OSError as e:
+            self._give_up(e, "create")
         if tensorboard is not False:
             self.writer_class = tensorboard_writer_class()
             if self.writer_class is None:
@@ -172,6 +187,32 @@ class TrainingLog:
                 "Seconds": round(time.perf_counter() - self.start, 6), "LearningRate": rate}
 
     def _emit(self, name, row):
+        if self.failed:
+            return
+        try:
+            self._write(name, row)
+        except OSError as e:
+            self._give_up(e, "write")
+
+    def _give_up(self, error, verb):
+        """Report a log folder that cannot be written once, and stop writing it: the run's
+        outcome must not depend on its logs (a full disk once turned a finished training
+        into exit status 1)."""
+        self.failed = True
+        log.warning("Cannot %s the training log in %s (%s); its tables and events stop "
+                    "here, training goes on", verb, self.log_dir, error)
+        self._close_quietly()
+
+    def _close_quietly(self):
+        for table in self.tables.values():
+            with contextlib.suppress(OSError):
+                table.close()
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            with contextlib.suppress(OSError):
+                writer.close()
+
+    def _write(self, name, row):
         table = self.tables.get(name)
         if table is None:
             table = self.tables[name] = CsvTable(os.path.join(self.log_dir, name + ".csv"))
@@ -188,23 +229,49 @@ class TrainingLog:
 
     def _writer(self, iteration):
         if self.writer is None and self.writer_class is not None:
+            _quiet_event_writer_threads()
             # A resumed run replaces what an earlier run wrote from this iteration on.
             self.writer = self.writer_class(log_dir=self.log_dir,
                                             purge_step=iteration if iteration > 0 else None)
         return self.writer
 
     def close(self):
-        for table in self.tables.values():
-            table.close()
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        try:
+            for table in self.tables.values():
+                table.close()
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        except OSError as e:    # the last rows' flush met a full disk
+            if not self.failed:
+                self._give_up(e, "write")
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _quiet_event_writer_threads():
+    """TensorBoard writes events from a thread of its own; a write that fails there (a full
+    disk) ends the thread with a traceback on stderr, then is raised again to our next flush,
+    which reports it once (_give_up). This hook drops that thread's traceback of an OSError,
+    and passes everything else to the hook it replaces. Installed once per process."""
+    global _previous_excepthook
+    if _previous_excepthook is not None:
+        return
+    _previous_excepthook = threading.excepthook
+
+    def hook(args):
+        if isinstance(args.exc_value, OSError) and \
+                type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        _previous_excepthook(args)
+    threading.excepthook = hook
+
+
+_previous_excepthook = None
 
 
 def attach(solver, log_dir, tensorboard=None):
@@ -227,18 +294,67 @@ def logging_to(solver, log_dir):
 
 
 # -- glog's own -log_dir: the text log as files ------------------------------------------------
+class GlogFileHandler(logging.FileHandler):
+    """The log file under -log_dir. A write that fails (a full disk, an I/O error) is reported
+    once on stderr and ends this file; the run goes on. logging's own handler would print a
+    traceback for every later record and the closing flush would fail the run."""
+
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        if self.failed:
+            return
+        self.failed = True
+        error = sys.exc_info()[1]
+        self._drop_stream()
+        # Through the logger, so stderr shows it in glog's format; this handler skips it.
+        log.warning("Cannot write the log file %s (%s); the log continues on stderr only",
+                    self.baseFilename, error)
+
+    def _drop_stream(self):
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()      # its buffer cannot be written either: dropped
+
+    def flush(self):
+        if not self.failed:
+            try:
+                super().flush()
+            except OSError:
+                self.handleError(None)
+
+    def close(self):
+        try:
+            super().close()
+        except OSError:             # the final flush of buffered lines
+            self.handleError(None)
+            self._drop_stream()
+            logging.Handler.close(self)
+
+
 def add_glog_file(log_dir, formatter, program="caffe"):
     """Also write caffe's log into log_dir as glog does with -log_dir: a file named
     <program>.<host>.<user>.log.INFO.<date>-<time>.<pid> and the link <program>.INFO to it.
-    Returns the handler (remove_glog_file takes it off)."""
-    os.makedirs(log_dir, exist_ok=True)
+    Returns the handler (remove_glog_file takes it off), or None when the folder or file
+    cannot be created: a warning says so and the run goes on, logging to stderr, as glog's."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "invalid-user"
     name = (f"{program}.{socket.gethostname()}.{user}.log.INFO."
             f"{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}")
-    handler = logging.FileHandler(os.path.join(log_dir, name))
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        handler = GlogFileHandler(os.path.join(log_dir, name))
+    except OSError as e:
+        log.warning("Cannot create the log file %s in %s (%s); logging to stderr only",
+                    name, log_dir, e)
+        return None
     handler.setFormatter(formatter)
     logging.getLogger("caffe").addHandler(handler)
     link = os.path.join(log_dir, f"{program}.INFO")

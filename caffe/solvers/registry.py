@@ -40,6 +40,16 @@ def upgrade_snapshot_prefix(param, solver_path):
         log.info("snapshot_prefix is a directory and is set to %s", param.snapshot_prefix)
 
 
+def check_path_fields(param):
+    """A NUL cannot be in a file name: os calls would raise a bare "embedded null byte"."""
+    for field in ("net", "train_net", "test_net", "snapshot_prefix", "weights"):
+        values = getattr(param, field)
+        for value in (values if isinstance(values, str) else list(values)):
+            if "\0" in value:
+                raise SolverError(f"{field} {value!r} contains a NUL character, which no "
+                                  f"file name can hold")
+
+
 def get_solver(param, **kwargs):
     """The solver named by the definition's `type` (Caffe's SolverRegistry::CreateSolver)."""
     if not isinstance(param, caffe_pb2.SolverParameter):

@@ -23,6 +23,8 @@ from ..proto import caffe_pb2
 
 log = logging.getLogger("caffe.solver")
 
+INT32_MAX = 2 ** 31 - 1
+
 
 class SnapshotMixin:
     """The Solver's snapshot, state_proto and restore (Caffe's Solver::Snapshot/Restore)."""
@@ -109,6 +111,10 @@ class SnapshotMixin:
         """Write <prefix>_iter_N.caffemodel[.h5] and the matching .solverstate[.h5]."""
         if not parallel.is_root():
             return None             # the root solver (worker 0) alone writes snapshots
+        # BVLC's state holds int32 counters: a Python loop of step() calls can pass them.
+        if not 0 <= self.iter <= INT32_MAX:
+            raise SolverError(f"cannot snapshot iteration {self.iter}: a solver state holds "
+                              f"iterations 0 to {INT32_MAX} (an int32, as BVLC's)")
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         log.info("Snapshotting to %s file %s", "HDF5" if hdf5 else "binary proto",
@@ -173,6 +179,8 @@ class SnapshotMixin:
             history = [(proto_shape(h), h) for h in state.history]
             self.restored_batches = ((state.world_size, state.iter_size)
                                      if state.HasField("world_size") else None)
+        _check_counter(path, "iter", iteration)
+        _check_counter(path, "current_step", step)
         if len(history) != len(self.history):
             raise SolverError(f"{path}: incorrect length of history blobs: the file has "
                               f"{len(history)}, this {self.type} solver needs "
@@ -248,7 +256,19 @@ def _hdf5_scalar(h5, key, path):
     value = h5[key]
     if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "iuf":
         raise SolverError(f"{path}: '{key}' is not a single number")
-    return int(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
+    number = float(hdf5.read_all([(value, np.float64)], path, SolverError)[0].reshape(-1)[0])
+    if not number.is_integer():     # nan, inf or 2.5: int() would raise or round silently
+        raise SolverError(f"{path}: '{key}' is {number}, not a whole number")
+    return int(number)
+
+
+def _check_counter(path, field, value):
+    """A state's iter and current_step are int32 counts from 0 (BVLC's SolverState). A
+    negative or larger one (a damaged or forged file) would make the next solve() run about
+    2^31 iterations, index the step schedule from its end, or overflow the next snapshot."""
+    if not 0 <= value <= INT32_MAX:
+        raise SolverError(f"{path}: field '{field}' is {value}, outside 0 to {INT32_MAX}: "
+                          f"not a state a solver writes (a damaged or foreign file?)")
 
 
 def _weight_layers(path):

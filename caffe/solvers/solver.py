@@ -23,9 +23,9 @@ from ..proto import caffe_pb2
 from .debug_info import (backward_debug_info, fmt, forward_debug_info, loss_note,
                          output_values, update_debug_info)
 from .detection_eval import check_eval, test_detection
-from .lr_policy import check_lr_policy, learning_rate
+from .lr_policy import check_lr_policy, check_rate, learning_rate
 from .precision import MasterWeights, compute_dtype
-from .registry import read_solver
+from .registry import check_path_fields, read_solver
 from .signals import NONE, SNAPSHOT, STOP, serve_requests
 from .snapshot import SnapshotMixin
 
@@ -90,6 +90,7 @@ class Solver(SnapshotMixin):
             raise SolverError(f"iter_size must be >= 1, got {p.iter_size}")
         check_lr_policy(p)
         check_eval(p)
+        check_path_fields(p)
         if p.regularization_type not in ("L1", "L2"):
             raise SolverError(f"unknown regularization type '{p.regularization_type}' "
                               f"(known types: L1, L2)")
@@ -381,7 +382,7 @@ class Solver(SnapshotMixin):
     def apply_update(self):
         """Turn the accumulated gradients into an update and apply it (ApplyUpdate)."""
         p = self.param
-        rate = self.get_learning_rate()
+        rate = check_rate(p, self.iter, self.get_learning_rate())
         self.learning_rate = rate
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %s", self.iter, fmt(rate))

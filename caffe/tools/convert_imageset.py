@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .gflags import Parser, tool_main
 from ..data.db import image_to_datum, open_db
-from ..data.image import encode_image, read_image, read_image_bytes, read_image_list
+from ..data.image import check_resize, encode_image, read_image, read_image_bytes, read_image_list
 from ..errors import DataError
 
 log = logging.getLogger("caffe")
@@ -78,6 +78,9 @@ def convert(args):
             args.resize_height <= 0:
         log.warning("resize_height and resize_width must both be positive to resize; "
                     "images keep their size")
+    if args.resize_height > 0 and args.resize_width > 0:
+        # Refused before the database is created, not once per image.
+        check_resize(args.resize_height, args.resize_width, "--resize_height x --resize_width")
     count, skipped, size = 0, 0, None
     with open_db(args.db_name, args.backend, "new") as db:
         for line_id, (path, label) in enumerate(tqdm(lines, desc="convert_imageset",

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .gflags import Parser, tool_main
 from ..data.db import image_to_datum, open_db
-from ..data.image import read_image
+from ..data.image import check_resize, read_image
 from ..errors import DataError
 from ..formats import parse_text
 from ..proto import caffe_pb2
@@ -114,6 +114,9 @@ def convert(args):
         pairs = [line.split() for line in f if line.strip()]
     if any(len(p) != 2 for p in pairs):
         raise DataError(f"{args.list_file}: each line needs `image annotation`")
+    if args.resize_height > 0 and args.resize_width > 0:
+        # Refused before the database is created, not once per image.
+        check_resize(args.resize_height, args.resize_width, "--resize_height x --resize_width")
     count = 0
     with open_db(args.db_name, args.backend, "new") as db:
         for i, (image, anno) in enumerate(tqdm(pairs, desc="create_annoset", disable=None)):

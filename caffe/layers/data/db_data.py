@@ -3,7 +3,7 @@ import torch
 
 from ... import parallel
 from ...data.db import datum_to_array, open_db, parse_datum
-from ...data.pipeline import BatchPipeline, read_datum
+from ...data.pipeline import BatchPipeline, check_batch, read_datum
 from ...errors import DataError
 from ...layer import register_layer
 from .base import np_dtype, BasePrefetchingDataLayer, log
@@ -83,12 +83,13 @@ class DataLayer(BasePrefetchingDataLayer):
         except DataError:
             db.close()
             raise
+        check_batch(p.batch_size, shape, np_dtype(self.dtype), name)
         top[0].reshape((p.batch_size,) + shape)
         if len(top) > 1:
             top[1].reshape((p.batch_size,))
         # rand_skip (deprecated in Caffe): start up to rand_skip - 1 records into the database.
         skip = int(torch.randint(p.rand_skip, ())) if p.rand_skip else 0
         source = _DBSource(db, p.batch_size, transformer, skip, np_dtype(self.dtype))
-        source.pipeline.expected = image.shape
+        source.pipeline.expected, source.pipeline.expected_name = image.shape, name
         source.rank, source.count = parallel.data_shard(self.phase)
         return source

@@ -54,6 +54,7 @@ class HDF5DataLayer(BaseDataLayer):
                         raise DataError(f"HDF5 dataset '{name}' in '{path}' must be a numeric "
                                         f"array of at least 1 dimension, got {ds.dtype} "
                                         f"{ds.shape}")
+                    self._check_row_shape(name, path, tuple(ds.shape[1:]))
                     datasets.append((ds, np_dtype(self.dtype)))
                 # All tops inspected (size, storage, filters) before any is read.
                 arrays = hdf5.read_all(datasets, path, DataError)
@@ -72,6 +73,19 @@ class HDF5DataLayer(BaseDataLayer):
         self._order = torch.arange(self.rows, device=self.device)
         self.current_row = 0
         self._shuffle_rows()
+
+    def _check_row_shape(self, name, path, shape):
+        """Every file's rows of a top must have the shape the top was set up with (the first
+        file's): 3 values in one file and 7 in the next cannot share a batch blob."""
+        known = self.__dict__.setdefault("_row_shapes", {})
+        if name not in known:
+            known[name] = (shape, path)
+        elif known[name][0] != shape:
+            first_shape, first_path = known[name]
+            raise DataError(f"HDF5 dataset '{name}' in '{path}' has rows of shape {shape}, "
+                            f"but in '{first_path}' {first_shape}: the files listed in "
+                            f"'{self.param.hdf5_data_param.source}' must agree on each "
+                            f"dataset's shape after the first axis")
 
     def _shuffle_rows(self):
         if self.rng is not None:

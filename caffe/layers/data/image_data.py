@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from ... import parallel
-from ...data.image import read_image, read_image_list
-from ...data.pipeline import BatchPipeline
+from ...data.image import check_resize, read_image, read_image_list
+from ...data.pipeline import BatchPipeline, check_batch
 from ...data.transformer import draw_seed
 from ...layer import register_layer
 from .base import np_dtype, BasePrefetchingDataLayer
@@ -66,6 +66,8 @@ class ImageDataLayer(BasePrefetchingDataLayer):
         p = self.param.image_data_param
         if (p.new_height > 0) != (p.new_width > 0):
             self.fail("new_height and new_width must be set together")
+        if p.new_height > 0:
+            check_resize(p.new_height, p.new_width, "new_height x new_width")
         if not p.batch_size:
             self.fail("image_data_param.batch_size must be positive")
         transformer = self.make_transformer()
@@ -86,7 +88,9 @@ class ImageDataLayer(BasePrefetchingDataLayer):
         source.rank, source.count = parallel.data_shard(self.phase)
         img, _, name = source.read(start)
         source.pipeline.expected = img.shape
+        source.pipeline.expected_name = f"image '{name}'"
         shape = transformer.output_shape(img.shape, f"image '{name}'")
+        check_batch(p.batch_size, shape, np_dtype(self.dtype), f"image '{name}'")
         top[0].reshape((p.batch_size,) + shape)
         top[1].reshape((p.batch_size,))
         return source
