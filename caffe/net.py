@@ -357,7 +357,8 @@ class Net:
     @property
     def optimize(self):
         """Whether the plan (caffe.net_plan) may fuse layers, hide inputs and recycle diffs;
-        False runs Caffe's plain layer-by-layer loop (for debugging, and as the tests' oracle)."""
+        False runs Caffe's plain layer-by-layer loop (for debugging, and as the tests' oracle).
+        Set it before a backward with recycle_diffs: diffs recycled once keep sharing storage."""
         return self.plan.optimize
 
     @optimize.setter
