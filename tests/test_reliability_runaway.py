@@ -13,15 +13,7 @@ import pytest
 from caffe.data.db import array_to_datum, open_db
 
 from .reliability_attack import ROOT, attack, check_all
-
-SOLVER_NET = """
-layer { name: "d" type: "DummyData" top: "x" top: "y" dummy_data_param {
-  shape { dim: 2 dim: 3 } shape { dim: 2 }
-  data_filler { type: "gaussian" } data_filler { type: "constant" value: 1 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z"
-        inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "y" top: "loss" }
-"""
+from .test_reliability import SOLVER_NET
 
 
 def _solver(folder, name, extra, max_iter=3):

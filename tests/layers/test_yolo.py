@@ -36,24 +36,7 @@ def fork_detections(bottoms, thr, nms=0.45):
                         score = sig(v[5 + k]) * sig(v[4])
                         if score > thr:
                             preds.append((box, k, score))
-    preds.sort(key=lambda p: -p[2])
-
-    def iou(a, b):
-        def ov(i):
-            return min(a[i] + a[i + 2] / 2, b[i] + b[i + 2] / 2) - \
-                max(a[i] - a[i + 2] / 2, b[i] - b[i + 2] / 2)
-        ow, oh = ov(0), ov(1)
-        inter = 0 if ow < 0 or oh < 0 else ow * oh
-        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-    dropped = set()
-    for i in range(len(preds)):
-        if i in dropped:
-            continue
-        for j in range(i + 1, len(preds)):
-            if j not in dropped and iou(preds[i][0], preds[j][0]) >= nms:
-                dropped.add(j)
-    return [[0, k + 1, s, x - w / 2, y - h / 2, x + w / 2, y + h / 2]
-            for i, ((x, y, w, h), k, s) in enumerate(preds) if i not in dropped]
+    return nms_rows(preds, nms)
 
 
 def run(layer, bottom):
