@@ -2,6 +2,14 @@
 SSD300 on VGG16 (Liu et al., weiliu89/caffe examples/ssd) and MobileNet-SSD
 (chuanqi305/MobileNet-SSD). `width` divides every channel count, for quick test runs.
 """
+import numpy as np
+
+
+def canonical_detections(rows):
+    """DetectionOutput rows (N x 7) by image, label, descending score (OpenCV orders by score
+    alone)."""
+    rows = np.asarray(rows).reshape(-1, 7)
+    return rows[np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))]
 
 
 class Text:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import caffe
+from tests.detection_nets import canonical_detections as canonical
 from tests.detection_nets import mobilenet_ssd, ssd300_vgg
 
 SSD_ROOT = Path(os.environ.get("PYCAFFE_SSD_ROOT", "/opt/ssd"))
@@ -30,12 +31,6 @@ def randomize(net, rng):
             fan_in = blobs[0].data[0].size
             blobs[0].data[...] = rng.randn(*blobs[0].data.shape) * (0.5 / np.sqrt(fan_in))
             blobs[1].data[...] = rng.randn(*blobs[1].data.shape) * (1.0 if "conf" in name else 0.1)
-
-
-def canonical(rows):
-    """Rows by image, label, descending score (OpenCV orders by score alone)."""
-    rows = np.asarray(rows).reshape(-1, 7)
-    return rows[np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))]
 
 
 def build(tmp_path, text, seed=0):
