@@ -354,6 +354,7 @@ def shared(name):
             raise FileNotFoundError(f"{path} (../shared/models beside the project) is absent")
         return path.read_text()
     read.__doc__ = f"../shared/models/{name}"
+    read.shared_file = name
     return read
 
 
@@ -366,6 +367,11 @@ class Entry:
     heavy: bool = False       # seconds per forward on one core: batch > 1 rows skip it
     note: str = ""
     outputs: tuple = field(default=())   # the outputs to compare (default: all)
+
+    @property
+    def needs_shared(self):
+        """Whether the prototxt is read from ../shared/models."""
+        return hasattr(self.source, "shared_file")
 
     def prototxt(self, batch=1):
         return set_batch(self.source(), batch)
