@@ -92,6 +92,10 @@ def col2im(col, shape, kernel, stride, pad, dilation, out):
 
 
 # -- convolution ----------------------------------------------------------------------------
+# Bytes of input and output per call of a grouped convolution's kernel (see batch_chunk):
+# about a core's share of L2 plus L3 on the machines measured.
+GROUPED_CHUNK_BYTES = 4 << 20
+
 class _ConvolutionBase(Layer):
     """Shared by Convolution and Deconvolution; every bottom/top pair uses the same weights."""
 
@@ -132,10 +136,13 @@ class _ConvolutionBase(Layer):
         # torch's kernels take 1 to 3 spatial axes; 0 axes is a 1-D convolution over length 1.
         self.native = 0 <= num_spatial <= 3
         self.torch_geometry = self.geometry if num_spatial else ((1,), (1,), (0,), (1,))
-        # Caffe's 1x1 case: no im2col, one matrix product per image, written straight into
-        # the top (torch's convolution returns a new tensor that would have to be copied).
+        # Caffe's 1x1 case: no im2col, one matrix product per image and group, written
+        # straight into the top (torch's convolution returns a new tensor that would have to
+        # be copied). Grouped 1x1 convolutions (ShuffleNet's) take it too: oneDNN would
+        # reorder the NCHW input into its blocked layout and back on every call, 2.4x the
+        # time of the batched product at batch 16.
         kernel, stride, pad, _ = self.geometry
-        self.pointwise = (num_spatial >= 1 and not self.transposed and p.group == 1
+        self.pointwise = (num_spatial >= 1 and not self.transposed
                           and set(kernel) == {1} and set(stride) == {1} and not any(pad))
 
     def reshape(self, bottom, top):
@@ -162,22 +169,47 @@ class _ConvolutionBase(Layer):
         w = self.blobs[0].data
         return w if self.geometry[0] else w.view(w.shape + (1,))
 
+    def _grouped(self, a, channels):
+        """(N, C, *S) data -> (N, G, C / G, prod(S)): the pointwise path's matrices."""
+        return a.view(self.in_view[0], self.group, channels // self.group, -1)
+
+    def _pointwise_weight(self):
+        return self.blobs[0].data.view(self.group, self.num_output // self.group,
+                                       self.channels // self.group)
+
+    def batch_chunk(self):
+        """Images per call of the convolution kernel. oneDNN runs grouped (depthwise)
+        convolutions on a blocked copy of the input and output that it makes on each call;
+        for a whole batch of large feature maps those copies leave the cache (and glibc
+        maps and unmaps them, page-faulting every call): at batch 16 a MobileNet depthwise
+        layer took 6-8x its time per image. Calls of at most GROUPED_CHUNK_BYTES keep them
+        in cache; dense convolutions are bound by their arithmetic and run whole."""
+        num = self.in_view[0]
+        if self.group == 1 or self.transposed or num == 1:
+            return num
+        per_image = (math.prod(self.in_view[1:]) + math.prod(self.out_view[1:])) * \
+            self.blobs[0].data.element_size()
+        return max(1, min(num, GROUPED_CHUNK_BYTES // per_image))
+
     def forward(self, bottom, top):
         w, bias = self.weight(), self.blobs[1].data if self.bias_term else None
         if self.pointwise:
-            w = w.view(self.num_output, self.channels)
+            w = self._pointwise_weight()
             for b, t in zip(bottom, top):
-                y = t.data.view(self.out_view[0], self.num_output, -1)
-                torch.matmul(w, b.data.view(self.in_view[0], self.channels, -1), out=y)
+                y = self._grouped(t.data, self.num_output)
+                torch.matmul(w, self._grouped(b.data, self.channels), out=y)
                 if bias is not None:
-                    y += bias.view(1, -1, 1)
+                    y.view(self.out_view[0], self.num_output, -1).add_(bias.view(1, -1, 1))
             return
         stride, pad, dilation = self.torch_geometry[1:]
+        chunk = self.batch_chunk() if self.native else None
         for b, t in zip(bottom, top):
             x, y = b.data.view(self.in_view), t.data.view(self.out_view)
             if self.native:
-                y[...] = torch.ops.aten.convolution(x, w, bias, stride, pad, dilation,
-                                                    self.transposed, [0] * len(pad), self.group)
+                for i in range(0, x.shape[0], chunk):
+                    y[i:i + chunk] = torch.ops.aten.convolution(
+                        x[i:i + chunk], w, bias, stride, pad, dilation, self.transposed,
+                        [0] * len(pad), self.group)
             else:
                 y[...] = self._gemm_forward(x, w)
                 if bias is not None:
@@ -210,19 +242,19 @@ class _ConvolutionBase(Layer):
 
     def _pointwise_backward(self, b, t, mask):
         num = self.in_view[0]
-        w = self.blobs[0].data.view(self.num_output, self.channels)
-        dy, x = t.diff.view(num, self.num_output, -1), b.data.view(num, self.channels, -1)
-        if mask[1]:   # dW += sum over images of dy x^T
+        w = self._pointwise_weight()
+        dy, x = self._grouped(t.diff, self.num_output), self._grouped(b.data, self.channels)
+        if mask[1]:   # dW_g += sum over images of dy_g x_g^T
             dw = self.blobs[0].diff.view(w.shape)
             if num <= 32:
                 for n in range(num):
-                    dw.addmm_(dy[n], x[n].t())
+                    dw.baddbmm_(dy[n], x[n].transpose(1, 2))
             else:
-                dw += torch.bmm(dy, x.transpose(1, 2)).sum(0)
+                dw += torch.matmul(dy, x.transpose(2, 3)).sum(0)
         if mask[2]:
-            self.blobs[1].diff.add_(dy.sum((0, 2)))
+            self.blobs[1].diff.add_(dy.sum((0, 3)).view(-1))
         if mask[0]:
-            torch.matmul(w.t(), dy, out=b.diff.view(num, self.channels, -1))
+            torch.matmul(w.transpose(1, 2), dy, out=self._grouped(b.diff, self.channels))
 
     # Caffe's formulation: the im2col side is the bottom (convolution) or the top
     # (deconvolution); weights are (G, conv_out / G, conv_in / G * prod(kernel)).
