@@ -39,6 +39,7 @@ from benchmarks import inference_nets as corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("pycaffe", "opencv", "ort")
+FIXED = "pycaffe-fixed"     # --compare-policy: pycaffe on torch's thread count for every layer
 QUICK_NETS = ("mtcnn_pnet", "siamese", "srcnn", "cifar10_quick", "squeezenet_v1.1",
               "mobilenet_v1", "shufflenet_g3")
 SMALL_MS = 10.0     # "small" nets: OpenCV runs them faster than this
@@ -81,12 +82,18 @@ class Engines:
 
     def runner(self, engine, threads):
         """A no-argument callable running one forward; returns the outputs {name: array}."""
-        if engine == "pycaffe":
+        if engine in ("pycaffe", FIXED):
+            from caffe import thread_policy
             for name, value in self.x.items():
                 self.net.blobs[name].data[...] = value
+            chosen = "fixed" if engine == FIXED else None
 
             def run():
-                out = self.net.forward()
+                thread_policy.set_policy(chosen)
+                try:
+                    out = self.net.forward()
+                finally:
+                    thread_policy.set_policy(None)
                 return {n: out[n] for n in self.outputs}
             return run
         if engine == "opencv":
@@ -295,6 +302,9 @@ def main(argv=None):
     ap.add_argument("--tolerance", type=float, default=1e-3)
     ap.add_argument("--memory", type=int, default=None,
                     help="1: peak memory per engine at batch 1 (default: on unless --quick)")
+    ap.add_argument("--compare-policy", action="store_true",
+                    help="also time pycaffe with CAFFE_THREAD_POLICY=fixed (torch's thread "
+                         "count for every layer) in the same ABBA rounds")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--child-memory", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -327,6 +337,10 @@ def main(argv=None):
           f"onnxruntime {onnxruntime.__version__}, pycaffe {caffe.__version__}; "
           f"{cores} CPUs; load {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}", flush=True)
+    from caffe import thread_policy
+    print(f"# pycaffe thread policy: {thread_policy.policy()}"
+          + (f" (and {FIXED} alongside)" if args.compare_policy else ""), flush=True)
+    engines = ENGINES + ((FIXED,) if args.compare_policy else ())
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for batch in batches:
@@ -342,7 +356,7 @@ def main(argv=None):
                       + (f" ({notes})" if notes else ""), flush=True)
                 for n_threads in threads:
                     set_threads(n_threads)
-                    runners = {e: eng.runner(e, n_threads) for e in ENGINES
+                    runners = {e: eng.runner(e, n_threads) for e in engines
                                if e not in eng.refused}
                     for is_busy in busy:
                         with Busy(is_busy):
@@ -357,7 +371,7 @@ def main(argv=None):
                         print(f"  {name:16s} b{batch:<2d} t{n_threads} "
                               f"{'busy ' if is_busy else 'quiet'} "
                               + " ".join(f"{e} {fmt(times.get(e, math.nan) * 1e3)} ms"
-                                         for e in ENGINES)
+                                         for e in engines)
                               + f" | x opencv {fmt(r[0])} x ort {fmt(r[1])} x best {fmt(r[2])}"
                               f" ({reps} reps)", flush=True)
                 del eng
@@ -370,6 +384,18 @@ def main(argv=None):
                 label = f"batch {batch}, {n_threads} thread(s), {'busy' if is_busy else 'quiet'}"
                 for line in summarize(rows, label):
                     print(line)
+    if args.compare_policy:
+        print(f"\n# pycaffe's thread policy: auto's time / {FIXED}'s (median, worst)")
+        for batch in batches:
+            for n_threads in threads:
+                for is_busy in busy:
+                    values = [r["times"]["pycaffe"] / r["times"][FIXED] for r in results
+                              if (r["batch"], r["threads"], r["busy"]) == (batch, n_threads,
+                                                                          is_busy)]
+                    if values:
+                        print(f"  batch {batch}, {n_threads} thread(s), "
+                              f"{'busy' if is_busy else 'quiet'}: median "
+                              f"{fmt(statistics.median(values))}, worst {fmt(max(values))}")
     # The Python API on a busy machine: N threads against its own one-thread time.
     if 1 in threads and len(threads) > 1:
         for batch in batches:

@@ -1,6 +1,7 @@
-"""Vision layers: convolution, deconvolution, im2col, LRN and spatial pyramid pooling.
+"""Vision layers: convolution, deconvolution, im2col and spatial pyramid pooling.
 
-Pooling lives in pooling.py (imported here, so this family registers it too).
+Pooling lives in pooling.py and LRN in normalization.py (imported here, so this family
+registers them too).
 Convolutions with 1 to 3 spatial axes run on torch's convolution kernels; other ranks
 (0 or more than 3 spatial axes, which Caffe also accepts) fall back to Caffe's own
 im2col + matrix product formulation.
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
+from .normalization import LRNLayer  # noqa: F401 (registers it)
 from .pooling import STOCHASTIC, Pool2d, PoolingLayer, check_4d  # noqa: F401 (registers it)
 
 __all__ = ["ConvolutionLayer", "DeconvolutionLayer", "Im2colLayer", "LRNLayer", "SPPLayer",
@@ -338,80 +340,6 @@ class Im2colLayer(Layer):
             shape = (self.num, self.channels) + self.spatial
             bottom[0].diff.view(shape)[...] = col2im(
                 top[0].diff.view((self.num, -1) + self.out), shape, *self.geometry, self.out)
-
-
-# -- normalization --------------------------------------------------------------------------
-@register_layer
-class LRNLayer(Layer):
-    """y = x * scale^-beta; ACROSS_CHANNELS scale = k + alpha/n sum x^2 over n channels,
-    WITHIN_CHANNEL scale = 1 + alpha/n^2 sum x^2 over an n x n window (Caffe ignores k)."""
-
-    type = "LRN"
-    exact_num_bottom_blobs = 1
-    exact_num_top_blobs = 1
-
-    def setup(self, bottom, top):
-        p = self.param.lrn_param
-        if p.local_size % 2 != 1:
-            self.fail(f"local_size must be odd, got {p.local_size}")
-        self.size, self.beta = p.local_size, p.beta
-        self.across = p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS
-        self.k, self.coef = (p.k, p.alpha / p.local_size) if self.across else \
-            (1.0, p.alpha / p.local_size ** 2)
-        self.scale = self.power = None
-
-    def reshape(self, bottom, top):
-        check_4d(self, bottom[0])
-        top[0].reshape_like(bottom[0])
-        # Like Caffe's scale_ blob: kept between forward and backward, allocated once.
-        b = bottom[0]
-        if self.scale is None or self.scale.shape != b.shape or self.scale.dtype != b.dtype:
-            self.scale = torch.empty(b.shape, dtype=b.dtype, device=b.device)
-            self.power = torch.empty_like(self.scale)
-
-    def window_sum(self, t, out=None, square=False):
-        """Zero-padded sum of t (of t^2 * coef when `square`) over each element's neighbourhood;
-        symmetric, so self-adjoint. Across channels: shifted slices added in place."""
-        n, half = self.size, (self.size - 1) // 2
-        if not self.across:
-            t = t * t * self.coef if square else t
-            out[...] = F.avg_pool2d(t, n, 1, half, divisor_override=1)
-            return out
-        if square:
-            torch.mul(t, t, out=out).mul_(self.coef)
-        else:
-            out.copy_(t)
-        for j in range(1, min(half, t.shape[1] - 1) + 1):
-            if square:
-                out[:, j:].addcmul_(t[:, :-j], t[:, :-j], value=self.coef)
-                out[:, :-j].addcmul_(t[:, j:], t[:, j:], value=self.coef)
-            else:
-                out[:, j:] += t[:, :-j]
-                out[:, :-j] += t[:, j:]
-        return out
-
-    def scale_power(self, out):
-        """scale^-beta; beta = 0.75 (every published LRN) as 1 / sqrt(scale^1.5), three cheap
-        passes instead of a pow."""
-        if self.beta == 0.75:
-            torch.sqrt(self.scale, out=out).mul_(self.scale).rsqrt_()
-        else:
-            torch.pow(self.scale, -self.beta, out=out)
-        return out
-
-    def forward(self, bottom, top):
-        x = bottom[0].data
-        self.window_sum(x, self.scale, square=True).add_(self.k)
-        torch.mul(x, self.scale_power(self.power), out=top[0].data)
-
-    def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        x, y, dy, dx = bottom[0].data, top[0].data, top[0].diff, bottom[0].diff
-        ratio = torch.mul(dy, y).div_(self.scale)
-        self.window_sum(ratio, dx)
-        torch.mul(dy, self.power, out=ratio)
-        torch.addcmul(ratio, x, dx, value=-2 * self.coef * self.beta, out=dx)
 
 
 # -- spatial pyramid pooling ------------------------------------------------------------------

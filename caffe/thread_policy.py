@@ -1,0 +1,170 @@
+"""Intra-op threads per forward: threads only where they pay, and only on cores that are free.
+
+torch's intra-op pool (OpenMP) splits each convolution or matrix product statically over its
+threads. Two ways that loses, both measured on the project's 2-core machine:
+
+  * small nets: waking a second thread and joining it costs ~20-30 us per parallel region,
+    3-5x the whole work of an MTCNN PNet convolution (5 us on one thread): a 2-thread
+    forward of PNet took 0.26 ms against 0.18 ms on one;
+  * a busy machine: when another process keeps a core busy, the half of each split that
+    lands on the shared core runs at half speed and every layer waits for it, so N threads
+    end up slower than one.
+
+So a forward (Net.forward_from_to: the Python API, `caffe time`, `caffe test`, the solvers)
+runs on
+
+    1 thread        when its weighted layers (convolutions, inner products) average less
+                    than WORK_PER_LAYER multiply-adds: the per-layer cost of threads
+                    outweighs what they save;
+    min(N, free)    otherwise, N being torch.get_num_threads() when the forward starts (the
+                    user's or caffe.threads' choice) and `free` the CPUs not taken by other
+                    runnable tasks (/proc/loadavg's instantaneous count, read at most every
+                    SAMPLE_S seconds, median of the last three reads).
+
+The count is chosen once per forward and torch's count restored afterwards: switching it
+between layers was measured to cost up to a millisecond on the next multi-threaded layer
+(a small 1-thread convolution followed by a large 2-thread one took 2.7 ms against 1.2 ms
+for the two at fixed counts), while setting it around a forward costs nothing measurable.
+The work is that of the shapes of the previous forward (the tops' current shapes).
+
+Switch it off with CAFFE_THREAD_POLICY=fixed in the environment or set_policy("fixed"):
+then every forward runs on torch's current thread count, as before.
+"""
+import os
+import statistics
+import time
+import weakref
+
+WORK_PER_LAYER = 2_000_000  # average multiply-adds (or elements) per layer below which
+                            # one thread is faster: ~25 us of thread overhead per layer is
+                            # worth 1M multiply-adds saved at ~20 GMAC/s per core
+SAMPLE_S = 0.1              # how often the runnable-task count is read
+POLICY_ENV = "CAFFE_THREAD_POLICY"
+POLICIES = ("auto", "fixed")
+LOADAVG = "/proc/loadavg"
+
+_policy = None
+_samples = []
+_sampled_at = -1.0
+_work = weakref.WeakKeyDictionary()     # layer -> (top shape, is_weighted, layer_work)
+
+
+def policy():
+    """The policy in force: set_policy()'s, else $CAFFE_THREAD_POLICY, else "auto"."""
+    if _policy is not None:
+        return _policy
+    value = os.environ.get(POLICY_ENV, "auto").strip().lower() or "auto"
+    return value if value in POLICIES else "auto"
+
+
+def set_policy(name):
+    """"auto" (per-layer threads, as above), "fixed" (torch's count for every layer), or None
+    (back to $CAFFE_THREAD_POLICY)."""
+    global _policy
+    if name is not None and name not in POLICIES:
+        raise ValueError(f"thread policy must be one of {POLICIES} or None, got {name!r}")
+    _policy = name
+
+
+def runnable_others(path=LOADAVG):
+    """Runnable tasks on the machine other than the caller's thread, or None if unknown.
+
+    /proc/loadavg's fourth field is "running/total" scheduling entities now (the caller,
+    which is running while it reads, included)."""
+    try:
+        with open(path) as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, running - 1)
+
+
+def free_cpus(budget, others, machine_cpus=None):
+    """CPUs of our `budget` left by `others` runnable tasks; they are taken to fill the
+    machine's CPUs outside our set first (a container's 2 CPUs on a 64-core host)."""
+    machine_cpus = machine_cpus or os.cpu_count() or budget
+    if others is None:
+        return budget
+    return max(1, min(budget, machine_cpus - others))
+
+
+def _sampled_others(now):
+    global _sampled_at
+    if now - _sampled_at >= SAMPLE_S:
+        _sampled_at = now
+        value = runnable_others()
+        if value is not None:
+            _samples.append(value)
+            del _samples[:-3]
+    return statistics.median(_samples) if _samples else None
+
+
+def is_weighted(layer):
+    """Whether the layer multiplies by a weight matrix (convolutions, inner products): the
+    layers that torch runs on its thread pool whatever their size."""
+    blobs = layer.blobs
+    return bool(blobs) and len(blobs[0].shape) > 1 and blobs[0].count() > 0
+
+
+def layer_work(layer, bottom, top):
+    """A layer's work: multiply-adds of a weighted layer (output elements, input elements
+    for a transposed convolution, times the weights per output channel), else elements of
+    its tops."""
+    if is_weighted(layer):
+        w = layer.blobs[0]
+        per_output = w.count() // w.shape[0]
+        side = bottom if getattr(layer, "transposed", False) else top
+        return sum(b.count() for b in side) * per_output
+    return sum(t.count() for t in top)
+
+
+def cached_work(layer, bottom, top):
+    """(is_weighted, layer_work), computed again only when the layer's first top changes
+    shape."""
+    shape = top[0].shape if top else None
+    hit = _work.get(layer)
+    if hit is None or hit[0] != shape:
+        hit = (shape, is_weighted(layer), layer_work(layer, bottom, top))
+        _work[layer] = hit
+    return hit[1:]
+
+
+def forward_threads(budget, work, num_layers, others):
+    """The threads for a forward whose `num_layers` weighted layers do `work` in all."""
+    if budget <= 1 or work < WORK_PER_LAYER * max(1, num_layers):
+        return 1
+    return free_cpus(budget, others)
+
+
+class ForwardThreads:
+    """Sets torch's thread count for one forward; restores it on close()."""
+
+    def __init__(self, torch=None, threads=None):
+        self.torch, self.threads = torch, threads
+        self.budget = torch.get_num_threads() if torch is not None else threads
+        if threads != self.budget:
+            torch.set_num_threads(threads)
+
+    def close(self):
+        if self.threads != self.budget:
+            self.torch.set_num_threads(self.budget)
+
+
+UNCHANGED = ForwardThreads()    # the threads left as they are
+
+
+def for_forward(layers, bottoms, tops, start=0, end=None):
+    """The ForwardThreads of a forward about to run layers[start:end + 1] (with their bottom
+    and top vectors): UNCHANGED when the policy is "fixed" or torch has one thread (nothing
+    to choose). One thread for small nets, only the free cores for the others."""
+    if policy() != "auto":
+        return UNCHANGED
+    import torch
+    budget = torch.get_num_threads()
+    if budget <= 1:
+        return UNCHANGED
+    run = slice(start, len(layers) if end is None else end + 1)
+    work = [w for weighted, w in map(cached_work, layers[run], bottoms[run], tops[run])
+            if weighted]
+    threads = forward_threads(budget, sum(work), len(work), _sampled_others(time.monotonic()))
+    return ForwardThreads(torch, threads)
