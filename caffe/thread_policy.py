@@ -1,34 +1,30 @@
-"""Intra-op threads per forward: threads only where they pay, and only on cores that are free.
+"""Intra-op threads per forward: none wasted on nets too small to use them.
 
-torch's intra-op pool (OpenMP) splits each convolution or matrix product statically over its
-threads. Two ways that loses, both measured on the project's 2-core machine:
-
-  * small nets: waking a second thread and joining it costs ~20-30 us per parallel region,
-    3-5x the whole work of an MTCNN PNet convolution (5 us on one thread): a 2-thread
-    forward of PNet took 0.26 ms against 0.18 ms on one;
-  * a busy machine: when another process keeps a core busy, the half of each split that
-    lands on the shared core runs at half speed and every layer waits for it, so N threads
-    end up slower than one.
+torch's intra-op pool (OpenMP) splits each convolution or matrix product over its threads;
+waking a second thread and joining it costs ~20-30 us per layer on the project's 2-core
+machine, 3-5x the whole work of an MTCNN PNet convolution (5 us on one thread): a 2-thread
+forward of PNet took 0.27 ms against 0.21 ms on one, ONet 1.00 against 0.82 ms.
 
 So a forward (Net.forward_from_to: the Python API, `caffe time`, `caffe test`, the solvers)
-runs on
+runs on one thread when its weighted layers (convolutions, inner products) average less than
+WORK_PER_LAYER multiply-adds, and on torch.get_num_threads() (the user's or caffe.threads'
+choice) otherwise. The count is chosen once per forward and torch's restored afterwards:
+switching it between layers was measured to cost up to a millisecond on the next
+multi-threaded layer (a small 1-thread convolution then a large 2-thread one: 2.7 ms, against
+1.2 ms for the two at fixed counts), while setting it around a forward costs nothing
+measurable. The work is that of the tops' current shapes (the previous forward's).
 
-    1 thread        when its weighted layers (convolutions, inner products) average less
-                    than WORK_PER_LAYER multiply-adds: the per-layer cost of threads
-                    outweighs what they save;
-    min(N, free)    otherwise, N being torch.get_num_threads() when the forward starts (the
-                    user's or caffe.threads' choice) and `free` the CPUs not taken by other
-                    runnable tasks (/proc/loadavg's instantaneous count, read at most every
-                    SAMPLE_S seconds, median of the last three reads).
+Policies (CAFFE_THREAD_POLICY in the environment, or set_policy()):
 
-The count is chosen once per forward and torch's count restored afterwards: switching it
-between layers was measured to cost up to a millisecond on the next multi-threaded layer
-(a small 1-thread convolution followed by a large 2-thread one took 2.7 ms against 1.2 ms
-for the two at fixed counts), while setting it around a forward costs nothing measurable.
-The work is that of the shapes of the previous forward (the tops' current shapes).
-
-Switch it off with CAFFE_THREAD_POLICY=fixed in the environment or set_policy("fixed"):
-then every forward runs on torch's current thread count, as before.
+    auto    (default) as above;
+    shared  as auto, and large nets use only the CPUs that other runnable tasks leave free
+            (/proc/loadavg's instantaneous count, read at most every SAMPLE_S seconds, median
+            of the last three). Not the default: beside a CPU-burning process on the
+            2-core machine (load 4-6 from other jobs too), 2 threads finished GoogLeNet and
+            ShuffleNet forwards 1.3-1.5x sooner than the 1 this policy chose, SRCNN 1.1x
+            (SqueezeNet 0.75x: the noise is large): the scheduler gives each thread its
+            share, so leaving cores free helps only where the other work must not slow;
+    fixed   every forward on torch's current count, as before this policy.
 """
 import os
 import statistics
@@ -40,7 +36,7 @@ WORK_PER_LAYER = 2_000_000  # average multiply-adds (or elements) per layer belo
                             # worth 1M multiply-adds saved at ~20 GMAC/s per core
 SAMPLE_S = 0.1              # how often the runnable-task count is read
 POLICY_ENV = "CAFFE_THREAD_POLICY"
-POLICIES = ("auto", "fixed")
+POLICIES = ("auto", "shared", "fixed")
 LOADAVG = "/proc/loadavg"
 
 _policy = None
@@ -58,8 +54,7 @@ def policy():
 
 
 def set_policy(name):
-    """"auto" (per-layer threads, as above), "fixed" (torch's count for every layer), or None
-    (back to $CAFFE_THREAD_POLICY)."""
+    """"auto", "shared" or "fixed" (see above), or None (back to $CAFFE_THREAD_POLICY)."""
     global _policy
     if name is not None and name not in POLICIES:
         raise ValueError(f"thread policy must be one of {POLICIES} or None, got {name!r}")
@@ -130,7 +125,8 @@ def cached_work(layer, bottom, top):
 
 
 def forward_threads(budget, work, num_layers, others):
-    """The threads for a forward whose `num_layers` weighted layers do `work` in all."""
+    """The threads for a forward whose `num_layers` weighted layers do `work` in all, with
+    `others` runnable tasks besides (0 for "auto", which ignores them)."""
     if budget <= 1 or work < WORK_PER_LAYER * max(1, num_layers):
         return 1
     return free_cpus(budget, others)
@@ -156,8 +152,9 @@ UNCHANGED = ForwardThreads()    # the threads left as they are
 def for_forward(layers, bottoms, tops, start=0, end=None):
     """The ForwardThreads of a forward about to run layers[start:end + 1] (with their bottom
     and top vectors): UNCHANGED when the policy is "fixed" or torch has one thread (nothing
-    to choose). One thread for small nets, only the free cores for the others."""
-    if policy() != "auto":
+    to choose). One thread for small nets; with "shared", only the free cores for others."""
+    chosen = policy()
+    if chosen == "fixed":
         return UNCHANGED
     import torch
     budget = torch.get_num_threads()
@@ -166,5 +163,6 @@ def for_forward(layers, bottoms, tops, start=0, end=None):
     run = slice(start, len(layers) if end is None else end + 1)
     work = [w for weighted, w in map(cached_work, layers[run], bottoms[run], tops[run])
             if weighted]
-    threads = forward_threads(budget, sum(work), len(work), _sampled_others(time.monotonic()))
+    others = _sampled_others(time.monotonic()) if chosen == "shared" else 0
+    threads = forward_threads(budget, sum(work), len(work), others)
     return ForwardThreads(torch, threads)
