@@ -259,11 +259,11 @@ def test_threshold_gradient_is_zero_away_from_the_threshold(device):
     check_gradient(layer, [random_blob((2, 3, 4), device=device)], kink=0.1, kink_range=0.01)
 
 
-@pytest.mark.parametrize("text", ['type: "PReLU"', 'type: "ELU"',
-                                  'type: "ReLU" relu_param { negative_slope: 0.1 }'])
+@pytest.mark.parametrize("text", ['type: "PReLU"', 'type: "ELU" elu_param { alpha: -0.5 }',
+                                  'type: "ReLU" relu_param { negative_slope: -0.5 }'])
 def test_in_place_layer_keeps_no_input_copy_without_backward(text):
     """Deploy nets never call backward (Layer.need_backward cleared): no copy of the input,
-    same output."""
+    same output (negative slopes: the layers that otherwise keep one)."""
     outputs = []
     for need_backward in (True, False):
         layer = make_layer(text)
