@@ -18,7 +18,9 @@ machine). pycaffe's times are `net.forward()` with the inputs set, as users call
 Printed per row: the times (ms), pycaffe's time over OpenCV's, over ORT's and over the faster
 of the two; then per setting the median and geometric mean of those ratios (all nets, and the
 nets OpenCV runs in < 10 ms). Peak memory (--memory, on unless --quick): the growth of the
-peak RSS over building the engine and three forwards, each engine in a fresh process.
+peak RSS (VmHWM, reset after the imports) over loading the batch-1 files and three forwards,
+each engine in a fresh process. --compare-policy adds pycaffe with CAFFE_THREAD_POLICY=fixed
+(caffe/thread_policy.py) to the multi-thread rows, timed in the same ABBA rounds.
 """
 import argparse
 import json
@@ -54,6 +56,7 @@ class Engines:
         self.entry, self.batch, self.folder = entry, batch, Path(folder)
         self.net, self.proto, self.weights = corpus.build(entry, batch, folder)
         self.x = corpus.inputs(self.net)
+        np.savez(self.folder / f"{entry.name}_b{batch}_input.npz", **self.x)
         self.outputs = list(self.net.outputs)
         self.cv = cv2.dnn.readNetFromCaffe(str(self.proto), str(self.weights))
         self.onnx, self.sessions, self.refused = None, {}, {}
@@ -188,53 +191,69 @@ class Busy:
 
 
 # -- memory -------------------------------------------------------------------------------
-def child_memory(name, engine, batch):
-    """Peak RSS growth (MiB) of building `engine` on the net and running three forwards."""
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_mark():
+    """The resident set now (KiB), with the peak reset to it: imports leave a transient
+    high-water mark that would hide a small net's growth. Without /proc (not Linux): the
+    peak so far."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")        # resets VmHWM to VmRSS
+        return _status_kb("VmRSS")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_rss():
+    try:
+        return _status_kb("VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def child_memory(name, engine, folder):
+    """Peak RSS growth (MiB) of loading `engine` on the net's batch-1 files in `folder` (those
+    Engines wrote) and running three forwards."""
     import cv2  # noqa: F401  (imports before the baseline, for every engine alike)
     import onnxruntime  # noqa: F401
-    import torch
     import caffe  # noqa: F401
     set_threads(1)
-    torch.set_num_threads(1)
-    entry = corpus.NETS[name]
-    with tempfile.TemporaryDirectory() as folder:
-        # The files (weights, ONNX) are written by a first, discarded process: only the
-        # engine's own loading and running is measured here.
-        net, proto, weights = corpus.build(entry, batch, folder)
-        x = corpus.inputs(net)
-        onnx = Path(folder) / "net.onnx"
-        if engine == "ort":
-            from caffe.export import to_onnx
-            to_onnx(net, str(onnx))
-        del net
-        import gc
-        gc.collect()
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if engine == "pycaffe":
-            net = caffe.Net(str(proto), str(weights), caffe.TEST)
-            run = lambda: net.forward(**x)  # noqa: E731
-        elif engine == "opencv":
-            cv = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
+    folder = Path(folder)
+    proto, weights = folder / f"{name}_b1.prototxt", folder / f"{name}.caffemodel"
+    x = dict(np.load(folder / f"{name}_b1_input.npz"))
+    base = rss_mark()
+    if engine == "pycaffe":
+        net = caffe.Net(str(proto), str(weights), caffe.TEST)
+        run = lambda: net.forward(**x)  # noqa: E731
+    elif engine == "opencv":
+        cv = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
 
-            def run():
-                for k, v in x.items():
-                    cv.setInput(v, k)
-                cv.forward()
-        else:
-            opts = onnxruntime.SessionOptions()
-            opts.intra_op_num_threads = 1
-            sess = onnxruntime.InferenceSession(str(onnx), opts,
-                                                providers=["CPUExecutionProvider"])
-            run = lambda: sess.run(None, x)  # noqa: E731
-        for _ in range(3):
-            run()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (peak - base) / 1024
+        def run():
+            for k, v in x.items():
+                cv.setInput(v, k)
+            cv.forward()
+    else:
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = onnxruntime.InferenceSession(str(folder / f"{name}_b1.onnx"), opts,
+                                            providers=["CPUExecutionProvider"])
+        run = lambda: sess.run(None, x)  # noqa: E731
+    for _ in range(3):
+        run()
+    return (peak_rss() - base) / 1024
 
 
-def measure_memory(name, engine, batch):
+def measure_memory(name, engine, folder):
+    """child_memory in a fresh process; None where the engine cannot run the net."""
     cmd = [sys.executable, "-m", "benchmarks.bench_inference", "--child-memory",
-           f"{name},{engine},{batch}"]
+           f"{name},{engine},{folder}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode:
         return None
@@ -309,8 +328,8 @@ def main(argv=None):
     ap.add_argument("--child-memory", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_memory:
-        name, engine, batch = args.child_memory.split(",")
-        print(json.dumps({"peak_mb": child_memory(name, engine, int(batch))}))
+        name, engine, folder = args.child_memory.split(",", 2)
+        print(json.dumps({"peak_mb": child_memory(name, engine, folder)}))
         return
     if args.list:
         for e in corpus.CORPUS:
@@ -356,8 +375,9 @@ def main(argv=None):
                       + (f" ({notes})" if notes else ""), flush=True)
                 for n_threads in threads:
                     set_threads(n_threads)
+                    # The policy changes nothing on one thread: no FIXED column there.
                     runners = {e: eng.runner(e, n_threads) for e in engines
-                               if e not in eng.refused}
+                               if e not in eng.refused and (e != FIXED or n_threads > 1)}
                     for is_busy in busy:
                         with Busy(is_busy):
                             times, reps = time_abba(runners, budget, args.min_reps,
@@ -371,10 +391,22 @@ def main(argv=None):
                         print(f"  {name:16s} b{batch:<2d} t{n_threads} "
                               f"{'busy ' if is_busy else 'quiet'} "
                               + " ".join(f"{e} {fmt(times.get(e, math.nan) * 1e3)} ms"
-                                         for e in engines)
+                                         for e in engines if e in times or e != FIXED)
                               + f" | x opencv {fmt(r[0])} x ort {fmt(r[1])} x best {fmt(r[2])}"
                               f" ({reps} reps)", flush=True)
                 del eng
+        if memory:
+            print("\n# peak memory (MiB of peak-RSS growth: loading the net and three "
+                  "forwards, batch 1, one thread, a fresh process each)")
+            for name in names:
+                if not (Path(folder) / f"{name}_b1_input.npz").exists():
+                    Engines(corpus.NETS[name], 1, folder)
+                mem = {e: measure_memory(name, e, folder) for e in ENGINES}
+                print(f"  {name:16s} " + " ".join(f"{e} {fmt(v, 0)}" for e, v in mem.items()),
+                      flush=True)
+                for r in results:
+                    if r["net"] == name:
+                        r["memory_mb"] = mem
     print("\n# summary: pycaffe's time / the other engine's (median, geometric mean, worst)")
     for batch in batches:
         for n_threads in threads:
@@ -391,7 +423,8 @@ def main(argv=None):
                 for is_busy in busy:
                     values = [r["times"]["pycaffe"] / r["times"][FIXED] for r in results
                               if (r["batch"], r["threads"], r["busy"]) == (batch, n_threads,
-                                                                          is_busy)]
+                                                                          is_busy)
+                              and FIXED in r["times"]]
                     if values:
                         print(f"  batch {batch}, {n_threads} thread(s), "
                               f"{'busy' if is_busy else 'quiet'}: median "
@@ -414,15 +447,6 @@ def main(argv=None):
                         print(f"  pycaffe {n_threads} threads / its 1 thread, batch {batch}, "
                               f"{'busy' if is_busy else 'quiet'}: median "
                               f"{fmt(statistics.median(own))}, worst {fmt(max(own))}")
-    if memory:
-        print("\n# peak memory (MiB of RSS growth, batch 1, one thread, fresh process each)")
-        for name in names:
-            mem = {e: measure_memory(name, e, 1) for e in ENGINES}
-            print(f"  {name:16s} " + " ".join(f"{e} {fmt(v, 0)}" for e, v in mem.items()),
-                  flush=True)
-            for r in results:
-                if r["net"] == name:
-                    r["memory_mb"] = mem
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
