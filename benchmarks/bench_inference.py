@@ -300,6 +300,36 @@ def summarize(rows, label):
     return lines
 
 
+def markdown(rows):
+    """The rows of a --json file as README tables: one per batch size, a row per net, for
+    each thread count and quiet / busy setting pycaffe's ms and its ratios to OpenCV and ORT."""
+    lines = []
+    settings = sorted({(r["threads"], r["busy"]) for r in rows})
+    for batch in sorted({r["batch"] for r in rows}):
+        head = "| net | " + " | ".join(
+            f"{t}t {'busy' if b else 'quiet'}: ms (OpenCV, ORT) / x OpenCV / x ORT"
+            for t, b in settings) + " |"
+        lines += [f"\nBatch {batch}:\n", head, "|---" * (len(settings) + 1) + "|"]
+        by_net = {}
+        for r in rows:
+            if r["batch"] == batch:
+                by_net.setdefault(r["net"], {})[(r["threads"], r["busy"])] = r
+        for net, cells in by_net.items():
+            out = []
+            for key in settings:
+                r = cells.get(key)
+                if r is None:
+                    out.append("")
+                    continue
+                t = r["times"]
+                ours, cv, ort = (t.get(e) for e in ENGINES)
+                out.append(f"{fmt(ours * 1e3, 1)} ({fmt((cv or math.nan) * 1e3, 1)}, "
+                           f"{fmt((ort or math.nan) * 1e3, 1)}) / {fmt(ratio(ours, cv))} / "
+                           f"{fmt(ratio(ours, ort))}")
+            lines.append(f"| {net} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def parse_list(text, cores):
     return [cores if v == "all" else int(v) for v in text.split(",") if v]
 
@@ -325,8 +355,12 @@ def main(argv=None):
                     help="also time pycaffe with CAFFE_THREAD_POLICY=fixed (torch's thread "
                          "count for every layer) in the same ABBA rounds")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--markdown", metavar="JSON", help="print a --json file's rows as tables")
     ap.add_argument("--child-memory", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
     if args.child_memory:
         name, engine, folder = args.child_memory.split(",", 2)
         print(json.dumps({"peak_mb": child_memory(name, engine, folder)}))

@@ -84,3 +84,17 @@ def test_inference_corpus_small_nets_equal_opencv(tmp_path, name):
     # Outputs that mean something: not all zero, softmax rows not saturated.
     out = engines.runner("pycaffe", 1)()
     assert all(np.abs(v).max() > 0 for v in out.values())
+
+
+def test_inference_tables_and_summaries_from_rows():
+    from benchmarks import bench_inference as bench
+    rows = [{"net": "a", "batch": 1, "threads": 1, "busy": False,
+             "times": {"pycaffe": 0.002, "opencv": 0.001, "ort": 0.004}},
+            {"net": "b", "batch": 1, "threads": 1, "busy": False,
+             "times": {"pycaffe": 0.030, "opencv": 0.020}}]          # ORT refused the net
+    table = bench.markdown(rows)
+    assert "| a | 2.0 (1.0, 4.0) / 2.00 / 0.50 |" in table
+    assert "| b | 30.0 (20.0, —) / 1.50 / — |" in table
+    lines = bench.summarize(rows, "batch 1")
+    assert "/opencv median 1.75 geomean 1.73 worst 2.00" in lines[0]
+    assert "/ort median 0.50" in lines[0] and "/best median 1.75" in lines[0]   # a: x2, b: x1.5
