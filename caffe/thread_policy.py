@@ -30,6 +30,7 @@ import os
 import statistics
 import time
 import weakref
+from typing import List, Optional
 
 WORK_PER_LAYER = 2_000_000  # average multiply-adds (or elements) per layer below which
                             # one thread is faster: ~25 us of thread overhead per layer is
@@ -39,10 +40,11 @@ POLICY_ENV = "CAFFE_THREAD_POLICY"
 POLICIES = ("auto", "shared", "fixed")
 LOADAVG = "/proc/loadavg"
 
-_policy = None
-_samples = []
+_policy: Optional[str] = None
+_samples: List[float] = []
 _sampled_at = -1.0
-_work = weakref.WeakKeyDictionary()     # layer -> (top shape, is_weighted, layer_work)
+# layer -> (top shape, is_weighted, layer_work)
+_work: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
 
 
 def policy():
