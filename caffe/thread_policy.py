@@ -12,7 +12,9 @@ choice) otherwise. The count is chosen once per forward and torch's restored aft
 switching it between layers was measured to cost up to a millisecond on the next
 multi-threaded layer (a small 1-thread convolution then a large 2-thread one: 2.7 ms, against
 1.2 ms for the two at fixed counts), while setting it around a forward costs nothing
-measurable. The work is that of the tops' current shapes (the previous forward's).
+measurable. The work is the whole net's at its tops' current shapes (the previous
+forward's), also for a forward of part of the net: `caffe time` and the solvers' debug_info
+path run one layer per call, and must not switch counts from layer to layer.
 
 Policies (CAFFE_THREAD_POLICY in the environment, or set_policy()):
 
@@ -45,6 +47,8 @@ _samples: List[float] = []
 _sampled_at = -1.0
 # layer -> (top shape, is_weighted, layer_work)
 _work: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
+# a net's first layer -> net_work's (multiply-adds, weighted layers)
+_net_work: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
 
 
 def policy():
@@ -134,6 +138,16 @@ def forward_threads(budget, work, num_layers, others):
     return free_cpus(budget, others)
 
 
+def net_work(layers, bottoms, tops, refresh=True):
+    """(multiply-adds, weighted layers) of the whole net, from its tops' shapes; a run of
+    part of the net (refresh False) reuses the last whole run's figures."""
+    key = layers[0]
+    if refresh or key not in _net_work:
+        work = [w for weighted, w in map(cached_work, layers, bottoms, tops) if weighted]
+        _net_work[key] = (sum(work), len(work))
+    return _net_work[key]
+
+
 class ForwardThreads:
     """Sets torch's thread count for one forward; restores it on close()."""
 
@@ -160,11 +174,10 @@ def for_forward(layers, bottoms, tops, start=0, end=None):
         return UNCHANGED
     import torch
     budget = torch.get_num_threads()
-    if budget <= 1:
+    if budget <= 1 or not layers:
         return UNCHANGED
-    run = slice(start, len(layers) if end is None else end + 1)
-    work = [w for weighted, w in map(cached_work, layers[run], bottoms[run], tops[run])
-            if weighted]
+    full = start == 0 and (end is None or end == len(layers) - 1)
+    work, num_weighted = net_work(layers, bottoms, tops, refresh=full)
     others = _sampled_others(time.monotonic()) if chosen == "shared" else 0
-    threads = forward_threads(budget, sum(work), len(work), others)
+    threads = forward_threads(budget, work, num_weighted, others)
     return ForwardThreads(torch, threads)

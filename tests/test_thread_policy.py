@@ -68,6 +68,20 @@ def test_large_net_uses_the_threads_of_a_quiet_machine(two_threads, seen, monkey
     assert seen == [2] and torch.get_num_threads() == 2
 
 
+def test_one_layer_runs_take_the_whole_nets_count(two_threads, seen, monkeypatch):
+    """`caffe time` runs forward_from_to(i, i) per layer: a small layer of a large net runs on
+    the net's count, so that counts do not switch from layer to layer."""
+    quiet(monkeypatch)
+    net = caffe.Net(text_format.Parse(net_text(32, 32) + """
+      layer { name: "head" type: "Convolution" bottom: "y" top: "z"
+              convolution_param { num_output: 2 kernel_size: 1 } }""",
+        caffe_pb2.NetParameter()), caffe.TEST)
+    net.forward()
+    for i in range(len(net.layers)):
+        net.forward_from_to(i, i)
+    assert seen == [2, 2, 2, 2] and torch.get_num_threads() == 2
+
+
 def test_shared_policy_leaves_the_busy_cores(two_threads, seen, monkeypatch):
     quiet(monkeypatch, others=1)  # another runnable task on a 2-CPU machine
     net = build(32, 32)
