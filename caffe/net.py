@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from . import formats, net_args
+from . import formats, net_args, thread_policy
 from .blob import HALF_DTYPES, Blob
 from .errors import NetError, OutOfMemoryError
 from .layer import at_layer, create_layer
@@ -338,6 +338,7 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         i = start
         if hidden[i] is not None:
             on[i] = False          # its producer is not part of this run
+        threads = thread_policy.for_forward(layers, self.bottom_vecs, self.top_vecs, start, end)
         try:
             while i <= end:
                 layer = layers[i]
@@ -369,6 +370,8 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                 i += 1
         except OutOfMemoryError as e:
             raise at_layer(e, layers[i]) from None
+        finally:
+            threads.close()
         return loss
 
     def _share_hidden_diff(self, i):
