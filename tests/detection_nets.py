@@ -3,7 +3,6 @@ SSD300 on VGG16 (Liu et al., weiliu89/caffe examples/ssd), MobileNet-SSD
 (chuanqi305/MobileNet-SSD) and Pelee (Robert-JunWang/Pelee, reduced). `width` divides every
 channel count, for quick test runs.
 """
-import numpy as np
 
 
 class Text:
