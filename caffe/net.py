@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import numpy as np
 import torch
 
-from . import formats, net_args
+from . import formats, net_args, thread_policy
 from .blob import HALF_DTYPES, Blob, PyBlob
 from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
 from .errors import CaffeError, NetError, OutOfMemoryError, WeightsError
@@ -383,21 +383,26 @@ class Net:
         # Half-precision nets add their losses up in float32.
         loss = torch.zeros((), dtype=torch.float32 if self.dtype in HALF_DTYPES else self.dtype,
                            device=self.device)
-        for step in self.plan.forward_steps(start, end):
-            try:
-                for callback in self._before_forward:
+        threads = thread_policy.for_forward(self._layers, self.bottom_vecs, self.top_vecs,
+                                            start, end)
+        try:
+            for step in self.plan.forward_steps(start, end):
+                try:
+                    for callback in self._before_forward:
+                        for i in step.layers:
+                            callback(i)
+                    step.reshape()
+                    step.forward()
+                except OutOfMemoryError as e:
+                    raise at_layer(e, self._layers[step.layers[0]]) from None
+                for i in step.layers:
+                    for blob, w in self._weighted_tops[i]:
+                        loss = loss + w * blob.data.sum()
+                for callback in self._after_forward:
                     for i in step.layers:
                         callback(i)
-                step.reshape()
-                step.forward()
-            except OutOfMemoryError as e:
-                raise at_layer(e, self._layers[step.layers[0]]) from None
-            for i in step.layers:
-                for blob, w in self._weighted_tops[i]:
-                    loss = loss + w * blob.data.sum()
-            for callback in self._after_forward:
-                for i in step.layers:
-                    callback(i)
+        finally:
+            threads.close()
         return loss
 
     @exclusive("backward")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "caffe"
 
 # The layers of the package, lowest first: a module may import its own layer and those below.
 LAYERS = [
-    ("core", ["caffe.threads", "caffe._version", "caffe.errors", "caffe._optional", "caffe.files",
+    ("core", ["caffe.threads", "caffe.thread_policy", "caffe._version", "caffe.errors", "caffe._optional", "caffe.files",
               "caffe.memory", "caffe.proto", "caffe.common", "caffe.blob", "caffe.blob_proto",
               "caffe.hdf5", "caffe.filler", "caffe.formats", "caffe.upgrade", "caffe.net_param",
               "caffe.child_process", "caffe.log_text", "caffe.net_dialects",

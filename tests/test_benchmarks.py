@@ -1,5 +1,7 @@
-"""The benchmark's PyTorch models compute what our nets compute (same weights, same outputs,
-same update), so that its timings compare the same work."""
+"""The benchmarks compare the same work: the PyTorch models compute what our nets compute
+(same weights, same outputs, same update), and bench_inference's corpus nets build, with the
+small ones equal to OpenCV dnn and ONNX Runtime (its agreement check, run in CI)."""
+import numpy as np
 import pytest
 import torch
 
@@ -41,3 +43,58 @@ def test_bvlc_lenet_files_are_caffes_with_our_paths(tmp_path):
     net = read_net_param(sp.net)
     sources = {lp.data_param.source for lp in net.layer if lp.type == "Data"}
     assert sources == {str(tmp_path / "mnist_lmdb")}
+
+
+# -- bench_inference's corpus: every net builds; the small ones equal OpenCV dnn ------------
+def _corpus():
+    from benchmarks import inference_nets
+    return inference_nets
+
+
+@pytest.mark.parametrize("name", [e.name for e in _corpus().CORPUS])
+def test_inference_corpus_net_builds(tmp_path, name):
+    import caffe
+    corpus = _corpus()
+    entry = corpus.NETS[name]
+    if entry.needs_shared:
+        shared_path("models")
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(entry.prototxt(batch=2))
+    net = caffe.Net(str(proto), caffe.TEST)
+    assert net.outputs and all(net.blobs[n].data.shape[0] == 2 for n in net.inputs)
+    if "ssd" not in name:      # SSD's DetectionOutput rows are not per image
+        assert all(net.blobs[n].data.shape[0] == 2 for n in net.outputs)
+
+
+@pytest.mark.parametrize("name", [e.name for e in _corpus().CORPUS if e.small])
+def test_inference_corpus_small_nets_equal_opencv(tmp_path, name):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no Caffe importer")
+    from benchmarks.bench_inference import Engines
+    corpus = _corpus()
+    entry = corpus.NETS[name]
+    if entry.needs_shared:
+        shared_path("models")
+    engines = Engines(entry, 1, tmp_path)
+    errors = engines.check(tolerance=1e-4)
+    assert "opencv" not in engines.refused, engines.refused
+    assert errors["opencv"] <= 1e-4
+    assert errors.get("ort", 0.0) <= 1e-4, engines.refused       # our own ONNX export
+    # Outputs that mean something: not all zero, softmax rows not saturated.
+    out = engines.runner("pycaffe", 1)()
+    assert all(np.abs(v).max() > 0 for v in out.values())
+
+
+def test_inference_tables_and_summaries_from_rows():
+    from benchmarks import bench_inference as bench
+    rows = [{"net": "a", "batch": 1, "threads": 1, "busy": False,
+             "times": {"pycaffe": 0.002, "opencv": 0.001, "ort": 0.004}},
+            {"net": "b", "batch": 1, "threads": 1, "busy": False,
+             "times": {"pycaffe": 0.030, "opencv": 0.020}}]          # ORT refused the net
+    table = bench.markdown(rows)
+    assert "| a | 2.0 (1.0, 4.0) / 2.00 / 0.50 |" in table
+    assert "| b | 30.0 (20.0, —) / 1.50 / — |" in table
+    lines = bench.summarize(rows, "batch 1")
+    assert "/opencv median 1.75 geomean 1.73 worst 2.00" in lines[0]
+    assert "/ort median 0.50" in lines[0] and "/best median 1.75" in lines[0]   # a: x2, b: x1.5

@@ -20,8 +20,10 @@ class InputNeuronLayer(NeuronLayer):
     _saved = None
 
     def keep_input(self, bottom, top, needed=True):
+        # Only backward reads the copy: none where the Net never calls it (deploy nets).
         x = bottom[0].data
-        self._saved = x.clone() if needed and top[0] is bottom[0] else None
+        self._saved = x.clone() if needed and self.need_backward and top[0] is bottom[0] \
+            else None
         return x
 
     def input(self, bottom):

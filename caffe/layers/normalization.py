@@ -1,8 +1,11 @@
-"""Normalization layers: Softmax, MVN (mean-variance normalization) and BatchNorm."""
+"""Normalization layers: Softmax, MVN (mean-variance normalization), BatchNorm and LRN
+(local response normalization)."""
 import torch
+import torch.nn.functional as F
 
 from ..layer import Hints, Layer, Step, register_layer
 from ..proto import caffe_pb2
+from .pooling import check_4d
 
 
 class _OneToOne(Layer):
@@ -309,3 +312,77 @@ class NormalizeLayer(_OneToOne):
             # the channels share one scale).
             along = (dy * self.xhat).sum(axes, keepdim=True)
             bottom[0].diff.view(x.shape)[...] = (dy - self.xhat * along) / self.norm * scale
+
+
+# -- local response normalization -----------------------------------------------------------
+@register_layer
+class LRNLayer(Layer):
+    """y = x * scale^-beta; ACROSS_CHANNELS scale = k + alpha/n sum x^2 over n channels,
+    WITHIN_CHANNEL scale = 1 + alpha/n^2 sum x^2 over an n x n window (Caffe ignores k)."""
+
+    type = "LRN"
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def setup(self, bottom, top):
+        p = self.param.lrn_param
+        if p.local_size % 2 != 1:
+            self.fail(f"local_size must be odd, got {p.local_size}")
+        self.size, self.beta = p.local_size, p.beta
+        self.across = p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS
+        self.k, self.coef = (p.k, p.alpha / p.local_size) if self.across else \
+            (1.0, p.alpha / p.local_size ** 2)
+        self.scale = self.power = None
+
+    def reshape(self, bottom, top):
+        check_4d(self, bottom[0])
+        top[0].reshape_like(bottom[0])
+        # Like Caffe's scale_ blob: kept between forward and backward, allocated once.
+        b = bottom[0]
+        if self.scale is None or self.scale.shape != b.shape or self.scale.dtype != b.dtype:
+            self.scale = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+            self.power = torch.empty_like(self.scale)
+
+    def window_sum(self, t, out=None, square=False):
+        """Zero-padded sum of t (of t^2 * coef when `square`) over each element's neighbourhood;
+        symmetric, so self-adjoint. Across channels: shifted slices added in place."""
+        n, half = self.size, (self.size - 1) // 2
+        if not self.across:
+            t = t * t * self.coef if square else t
+            out[...] = F.avg_pool2d(t, n, 1, half, divisor_override=1)
+            return out
+        if square:
+            torch.mul(t, t, out=out).mul_(self.coef)
+        else:
+            out.copy_(t)
+        for j in range(1, min(half, t.shape[1] - 1) + 1):
+            if square:
+                out[:, j:].addcmul_(t[:, :-j], t[:, :-j], value=self.coef)
+                out[:, :-j].addcmul_(t[:, j:], t[:, j:], value=self.coef)
+            else:
+                out[:, j:] += t[:, :-j]
+                out[:, :-j] += t[:, j:]
+        return out
+
+    def scale_power(self, out):
+        """scale^-beta; beta = 0.75 (every published LRN) as 1 / sqrt(scale^1.5), three cheap
+        passes instead of a pow."""
+        if self.beta == 0.75:
+            torch.sqrt(self.scale, out=out).mul_(self.scale).rsqrt_()
+        else:
+            torch.pow(self.scale, -self.beta, out=out)
+        return out
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        self.window_sum(x, self.scale, square=True).add_(self.k)
+        torch.mul(x, self.scale_power(self.power), out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, y, dy, dx = bottom[0].data, top[0].data, top[0].diff, bottom[0].diff
+        ratio = torch.mul(dy, y).div_(self.scale)
+        self.window_sum(ratio, dx)
+        torch.mul(dy, self.power, out=ratio)
+        torch.addcmul(ratio, x, dx, value=-2 * self.coef * self.beta, out=dx)

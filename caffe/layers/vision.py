@@ -1,6 +1,7 @@
-"""Vision layers: convolution, deconvolution, im2col, LRN and spatial pyramid pooling.
+"""Vision layers: convolution, deconvolution, im2col and spatial pyramid pooling.
 
-Pooling lives in pooling.py (imported here, so this family registers it too).
+Pooling lives in pooling.py and LRN in normalization.py (imported here, so this family
+registers them too).
 Convolutions with 1 to 3 spatial axes run on torch's convolution kernels; other ranks
 (0 or more than 3 spatial axes, which Caffe also accepts) fall back to Caffe's own
 im2col + matrix product formulation.
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
+from .normalization import LRNLayer  # noqa: F401 (registers it)
 from .pooling import STOCHASTIC, Pool2d, PoolingLayer, check_4d, spp_levels  # noqa: F401
 
 __all__ = ["ConvolutionLayer", "DeconvolutionLayer", "Im2colLayer", "LRNLayer", "SPPLayer",
@@ -92,6 +94,10 @@ def col2im(col, shape, kernel, stride, pad, dilation, out):
 
 
 # -- convolution ----------------------------------------------------------------------------
+# Bytes of input and output per call of a grouped convolution's kernel (see batch_chunk):
+# about a core's share of L2 plus L3 on the machines measured.
+GROUPED_CHUNK_BYTES = 4 << 20
+
 class _ConvolutionBase(Layer):
     """Shared by Convolution and Deconvolution; every bottom/top pair uses the same weights."""
 
@@ -132,10 +138,13 @@ class _ConvolutionBase(Layer):
         # torch's kernels take 1 to 3 spatial axes; 0 axes is a 1-D convolution over length 1.
         self.native = 0 <= num_spatial <= 3
         self.torch_geometry = self.geometry if num_spatial else ((1,), (1,), (0,), (1,))
-        # Caffe's 1x1 case: no im2col, one matrix product per image, written straight into
-        # the top (torch's convolution returns a new tensor that would have to be copied).
+        # Caffe's 1x1 case: no im2col, one matrix product per image and group, written
+        # straight into the top (torch's convolution returns a new tensor that would have to
+        # be copied). Grouped 1x1 convolutions (ShuffleNet's) take it too: oneDNN would
+        # reorder the NCHW input into its blocked layout and back on every call, 2.4x the
+        # time of the batched product at batch 16.
         kernel, stride, pad, _ = self.geometry
-        self.pointwise = (num_spatial >= 1 and not self.transposed and p.group == 1
+        self.pointwise = (num_spatial >= 1 and not self.transposed
                           and set(kernel) == {1} and set(stride) == {1} and not any(pad))
 
     def reshape(self, bottom, top):
@@ -162,22 +171,47 @@ class _ConvolutionBase(Layer):
         w = self.blobs[0].data
         return w if self.geometry[0] else w.view(w.shape + (1,))
 
+    def _grouped(self, a, channels):
+        """(N, C, *S) data -> (N, G, C / G, prod(S)): the pointwise path's matrices."""
+        return a.view(self.in_view[0], self.group, channels // self.group, -1)
+
+    def _pointwise_weight(self):
+        return self.blobs[0].data.view(self.group, self.num_output // self.group,
+                                       self.channels // self.group)
+
+    def batch_chunk(self):
+        """Images per call of the convolution kernel. oneDNN runs grouped (depthwise)
+        convolutions on a blocked copy of the input and output that it makes on each call;
+        for a whole batch of large feature maps those copies leave the cache (and glibc
+        maps and unmaps them, page-faulting every call): at batch 16 a MobileNet depthwise
+        layer took 6-8x its time per image. Calls of at most GROUPED_CHUNK_BYTES keep them
+        in cache; dense convolutions are bound by their arithmetic and run whole."""
+        num = self.in_view[0]
+        if self.group == 1 or self.transposed or num == 1:
+            return num
+        per_image = (math.prod(self.in_view[1:]) + math.prod(self.out_view[1:])) * \
+            self.blobs[0].data.element_size()
+        return max(1, min(num, GROUPED_CHUNK_BYTES // per_image))
+
     def forward(self, bottom, top):
         w, bias = self.weight(), self.blobs[1].data if self.bias_term else None
         if self.pointwise:
-            w = w.view(self.num_output, self.channels)
+            w = self._pointwise_weight()
             for b, t in zip(bottom, top):
-                y = t.data.view(self.out_view[0], self.num_output, -1)
-                torch.matmul(w, b.data.view(self.in_view[0], self.channels, -1), out=y)
+                y = self._grouped(t.data, self.num_output)
+                torch.matmul(w, self._grouped(b.data, self.channels), out=y)
                 if bias is not None:
-                    y += bias.view(1, -1, 1)
+                    y.view(self.out_view[0], self.num_output, -1).add_(bias.view(1, -1, 1))
             return
         stride, pad, dilation = self.torch_geometry[1:]
+        chunk = self.batch_chunk() if self.native else None
         for b, t in zip(bottom, top):
             x, y = b.data.view(self.in_view), t.data.view(self.out_view)
             if self.native:
-                y[...] = torch.ops.aten.convolution(x, w, bias, stride, pad, dilation,
-                                                    self.transposed, [0] * len(pad), self.group)
+                for i in range(0, x.shape[0], chunk):
+                    y[i:i + chunk] = torch.ops.aten.convolution(
+                        x[i:i + chunk], w, bias, stride, pad, dilation, self.transposed,
+                        [0] * len(pad), self.group)
             else:
                 y[...] = self._gemm_forward(x, w)
                 if bias is not None:
@@ -210,19 +244,19 @@ class _ConvolutionBase(Layer):
 
     def _pointwise_backward(self, b, t, mask):
         num = self.in_view[0]
-        w = self.blobs[0].data.view(self.num_output, self.channels)
-        dy, x = t.diff.view(num, self.num_output, -1), b.data.view(num, self.channels, -1)
-        if mask[1]:   # dW += sum over images of dy x^T
+        w = self._pointwise_weight()
+        dy, x = self._grouped(t.diff, self.num_output), self._grouped(b.data, self.channels)
+        if mask[1]:   # dW_g += sum over images of dy_g x_g^T
             dw = self.blobs[0].diff.view(w.shape)
             if num <= 32:
                 for n in range(num):
-                    dw.addmm_(dy[n], x[n].t())
+                    dw.baddbmm_(dy[n], x[n].transpose(1, 2))
             else:
-                dw += torch.bmm(dy, x.transpose(1, 2)).sum(0)
+                dw += torch.matmul(dy, x.transpose(2, 3)).sum(0)
         if mask[2]:
-            self.blobs[1].diff.add_(dy.sum((0, 2)))
+            self.blobs[1].diff.add_(dy.sum((0, 3)).view(-1))
         if mask[0]:
-            torch.matmul(w.t(), dy, out=b.diff.view(num, self.channels, -1))
+            torch.matmul(w.transpose(1, 2), dy, out=self._grouped(b.diff, self.channels))
 
     # Caffe's formulation: the im2col side is the bottom (convolution) or the top
     # (deconvolution); weights are (G, conv_out / G, conv_in / G * prod(kernel)).
@@ -306,80 +340,6 @@ class Im2colLayer(Layer):
             shape = (self.num, self.channels) + self.spatial
             bottom[0].diff.view(shape)[...] = col2im(
                 top[0].diff.view((self.num, -1) + self.out), shape, *self.geometry, self.out)
-
-
-# -- normalization --------------------------------------------------------------------------
-@register_layer
-class LRNLayer(Layer):
-    """y = x * scale^-beta; ACROSS_CHANNELS scale = k + alpha/n sum x^2 over n channels,
-    WITHIN_CHANNEL scale = 1 + alpha/n^2 sum x^2 over an n x n window (Caffe ignores k)."""
-
-    type = "LRN"
-    exact_num_bottom_blobs = 1
-    exact_num_top_blobs = 1
-
-    def setup(self, bottom, top):
-        p = self.param.lrn_param
-        if p.local_size % 2 != 1:
-            self.fail(f"local_size must be odd, got {p.local_size}")
-        self.size, self.beta = p.local_size, p.beta
-        self.across = p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS
-        self.k, self.coef = (p.k, p.alpha / p.local_size) if self.across else \
-            (1.0, p.alpha / p.local_size ** 2)
-        self.scale = self.power = None
-
-    def reshape(self, bottom, top):
-        check_4d(self, bottom[0])
-        top[0].reshape_like(bottom[0])
-        # Like Caffe's scale_ blob: kept between forward and backward, allocated once.
-        b = bottom[0]
-        if self.scale is None or self.scale.shape != b.shape or self.scale.dtype != b.dtype:
-            self.scale = torch.empty(b.shape, dtype=b.dtype, device=b.device)
-            self.power = torch.empty_like(self.scale)
-
-    def window_sum(self, t, out=None, square=False):
-        """Zero-padded sum of t (of t^2 * coef when `square`) over each element's neighbourhood;
-        symmetric, so self-adjoint. Across channels: shifted slices added in place."""
-        n, half = self.size, (self.size - 1) // 2
-        if not self.across:
-            t = t * t * self.coef if square else t
-            out[...] = F.avg_pool2d(t, n, 1, half, divisor_override=1)
-            return out
-        if square:
-            torch.mul(t, t, out=out).mul_(self.coef)
-        else:
-            out.copy_(t)
-        for j in range(1, min(half, t.shape[1] - 1) + 1):
-            if square:
-                out[:, j:].addcmul_(t[:, :-j], t[:, :-j], value=self.coef)
-                out[:, :-j].addcmul_(t[:, j:], t[:, j:], value=self.coef)
-            else:
-                out[:, j:] += t[:, :-j]
-                out[:, :-j] += t[:, j:]
-        return out
-
-    def scale_power(self, out):
-        """scale^-beta; beta = 0.75 (every published LRN) as 1 / sqrt(scale^1.5), three cheap
-        passes instead of a pow."""
-        if self.beta == 0.75:
-            torch.sqrt(self.scale, out=out).mul_(self.scale).rsqrt_()
-        else:
-            torch.pow(self.scale, -self.beta, out=out)
-        return out
-
-    def forward(self, bottom, top):
-        x = bottom[0].data
-        self.window_sum(x, self.scale, square=True).add_(self.k)
-        torch.mul(x, self.scale_power(self.power), out=top[0].data)
-
-    def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        x, y, dy, dx = bottom[0].data, top[0].data, top[0].diff, bottom[0].diff
-        ratio = torch.mul(dy, y).div_(self.scale)
-        self.window_sum(ratio, dx)
-        torch.mul(dy, self.power, out=ratio)
-        torch.addcmul(ratio, x, dx, value=-2 * self.coef * self.beta, out=dx)
 
 
 # -- spatial pyramid pooling ------------------------------------------------------------------

@@ -258,3 +258,19 @@ def test_threshold_gradient_is_zero_away_from_the_threshold(device):
     layer = make_layer('type: "Threshold" threshold_param { threshold: 0.1 }', device=device)
     check_gradient(layer, [random_blob((2, 3, 4), device=device)], kink=0.1, kink_range=0.01)
 
+
+@pytest.mark.parametrize("text", ['type: "PReLU"', 'type: "ELU" elu_param { alpha: -0.5 }',
+                                  'type: "ReLU" relu_param { negative_slope: -0.5 }'])
+def test_in_place_layer_keeps_no_input_copy_without_backward(text):
+    """Deploy nets never call backward (Layer.need_backward cleared): no copy of the input,
+    same output (negative slopes: the layers that otherwise keep one)."""
+    outputs = []
+    for need_backward in (True, False):
+        layer = make_layer(text)
+        x = random_blob(SHAPE)
+        layer.layer_setup([x], [x])
+        layer.need_backward = need_backward
+        layer.forward([x], [x])
+        assert (layer._saved is not None) == need_backward
+        outputs.append(x.data.clone())
+    torch.testing.assert_close(outputs[0], outputs[1])

@@ -45,6 +45,7 @@ CONV = [
     ("Convolution", "num_output: 2 kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 2 stride_h: 2 "
                     "stride_w: 1", (1, 2, 5, 3)),
     ("Convolution", "num_output: 2 kernel_size: 1 bias_term: false", (2, 3, 3, 2)),
+    ("Convolution", "num_output: 4 kernel_size: 1 group: 2", (2, 6, 3, 2)),  # grouped 1x1
     ("Convolution", "num_output: 2 kernel_size: 2 kernel_size: 1 kernel_size: 2 stride: 2 "
                     "pad: 1", (1, 2, 3, 2, 3)),
     ("Convolution", "num_output: 2 kernel_size: 2 pad: 1 stride: 2", (2, 2, 5)),
@@ -78,6 +79,47 @@ def test_convolution_matches_torch(device, kind):
     fn = F.conv_transpose2d if kind == "Deconvolution" else F.conv2d
     expected = fn(x.data, w, b, stride=2, padding=1, groups=2)
     assert top[0].shape == tuple(expected.shape)
+    torch.testing.assert_close(top[0].data, expected)
+
+
+@pytest.mark.parametrize("num", [2, 40])   # 40: the batched weight-gradient path
+def test_grouped_pointwise_convolution_matches_torch(device, num):
+    """Grouped 1x1 convolutions (ShuffleNet's) run as one batched product per group."""
+    layer = make_layer(conv("Convolution", "num_output: 6 kernel_size: 1 group: 3"),
+                       device=device)
+    x = random_blob((num, 9, 3, 2), device=device)
+    top = setup(layer, [x])
+    assert layer.pointwise
+    layer.forward([x], top)
+    w, b = layer.blobs[0].data, layer.blobs[1].data
+    torch.testing.assert_close(top[0].data, F.conv2d(x.data, w, b, groups=3))
+    top[0].diff[...] = torch.randn(top[0].shape, dtype=x.dtype, device=device)
+    layer.backward(top, [True], [x])
+    xr, wr, br = (t.clone().requires_grad_() for t in (x.data, w, b))
+    F.conv2d(xr, wr, br, groups=3).backward(top[0].diff)
+    for ours, theirs in ((x.diff, xr.grad), (layer.blobs[0].diff, wr.grad),
+                         (layer.blobs[1].diff, br.grad)):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_depthwise_convolution_in_batch_chunks_equals_one_call(device, monkeypatch):
+    """Grouped convolutions of large batches run a few images per kernel call (batch_chunk):
+    the same numbers as one call over the batch, for chunks that do not divide it."""
+    from caffe.layers import vision
+    layer = make_layer(conv("Convolution", "num_output: 4 kernel_size: 3 pad: 1 stride: 2 "
+                            "group: 4"), dtype=torch.float32, device=device)
+    x = random_blob((5, 4, 7, 6), dtype=torch.float32, device=device)   # oneDNN's dtype
+    top = setup(layer, [x])
+    layer.forward([x], top)
+    whole = top[0].data.clone()
+    per_image = (4 * 7 * 6 + 4 * 4 * 3) * x.data.element_size()
+    monkeypatch.setattr(vision, "GROUPED_CHUNK_BYTES", 2 * per_image)
+    assert layer.batch_chunk() == 2
+    top[0].data.zero_()
+    layer.forward([x], top)
+    torch.testing.assert_close(top[0].data, whole, rtol=1e-6, atol=1e-6)
+    expected = F.conv2d(x.data, layer.blobs[0].data, layer.blobs[1].data, stride=2, padding=1,
+                        groups=4)
     torch.testing.assert_close(top[0].data, expected)
 
 
