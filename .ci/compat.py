@@ -121,7 +121,8 @@ def one_row(name, version, with_torch, pins, wheel, workdir, tests=False, downlo
     steps = []
     if torch_pin:
         steps.append([python, "-m", "pip", "install", "-q", torch_pin])
-        steps.append([python, "-m", "pip", "install", "-q", str(wheel)] + pins)
+        # The pin again: pip would otherwise upgrade the row's torch to what we declare.
+        steps.append([python, "-m", "pip", "install", "-q", str(wheel), torch_pin] + pins)
     else:
         steps.append([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
                       str(wheel)])

@@ -4,7 +4,9 @@ Interp -> (Slice) Resize linear with aligned corners; BN -> Mul, Add with the fo
 shift (SegNet's LEARN mode: the batch statistics by ReduceMean); SegNet's Upsample ->
 ScatterElements by the pooling mask, YOLO's -> Resize nearest; depthwise convolution -> Conv
 with group; ShuffleChannel and Reorg -> Reshape, Transpose, Reshape; Region -> Sigmoid and
-Softmax on slices; Axpy -> Mul, Add. SegAccuracy (a metric) and the data layers have no
+Softmax on slices; Axpy -> Mul, Add; the community activations ReLU6, Mish, HardSwish and
+HardSigmoid -> ONNX's own operators (Relu/LeakyRelu then Min, Softplus/Tanh/Mul, HardSwish,
+HardSigmoid: each the same formula as the layer). SegAccuracy (a metric) and the data layers have no
 ONNX form.
 """
 import numpy as np
@@ -139,3 +141,31 @@ def _axpy(g, s):
                       hint=s.name + "/a")
     g.node("Add", [g.node("Mul", [scale, s.bottoms[1]], hint=s.name + "/ax"), s.bottoms[2]],
            s.tops[0], s.name)
+
+
+# -- community activations (caffe/layers/community.py) ----------------------------------------
+@converter("ReLU6")
+def _relu6(g, s):
+    slope = s.layer.param.relu6_param.negative_slope
+    y = g.node("LeakyRelu", s.bottoms, hint=s.name + "/leaky", alpha=slope) if slope else \
+        g.node("Relu", s.bottoms, hint=s.name + "/relu")
+    # Min, not Clip: with a negative slope the negative side is positive and only 6 bounds it.
+    g.node("Min", [y, g.scalar(6.0)], s.tops[0], s.name)
+
+
+@converter("Mish")
+def _mish(g, s):
+    x = s.bottoms[0]
+    soft = g.node("Softplus", [x], hint=s.name + "/softplus")
+    g.node("Mul", [x, g.node("Tanh", [soft], hint=s.name + "/tanh")], s.tops[0], s.name)
+
+
+@converter("HardSwish")
+def _hard_swish(g, s):
+    # ONNX's HardSwish is x max(0, min(1, x / 6 + 1 / 2)) = x relu6(x + 3) / 6.
+    g.node("HardSwish", s.bottoms, s.tops[0], s.name)
+
+
+@converter("HardSigmoid")
+def _hard_sigmoid(g, s):
+    g.node("HardSigmoid", s.bottoms, s.tops[0], s.name, alpha=0.2, beta=0.5)

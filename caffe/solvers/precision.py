@@ -20,6 +20,7 @@ import logging
 
 import torch
 
+from .. import common
 from ..blob import Blob
 from ..blob_proto import proto_values
 from ..errors import CaffeError
@@ -34,8 +35,14 @@ PRECISIONS = {"fp32": torch.float32, "float32": torch.float32, "float": torch.fl
 INIT_SCALE, GROWTH_INTERVAL = 2.0 ** 15, 2000
 
 
-def compute_dtype(precision, master=torch.float32):
-    """The dtype the nets compute in for `precision` (a name of PRECISIONS, a dtype or None)."""
+# Half precision on the CPU is checked from torch 2.13 on (`make compat`): torch 2.1 has no
+# float16 CPU convolution, and torch 2.4's bfloat16 CPU kernels train LeNet far from float32.
+HALF_CPU_TORCH = "2.13"
+
+
+def compute_dtype(precision, master=torch.float32, device=None):
+    """The dtype the nets compute in for `precision` (a name of PRECISIONS, a dtype or None)
+    on `device` (default: caffe's current mode)."""
     if precision is None:
         return master
     if isinstance(precision, torch.dtype):
@@ -46,6 +53,11 @@ def compute_dtype(precision, master=torch.float32):
             raise CaffeError(f"unknown precision '{precision}' (known: fp32, bf16, fp16)")
     if dtype != master and master != torch.float32:
         raise CaffeError(f"precision {precision} needs float32 master weights, not {master}")
+    on_cpu = torch.device(device if device is not None else common.device()).type == "cpu"
+    if dtype != master and on_cpu and \
+            torch.torch_version.TorchVersion(torch.__version__) < HALF_CPU_TORCH:
+        raise CaffeError(f"precision {precision} on the CPU needs torch>={HALF_CPU_TORCH} (this is "
+                         f"torch {torch.__version__}): use fp32, a GPU or a newer torch")
     return dtype
 
 

@@ -56,7 +56,7 @@ class Solver(SnapshotMixin):
         self.param = caffe_pb2.SolverParameter()
         self.param.CopyFrom(param)
         self.dtype = dtype
-        self.compute_dtype = compute_dtype(precision, dtype)
+        self.compute_dtype = compute_dtype(precision, dtype, device)
         self.device = torch.device(device if device is not None else common.device())
         self.check_param()
         self.check_snapshot_prefix(only_if_periodic=True)

@@ -46,6 +46,20 @@ def test_fork_layer_exports(body, shapes):
     check_exports(net, outputs=["y"], torch_=False)
 
 
+@pytest.mark.parametrize("body", [layer("ReLU6"),
+                                  layer("ReLU6", "relu6_param { negative_slope: 0.1 }"),
+                                  layer("ReLU6", "relu6_param { negative_slope: -2 }"),
+                                  layer("Mish"), layer("HardSwish"), layer("HardSigmoid")],
+                         ids=["relu6", "relu6_leaky", "relu6_negative", "mish", "hard_swish",
+                              "hard_sigmoid"])
+def test_community_activations_export(body):
+    """Inputs over [-30, 30]: both of ReLU6's bounds, Mish's softplus past 20, every piece of
+    the hard functions."""
+    net = make_net(body, [(4, 3, 5, 6)])
+    x = np.linspace(-30, 30, 360, dtype=np.float32).reshape(4, 3, 5, 6)
+    check_exports(net, {"x": x}, outputs=["y"], torch_=False)
+
+
 @pytest.mark.parametrize("pool, upsample, size", [
     ("kernel_size: 2 stride: 2", "scale: 2 pad_out_h: true pad_out_w: true", (7, 9)),
     ("kernel_size: 2 stride: 2", "upsample_h: 7 upsample_w: 9", (7, 9)),      # SegNet 360x480

@@ -12,6 +12,11 @@ from caffe.proto import caffe_pb2
 from caffe.solvers import precision
 from tests.solvers.nets import CLASSIFIER_NET, PARAM_NET, make_solver
 
+# Older torch refuses half precision on the CPU (test_half_precision_on_an_old_torch_cpu).
+pytestmark = pytest.mark.skipif(
+    torch.torch_version.TorchVersion(torch.__version__) < precision.HALF_CPU_TORCH,
+    reason=f"half precision on the CPU needs torch>={precision.HALF_CPU_TORCH}")
+
 # A small convolutional classifier (LeNet's layer types) on a learnable, separable task.
 CONV_NET = """name: "conv"
 layer { name: "data" type: "Input" top: "data" top: "label"
@@ -190,3 +195,14 @@ def test_unknown_precision_is_named():
 def test_fp32_precision_changes_nothing():
     solver = make_solver(SGD, net=CONV_NET, dtype=torch.float32, precision="fp32")
     assert solver.master is None and solver.net.dtype == torch.float32
+
+
+def test_half_precision_on_an_old_torch_cpu(monkeypatch):
+    """torch 2.1 has no float16 CPU convolution and torch 2.4's bfloat16 CPU kernels train
+    LeNet far from float32 (make compat): there the CPU refuses half precision, naming torch."""
+    monkeypatch.setattr(torch, "__version__", "2.4.1+cu121")
+    for name in ("bf16", "fp16"):
+        with pytest.raises(CaffeError, match=r"needs torch>=2\.13 \(this is torch 2\.4\.1"):
+            precision.compute_dtype(name, device="cpu")
+    assert precision.compute_dtype("fp32", device="cpu") == torch.float32
+    assert precision.compute_dtype("bf16", device="cuda") == torch.bfloat16
