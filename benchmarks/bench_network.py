@@ -1,6 +1,6 @@
 """What the network costs: data-parallel SGD of CaffeNet-size gradients on 1 and 2 hosts.
 
-Two hosts are network namespaces joined by a veth pair (caffe.testing.netns, needs root),
+Two hosts are network namespaces joined by a veth pair (tests.netns, needs root),
 shaped with `tc netem` (rate and delay) where the kernel has sch_netem, else `tc tbf` (rate
 only: the delay is then not applied, and the table says so). The net has CaffeNet's fully
 connected stack (fc6 9216x4096, fc7 4096x4096, fc8 4096x1000) behind a 2.4M-parameter layer
@@ -147,7 +147,7 @@ def main():
     if args.worker:
         return worker(args)
 
-    from caffe.testing.netns import NetnsUnavailable, TwoHosts
+    from tests.netns import NetnsUnavailable, TwoHosts
     tmp = Path(tempfile.mkdtemp())
     try:
         hosts = TwoHosts.create("pcbench")

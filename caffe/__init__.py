@@ -6,8 +6,6 @@ h5py when an HDF5 file is first read. ``import caffe.proto.caffe_pb2`` needs pro
 To add a public name, add it to ``_EXPORTS`` (name -> the submodule defining it).
 """
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from . import threads as _threads; _threads.configure()  # noqa: E702,I001  (before torch starts its pools)
@@ -24,11 +22,12 @@ _EXPORTS = {
     "set_device": (".common", "set_device"),
     "set_random_seed": (".common", "set_random_seed"),
     "Layer": (".layer", "Layer"),
-    "layer_type_list": (".layer", "layer_type_list"),
-    "register_layer": (".layer", "register_layer"),
+    "layer_type_list": (".layers", "layer_type_list"),
+    "register_layer": (".layers", "register_layer"),
     "Net": (".net", "Net"),
     "set_python_layers_allowed": (".layers.python_layer", "set_python_layers_allowed"),
-    "set_python2_layers": (".upgrade.python2", "set_python2_layers"),
+    "set_python2_layers": (".layers.python2", "set_python2_layers"),
+    "layers": (".layers", None),
     "params": (".net_spec", "params"),
     "NetSpec": (".net_spec", "NetSpec"),
     "to_proto": (".net_spec", "to_proto"),
@@ -70,12 +69,13 @@ if TYPE_CHECKING:     # what type checkers and editors see: the same names, impo
                          set_mode_gpu as set_mode_gpu, set_random_seed as set_random_seed)
     from .detector import Detector as Detector
     from .errors import CaffeError as CaffeError
-    from .layer import (Layer as Layer, layer_type_list as layer_type_list,
-                        register_layer as register_layer)
+    from .layer import Layer as Layer
+    from .layers import layer_type_list as layer_type_list, register_layer as register_layer
     from .layers.python_layer import set_python_layers_allowed as set_python_layers_allowed
-    from .upgrade.python2 import set_python2_layers as set_python2_layers
+    from .layers.python2 import set_python2_layers as set_python2_layers
     from .net import Net as Net
-    from .net_spec import NetSpec as NetSpec, layers as layers, params as params
+    from . import layers as layers
+    from .net_spec import NetSpec as NetSpec, params as params
     from .net_spec import to_proto as to_proto
     from .parallel import (NCCL as NCCL, set_multiprocess as set_multiprocess,
                            set_solver_count as set_solver_count,
@@ -90,11 +90,7 @@ if TYPE_CHECKING:     # what type checkers and editors see: the same names, impo
                           RMSPropSolver as RMSPropSolver, SGDSolver as SGDSolver,
                           get_solver as get_solver)
 
-# Modules that need the built-in layer catalog registered before they are used.
-_NEEDS_CATALOG = (".layer", ".net", ".net_spec", ".classifier", ".detector", ".solvers",
-                  ".parallel", ".layers.python_layer", ".pycaffe")
-
-__all__ = sorted(set(_EXPORTS) | {"layers"})
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
@@ -102,8 +98,6 @@ def __getattr__(name):
         module_name, attribute = _EXPORTS[name]
     except KeyError:
         raise AttributeError(f"module 'caffe' has no attribute '{name}'") from None
-    if module_name in _NEEDS_CATALOG:
-        importlib.import_module(".layers", __name__)
     module = importlib.import_module(module_name, __name__)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value     # later look-ups skip this function
@@ -112,22 +106,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
-
-
-class _Caffe(types.ModuleType):
-    """``caffe.layers`` is net_spec's layer factory (``L``), as in BVLC's pycaffe.
-
-    The subpackage caffe/layers/ has the same name: importing it makes the import system
-    set ``caffe.layers`` to it, which this property ignores.
-    """
-
-    @property
-    def layers(self):
-        return importlib.import_module(".net_spec", __name__).layers
-
-    @layers.setter
-    def layers(self, _subpackage):
-        pass
-
-
-sys.modules[__name__].__class__ = _Caffe

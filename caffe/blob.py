@@ -107,6 +107,16 @@ class _Mem:
         return self.host
 
 
+
+def canonical_axis_index(axis, num_axes, shape=None):
+    """Blob::CanonicalAxisIndex: an axis in [-num_axes, num_axes) as an index from 0 (a 0-D
+    blob has axis 0); out of range, a CaffeError. Layers and the exporters share it."""
+    if not -num_axes <= axis < max(num_axes, 1):
+        shape = "" if shape is None else f" of shape {tuple(shape)}"
+        raise CaffeError(f"axis {axis} out of range for {num_axes}-D blob{shape}")
+    return axis + num_axes if axis < 0 else axis
+
+
 class Blob:
     """An N-D array of `dtype` on `device` with data and diff of equal shape."""
 
@@ -157,10 +167,7 @@ class Blob:
         return n
 
     def canonical_axis_index(self, axis):
-        n = len(self._shape)
-        if not -n <= axis < max(n, 1):
-            raise CaffeError(f"axis {axis} out of range for {n}-D blob of shape {self._shape}")
-        return axis + n if axis < 0 else axis
+        return canonical_axis_index(axis, len(self._shape), self._shape)
 
     def shape_at(self, axis):
         return self._shape[self.canonical_axis_index(axis)]

@@ -32,7 +32,7 @@ def _pydot():
     return require("pydot", extra="draw", feature="drawing nets")
 
 
-def _quote(text):
+def quote_label(text):
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -47,7 +47,7 @@ def _node_id(name):
     here where pydot would not."""
     if _PLAIN_ID.fullmatch(name) and name.lower() not in _DOT_KEYWORDS:
         return name
-    return _quote(name)
+    return quote_label(name)
 
 
 def _record_text(text):
@@ -142,7 +142,8 @@ def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lr
     if rankdir not in RANKDIRS:
         raise DrawError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     pydot = _pydot()
-    graph_name = _quote(caffe_net.name or "Net") if keyed else _node_id(caffe_net.name or "Net")
+    name = caffe_net.name or "Net"
+    graph_name = quote_label(name) if keyed else _node_id(name)
     graph = pydot.Dot(graph_name, graph_type="digraph", rankdir=rankdir)
     nodes, edges = {}, []
 
@@ -150,7 +151,7 @@ def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lr
         key = name + "_blob"
         if keyed:
             if key not in nodes:
-                nodes[key] = pydot.Node(_quote(key), label=_quote(name), **BLOB_STYLE)
+                nodes[key] = pydot.Node(quote_label(key), label=quote_label(name), **BLOB_STYLE)
         else:
             # As BVLC: each mention makes the node anew, so a blob last seen as a top has
             # no style (its first mention fixes its place in the node order).
@@ -167,7 +168,7 @@ def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lr
         if not in_place:
             style["fillcolor"] = choose_color_by_layertype(layer.type)
         label = get_layer_label(layer, rankdir, display_lrm)
-        nodes[key] = pydot.Node(_quote(key), label=label, **style) if keyed else \
+        nodes[key] = pydot.Node(quote_label(key), label=label, **style) if keyed else \
             pydot.Node(label, **style)
         for bottom in layer.bottom:
             edges.append((blob_node(bottom, BLOB_STYLE), key, '""'))

@@ -9,10 +9,11 @@ Every layer follows Caffe's contract:
                           accumulate (+=) learned-blob diffs where self.param_propagate_down says so
 `bottom` and `top` are lists of caffe.blob.Blob whose .data and .diff are torch tensors.
 
-The registry holds the types of the modules that registered them: importing the catalog,
-caffe.layers (which `import caffe` does), registers every built-in type.
+The registry maps Caffe type strings to layer classes; a type registered twice is an error
+unless the second registration asks to replace the first. The built-in catalog, caffe.layers,
+fills it when imported and is where layers are created from it (create_layer).
 """
-import difflib
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -23,22 +24,33 @@ from .blob_proto import (blob_from_proto, blob_to_proto, copy_proto_into,  # noq
                          proto_shape, proto_values, shape_matches_proto)
 from .errors import CaffeError, LayerSetupError
 from .filler import fill
-from .fork_names import type_hint
 from .proto import caffe_pb2
 
+# Caffe type string -> layer class: the built-in catalog (caffe.layers) registers its types
+# when imported, and creates layers from them (caffe.layers.create_layer).
 LAYER_REGISTRY: dict = {}
 
 
-def register_layer(cls):
-    """Class decorator: make `cls` creatable by its Caffe type string."""
+def register_layer(cls=None, *, replace=False):
+    """Class decorator: make `cls` creatable by its Caffe type string.
+
+    A type registered already is refused, as Caffe's LayerRegistry refuses it, unless the
+    caller asks to replace it: @register_layer(replace=True). The same class defined again
+    (a module reloaded, a notebook cell run twice) replaces its earlier self."""
+    if cls is None:
+        return lambda c: register_layer(c, replace=replace)
     if not cls.type:
         raise TypeError(f"{cls.__name__} has no Caffe type string")
+    old = LAYER_REGISTRY.get(cls.type)
+    same = old is not None and (old.__module__, old.__qualname__) == \
+        (cls.__module__, cls.__qualname__)
+    if old is not None and not (replace or same):
+        raise LayerSetupError(f"layer type '{cls.type}' is already registered "
+                              f"({old.__module__}.{old.__qualname__}); to replace it with "
+                              f"{cls.__module__}.{cls.__qualname__}, register it with "
+                              f"@register_layer(replace=True)")
     LAYER_REGISTRY[cls.type] = cls
     return cls
-
-
-def layer_type_list():
-    return sorted(LAYER_REGISTRY)
 
 
 def at_layer(error, layer):
@@ -54,22 +66,52 @@ def at_layer(error, layer):
         return CaffeError(f"{prefix}: {error}")
 
 
-def create_layer(param, dtype=torch.float32, device="cpu"):
-    """Instantiate the registered layer named by `param.type` (a LayerParameter)."""
-    cls = LAYER_REGISTRY.get(param.type)
-    if cls is None:
-        close = difflib.get_close_matches(param.type, LAYER_REGISTRY, n=3, cutoff=0.5)
-        close += [t for t in LAYER_REGISTRY if t.lower() == param.type.lower() and t not in close]
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LayerSetupError(f"layer '{param.name}': unknown layer type '{param.type}'{hint} "
-                              f"({type_hint(param.type)})")
-    if param.dialect and param.dialect not in cls.dialects:
-        raise LayerSetupError(f"layer '{param.name}' ({param.type}): dialect '{param.dialect}' "
-                              f"is not one of this type's ({', '.join(cls.dialects) or 'none'})")
-    try:
-        return cls(param, dtype=dtype, device=device)
-    except CaffeError as e:
-        raise at_layer(e, param) from None
+class Step:
+    """Layers the Net runs as one unit of its plan (caffe.net_plan): one layer, as Caffe runs
+    it, or a fused pair. `layers` are their net indices, ascending; `units` the (layer, bottom,
+    top, propagate_down, need_backward) of each, need_backward as the Net decided it. A fused
+    step overrides forward and backward, and must leave every blob as its layers run one by
+    one would."""
+
+    __slots__ = ("layers", "units")
+
+    def __init__(self, layers, units):
+        self.layers, self.units = layers, units
+
+    def reshape(self):
+        for layer, bottom, top, _, _ in self.units:
+            layer.reshape(bottom, top)
+
+    def forward(self):
+        for layer, bottom, top, _, _ in self.units:
+            layer.forward(bottom, top)
+
+    def backward(self):
+        for layer, bottom, top, propagate_down, need_backward in reversed(self.units):
+            if need_backward:
+                layer.backward(top, propagate_down, bottom)
+
+
+class Hints(NamedTuple):
+    """A layer's hints to the Net's execution plan (Layer.plan_hints).
+
+    fusion: a Step subclass that runs this layer and the next as one step, where its
+        fits(layer, next_layer, bottom, top, next_bottom, next_top) says it may.
+    own_input: this in-place layer's backward reads its input; when the Net also runs the
+        layer producing it, that layer writes into a hidden blob this one reads (same shape,
+        sharing the diff), so that no copy of the input is needed.
+    diff_passthrough: (bottom, top) index pairs whose diffs backward makes equal, so that a
+        Net recycling diffs may keep both in one buffer (the layer skips the copy then, by
+        Blob.shares_diff_with).
+    keeps_diffs: the layer's tops share their bottom's diff storage: recycling leaves them.
+    """
+    fusion: Optional[type] = None
+    own_input: bool = False
+    diff_passthrough: Tuple[Tuple[int, int], ...] = ()
+    keeps_diffs: bool = False
+
+
+NO_HINTS = Hints()
 
 
 class Layer:
@@ -121,24 +163,10 @@ class Layer:
     def allow_force_backward(self, bottom_index):
         return True
 
-    def fuses_with(self, nxt, bottom, top, next_bottom, next_top):
-        """Whether the Net may run this layer and the next one (nxt) as one step, through
-        forward_fused(bottom, top, nxt, next_bottom, next_top) and backward_fused(top,
-        propagate_down, bottom, nxt, next_propagate_down); each pair must leave every blob
-        as the two steps would."""
-        return False
-
-    def diff_passthrough(self):
-        """(bottom, top) index pairs whose diffs backward makes equal (the bottom's written from
-        the top's), so that a Net recycling diffs may keep both in one buffer; the layer must
-        then skip the copy (Blob.shares_diff_with)."""
-        return []
-
-    def wants_own_input(self, bottom, top):
-        """Whether this in-place layer's backward reads its input: then, when the Net also runs
-        the layer that produces it, that layer writes into a hidden blob this one reads (same
-        shape, sharing the diff), so that no copy of the input is needed."""
-        return False
+    def plan_hints(self, bottom, top):
+        """What the Net's execution plan (caffe.net_plan) may do with this layer beyond
+        Caffe's contract; the one place a layer says so. Hints() by default: nothing."""
+        return NO_HINTS
 
     # -- driven by the Net ----------------------------------------------------
     def layer_setup(self, bottom, top):

@@ -1,27 +1,94 @@
 """Net: the DAG of layers described by a NetParameter, built as Caffe's Net::Init does."""
 import logging
 import os
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, Optional, Tuple
 
+import numpy as np
 import torch
 
 from . import formats, net_args, thread_policy
-from .blob import HALF_DTYPES, Blob
-from .errors import NetError, OutOfMemoryError
-from .layer import at_layer, create_layer
+from .blob import HALF_DTYPES, Blob, PyBlob
+from .blob_proto import blob_to_proto, copy_proto_into, proto_shape, shape_matches_proto
+from .errors import CaffeError, NetError, OutOfMemoryError, WeightsError
+from .layer import at_layer
+from .layers import create_layer
 from .log_text import printable
-from .layers.python_layer import module_search_dir
+from .layers.python_layer import BlobVec, module_search_dir
 from .net_dialects import mark_dialects
 from .net_param import filter_net, insert_splits
 from .proto import caffe_pb2
-from .net_diffs import DiffPlan
-from .net_guard import exclusive
-from .net_weights import NetWeights
-from .pycaffe import PycaffeNet
+from .net_guard import exclusive, used_by_threads
+from .net_plan import NetPlan
 
 log = logging.getLogger("caffe")
 
 
-class Net(PycaffeNet, NetWeights, DiffPlan):
+class PyLayer:
+    """pycaffe's face of a layer: `type`, `blobs` as NumPy-backed views, and the calls."""
+
+    def __init__(self, layer, bottom, top):
+        self._layer, self._bottom, self._top = layer, bottom, top
+
+    type = property(lambda self: self._layer.type)
+    name = property(lambda self: self._layer.name)
+    # BVLC's BlobVec: indexable NumPy-faced blobs, grown with add_blob(*shape).
+    blobs = property(lambda self: BlobVec(self._layer))
+
+    def setup(self, bottom=None, top=None):
+        self._layer.layer_setup(self._bottom, self._top)
+
+    def reshape(self, bottom=None, top=None):
+        self._layer.reshape(self._bottom, self._top)
+
+    def forward(self, bottom=None, top=None):
+        self._layer.forward(self._bottom, self._top)
+
+    def backward(self, top=None, propagate_down=None, bottom=None):
+        self._layer.backward(self._top, propagate_down or [True] * len(self._bottom),
+                             self._bottom)
+
+    def __getattr__(self, name):
+        # pycaffe scripts call their own methods on Python layers through net.layers.
+        impl = getattr(self._layer, "impl", None)
+        if impl is not None and not name.startswith("__"):
+            return getattr(impl, name)
+        raise AttributeError(f"layer '{self._layer.name}' has no attribute '{name}'")
+
+    def __repr__(self):
+        return f"<Layer '{self.name}' ({self.type})>"
+
+
+class BlobDict(OrderedDict):
+    """An ordered name -> blob mapping that prints as a table of shapes."""
+
+    def __repr__(self):
+        rows = [f"  {name:<30} {_shape_of(v)}" for name, v in self.items()]
+        return "\n".join([f"{type(self).__name__}({len(self)} entries)"] + rows)
+
+
+def _collect(values, batch_value):
+    """Gather one batch's output: per-item rows, or one value for a scalar (loss) output."""
+    if np.ndim(batch_value):
+        values.extend(batch_value.copy())
+    else:
+        values.append(batch_value.copy())
+
+
+def _shape_of(value):
+    if isinstance(value, list):
+        return "  ".join(str(tuple(b.shape)) for b in value)
+    return str(tuple(value.shape))
+
+
+
+def _results(views, net):
+    """BVLC's views of the blobs; copies, taken before the lock is released, once several
+    threads use the net (caffe.net_guard): another thread's call would overwrite the views."""
+    return {k: v.copy() for k, v in views.items()} if used_by_threads(net) else views
+
+
+class Net:
     """A net built from a NetParameter (or prototxt path) in a phase, as Caffe's Net.
 
     pycaffe's forms all work: Net(model, phase), Net(model, weights, phase),
@@ -182,7 +249,9 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
         self._prune_backward(param.force_backward)
         for layer, need in zip(self._layers, self.layer_need_backward):
             layer.need_backward = need
-        self._plan_run()
+        self._weighted_tops = [[(top[j], w) for j, w in enumerate(layer.loss_weights) if w]
+                               for layer, top in zip(self._layers, self.top_vecs)]
+        self.plan = NetPlan(self)
         # Caffe keeps the outputs in a std::set: sorted by name.
         self.output_ids = [available[n] for n in sorted(available)]
         for name in sorted(available):
@@ -285,136 +354,71 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
                 layer.param_propagate_down = [True] * len(layer.blobs)
 
     # -- running ----------------------------------------------------------------
-    def _plan_run(self):
-        """Per layer, once: its weighted tops; whether it runs fused with the next layer (a
-        BatchNorm and the Scale in place on its top run as one batch-norm kernel); and whether
-        it reads its input from a buffer of its own (below)."""
-        n = len(self._layers)
-        self._weighted_tops = [[(top[j], w) for j, w in enumerate(layer.loss_weights) if w]
-                               for layer, top in zip(self._layers, self.top_vecs)]
-        self._fuse_next = [False] * n
-        for i in range(n - 1):
-            self._fuse_next[i] = (
-                self.layer_need_backward[i] == self.layer_need_backward[i + 1]
-                and not self._fuse_next[i - 1 if i else 0]
-                and self._layers[i].fuses_with(self._layers[i + 1], self.bottom_vecs[i],
-                                               self.top_vecs[i], self.bottom_vecs[i + 1],
-                                               self.top_vecs[i + 1]))
-        # An in-place layer whose backward reads its input (BatchNorm on batch statistics)
-        # would have to copy it. When a run covers the layer producing that blob too, the
-        # producer writes into a hidden blob instead and the layer reads it there, writing
-        # the blob as before: every visible blob ends as it would, without the copy. The
-        # hidden blob shares the visible blob's diff, as in-place layers share it.
-        self._hidden = [None] * n           # layer i's hidden input blob
-        self._hidden_on = [False] * n       # whether the last run of layer i - 1 filled it
-        self._alt_bottom, self._alt_top = list(self.bottom_vecs), list(self.top_vecs)
-        for i in range(1, n):
-            bottom, top, before = self.bottom_vecs[i], self.top_vecs[i], self.top_vecs[i - 1]
-            if not (bottom and self.layer_need_backward[i] and not self._fuse_next[i - 1]
-                    and self._layers[i - 1].type != "Input"     # filled from outside
-                    and self._layers[i].wants_own_input(bottom, top)
-                    and any(t is bottom[0] for t in before)
-                    and not any(b is bottom[0] for b in self.bottom_vecs[i - 1])):
-                continue
-            hidden = Blob((), self.dtype, self.device)
-            self._hidden[i] = hidden
-            self._alt_bottom[i] = [hidden] + bottom[1:]
-            self._alt_top[i - 1] = [hidden if t is bottom[0] else t for t in before]
+    @property
+    def optimize(self):
+        """Whether the plan (caffe.net_plan) may fuse layers, hide inputs and recycle diffs;
+        False runs Caffe's plain layer-by-layer loop (for debugging, and as the tests' oracle).
+        Set it before a backward with recycle_diffs: diffs recycled once keep sharing storage."""
+        return self.plan.optimize
 
-    def _vecs(self, i):
-        """Layer i's bottom and top vectors as the last forward ran it (hidden inputs)."""
-        bottom = self._alt_bottom[i] if self._hidden_on[i] else self.bottom_vecs[i]
-        on_top = i + 1 < len(self._layers) and self._hidden_on[i + 1]
-        return bottom, self._alt_top[i] if on_top else self.top_vecs[i]
+    @optimize.setter
+    def optimize(self, value):
+        recycle = self.plan.recycle_diffs
+        self.plan = NetPlan(self, bool(value))
+        self.plan.recycle_diffs = recycle
+
+    @property
+    def recycle_diffs(self):
+        """Whether backward shares diff storage between blobs (see NetPlan.recycle_diffs)."""
+        return self.plan.recycle_diffs
+
+    @recycle_diffs.setter
+    def recycle_diffs(self, value):
+        self.plan.recycle_diffs = bool(value)
 
     @exclusive("forward")
     def forward_from_to(self, start, end):
-        """Run layers start..end inclusive; return the weighted loss as a 0-d tensor."""
+        """Run layers start..end inclusive (Net::ForwardFromTo); return the weighted loss as a
+        0-d tensor. Each step of the plan is one layer, or a fused pair hooks see as two."""
         # Half-precision nets add their losses up in float32.
         loss = torch.zeros((), dtype=torch.float32 if self.dtype in HALF_DTYPES else self.dtype,
                            device=self.device)
-        layers, fuse, hidden, on = self._layers, self._fuse_next, self._hidden, \
-            self._hidden_on
-        i = start
-        if hidden[i] is not None:
-            on[i] = False          # its producer is not part of this run
-        threads = thread_policy.for_forward(layers, self.bottom_vecs, self.top_vecs, start, end)
+        threads = thread_policy.for_forward(self._layers, self.bottom_vecs, self.top_vecs,
+                                            start, end)
         try:
-            while i <= end:
-                layer = layers[i]
-                if i + 1 < len(layers) and hidden[i + 1] is not None:
-                    on[i + 1] = i < end
-                bottom, top = self._vecs(i)
-                if fuse[i] and i < end:
-                    # A fused pair is one step to the hooks: both layers' before, then both after.
+            for step in self.plan.forward_steps(start, end):
+                try:
                     for callback in self._before_forward:
-                        callback(i)
-                        callback(i + 1)
-                    layer.reshape(bottom, top)
-                    nb, nt = self._vecs(i + 1)
-                    layers[i + 1].reshape(nb, nt)
-                    layer.forward_fused(bottom, top, layers[i + 1], nb, nt)
-                    for callback in self._after_forward:
-                        callback(i)
-                        callback(i + 1)
-                    i += 2
-                    continue
-                for callback in self._before_forward:
-                    callback(i)
-                layer.reshape(bottom, top)
-                layer.forward(bottom, top)
-                for blob, w in self._weighted_tops[i]:
-                    loss = loss + w * blob.data.sum()
+                        for i in step.layers:
+                            callback(i)
+                    step.reshape()
+                    step.forward()
+                except OutOfMemoryError as e:
+                    raise at_layer(e, self._layers[step.layers[0]]) from None
+                for i in step.layers:
+                    for blob, w in self._weighted_tops[i]:
+                        loss = loss + w * blob.data.sum()
                 for callback in self._after_forward:
-                    callback(i)
-                i += 1
-        except OutOfMemoryError as e:
-            raise at_layer(e, layers[i]) from None
+                    for i in step.layers:
+                        callback(i)
         finally:
             threads.close()
         return loss
 
-    def _share_hidden_diff(self, i):
-        if self._hidden_on[i]:
-            hidden, blob = self._hidden[i], self.bottom_vecs[i][0]
-            if not hidden.shares_diff_with(blob):
-                hidden.share_diff(blob)
-
     @exclusive("backward")
     def backward_from_to(self, start, end):
-        if self.recycle_diffs:
-            self._plan_diffs()
-        i = start
-        n = len(self._layers)
-        try:
-            while i >= end:
-                self._share_hidden_diff(i)
-                if i + 1 < n:
-                    self._share_hidden_diff(i + 1)
-                if i > end and self._fuse_next[i - 1] and self.layer_need_backward[i]:
-                    for callback in self._before_backward:
-                        callback(i)
-                        callback(i - 1)
-                    self._share_hidden_diff(i - 1)
-                    bottom, top = self._vecs(i - 1)
-                    self._layers[i - 1].backward_fused(
-                        top, self.bottom_need_backward[i - 1], bottom, self._layers[i],
-                        self.bottom_need_backward[i])
-                    for callback in self._after_backward:
-                        callback(i)
-                        callback(i - 1)
-                    i -= 2
-                    continue
+        """Run backward from layer start down to layer end inclusive (Net::BackwardFromTo)."""
+        for step in self.plan.backward_steps(start, end):
+            try:
                 for callback in self._before_backward:
+                    for i in reversed(step.layers):
+                        callback(i)
+                step.backward()
+            except OutOfMemoryError as e:
+                raise at_layer(e, self._layers[step.layers[-1]]) from None
+            for callback in self._after_backward:
+                for i in reversed(step.layers):
                     callback(i)
-                if self.layer_need_backward[i]:
-                    bottom, top = self._vecs(i)
-                    self._layers[i].backward(top, self.bottom_need_backward[i], bottom)
-                for callback in self._after_backward:
-                    callback(i)
-                i -= 1
-        except OutOfMemoryError as e:
-            raise at_layer(e, self._layers[i]) from None
 
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self._layers) - 1)
@@ -447,3 +451,372 @@ class Net(PycaffeNet, NetWeights, DiffPlan):
     def clear_param_diffs(self):
         for blob in self.learnable_params:
             blob.diff.zero_()
+
+    # -- learned blobs: Net::CopyTrainedLayersFrom*, ShareTrainedLayersWith, ToProto, ToHDF5
+    def _share_weights(self):
+        """Params named alike share one blob (data and diff) with their owner."""
+        for pid, owner in enumerate(self.param_owners):
+            if owner >= 0:
+                self._params[pid].share_data(self._params[owner])
+                self._params[pid].share_diff(self._params[owner])
+
+    def copy_trained_layers_from(self, net_param, source="weights"):
+        """Copy learned blobs by layer name; unknown source layers are skipped (Caffe)."""
+        for src in net_param.layer:
+            i = self.layer_index.get(src.name)
+            if i is None:
+                log.info("Ignoring source layer %s", printable(src.name))
+                continue
+            target = self._layers[i].blobs
+            if len(target) != len(src.blobs):
+                raise WeightsError(f"{source}: layer '{src.name}': incompatible number of "
+                                   f"blobs, source has {len(src.blobs)}, target {len(target)}")
+            for j, (blob, proto) in enumerate(zip(target, src.blobs)):
+                if not shape_matches_proto(blob, proto):
+                    raise WeightsError(
+                        f"{source}: layer '{src.name}': cannot copy param {j}, shape "
+                        f"{proto_shape(proto)} vs {blob.shape} in the net. To learn this "
+                        f"layer's parameters from scratch rather than copying them, rename "
+                        f"the layer.")
+                try:
+                    copy_proto_into(proto, blob)
+                except CaffeError as e:
+                    raise WeightsError(f"{source}: layer '{src.name}': param {j}: {e}") from None
+
+    def copy_trained_layers_from_hdf5(self, groups, source="weights"):
+        for name, datasets in groups.items():
+            i = self.layer_index.get(name)
+            if i is None:
+                log.info("Ignoring source layer %s", printable(name))
+                continue
+            target = self._layers[i].blobs
+            for j, blob in enumerate(target):
+                owner = self.param_owners[self.param_id_vecs[i][j]]
+                if j not in datasets:
+                    if owner >= 0:
+                        continue          # shared params are saved once, by their owner
+                    raise WeightsError(f"{source}: layer '{name}': incompatible number of "
+                                       f"blobs, param {j} missing")
+                value = datasets[j]
+                if tuple(value.shape) != blob.shape:
+                    raise WeightsError(
+                        f"{source}: layer '{name}': cannot copy param {j}, shape "
+                        f"{tuple(value.shape)} vs {blob.shape} in the net")
+                blob.data.copy_(torch.from_numpy(value))
+            if len(datasets) > len(target):
+                raise WeightsError(f"{source}: layer '{name}': incompatible number of blobs, "
+                                   f"source has {len(datasets)}, target {len(target)}")
+
+    @exclusive("copy_from")
+    def copy_from(self, path):
+        """Load weights from a .caffemodel (binary, any version) or .caffemodel.h5."""
+        path = str(path)
+        if path.endswith(".h5"):
+            self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
+        else:
+            self.copy_trained_layers_from(formats.read_caffemodel(path), path)
+
+    @exclusive("share_with")
+    def share_trained_layers_with(self, other):
+        """Use other's learned blobs (same storage) for the layers both nets have."""
+        for i, layer in enumerate(other._layers):
+            j = self.layer_index.get(other._layer_names[i])
+            if j is None:
+                continue
+            target = self._layers[j].blobs
+            if len(target) != len(layer.blobs):
+                raise WeightsError(f"layer '{other._layer_names[i]}': incompatible number of "
+                                   f"blobs for sharing")
+            for k, (mine, theirs) in enumerate(zip(target, layer.blobs)):
+                if mine.shape != theirs.shape:
+                    raise WeightsError(f"layer '{other._layer_names[i]}': cannot share param "
+                                       f"{k}, shape {theirs.shape} vs {mine.shape}")
+                mine.share_data(theirs)
+
+    def to_proto(self, write_diff=False, masters=None):
+        """The NetParameter with learned blobs; `masters` (one blob per learnable param, a
+        half-precision solver's float32 copies) replace the net's own values."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for i, layer in enumerate(self._layers):
+            proto = out.layer.add()
+            layer.to_proto(write_diff, out=proto)
+            if masters is not None:
+                for j, pid in enumerate(self.param_id_vecs[i]):
+                    blob_to_proto(masters[self.learnable_param_ids[pid]], proto.blobs[j],
+                                  write_diff)
+        return out
+
+    def save(self, path, write_diff=False, masters=None):
+        path = str(path)
+        if path.endswith(".h5"):
+            formats.write_hdf5_weights(path, self._hdf5_groups(write_diff, masters))
+        else:
+            formats.write_caffemodel(path, self.to_proto(write_diff, masters))
+
+    def save_hdf5(self, path):
+        """Write the learned blobs as a .caffemodel.h5 (Net::ToHDF5)."""
+        formats.write_hdf5_weights(str(path), self._hdf5_groups(False))
+
+    def load_hdf5(self, path):
+        """Read learned blobs from an HDF5 weights file (Net::CopyTrainedLayersFromHDF5)."""
+        path = str(path)
+        self.copy_trained_layers_from_hdf5(formats.read_hdf5_weights(path), path)
+
+    def _hdf5_groups(self, write_diff, masters=None):
+        data, diff = {}, {}
+        for i, layer in enumerate(self._layers):
+            data[self._layer_names[i]], diff[self._layer_names[i]] = {}, {}
+            for j, blob in enumerate(layer.blobs):
+                if masters is not None:
+                    blob = masters[self.learnable_param_ids[self.param_id_vecs[i][j]]]
+                if self.param_owners[self.param_id_vecs[i][j]] < 0:
+                    data[self._layer_names[i]][j] = _host(blob.data)
+                if write_diff:
+                    diff[self._layer_names[i]][j] = _host(blob.diff)
+        return {"data": data, **({"diff": diff} if write_diff else {})}
+
+    # -- pycaffe's interface: views of blobs, params and layers, hooks, forward(**inputs) ------
+    # The views are built once, as pycaffe caches them: a net's blobs and layers are fixed
+    # after construction, and scripts index net.blobs in their inner loops.
+    @property
+    def blobs(self):
+        if "_blobs_view" not in self.__dict__:
+            self._blobs_view = BlobDict((n, PyBlob(b))
+                                        for n, b in zip(self._blob_names, self._blobs))
+        return self._blobs_view
+
+    @property
+    def blob_loss_weights(self):
+        return OrderedDict(zip(self._blob_names, self._blob_loss_weights))
+
+    @property
+    def params(self):
+        if "_params_view" not in self.__dict__:
+            self._params_view = BlobDict(
+                (name, [PyBlob(b) for b in layer.blobs])
+                for name, layer in zip(self._layer_names, self._layers) if layer.blobs)
+        return self._params_view
+
+    @property
+    def layers(self):
+        if "_layers_view" not in self.__dict__:
+            self._layers_view = [PyLayer(*t)
+                                 for t in zip(self._layers, self.bottom_vecs, self.top_vecs)]
+        return self._layers_view
+
+    @property
+    def layer_dict(self):
+        return OrderedDict(zip(self._layer_names, self.layers))
+
+    @property
+    def inputs(self):
+        return [self._blob_names[i] for i in self.input_ids]
+
+    @property
+    def outputs(self):
+        return [self._blob_names[i] for i in self.output_ids]
+
+    @property
+    def top_names(self):
+        return OrderedDict((n, [self._blob_names[b] for b in ids])
+                           for n, ids in zip(self._layer_names, self.top_ids))
+
+    @property
+    def bottom_names(self):
+        return OrderedDict((n, [self._blob_names[b] for b in ids])
+                           for n, ids in zip(self._layer_names, self.bottom_ids))
+
+    def _top_ids(self, i):
+        return list(self.top_ids[i])
+
+    def _bottom_ids(self, i):
+        return list(self.bottom_ids[i])
+
+    @property
+    def _inputs(self):
+        return list(self.input_ids)
+
+    @property
+    def _outputs(self):
+        return list(self.output_ids)
+
+    # pycaffe's layer hooks: callback(i) around layer i's step, as Net::ForwardFromTo and
+    # Net::BackwardFromTo run them (BVLC's python/train.py times layers with them).
+    _before_forward = _after_forward = _before_backward = _after_backward = ()
+
+    def before_forward(self, callback):
+        """Call callback(i) before layer i's forward step."""
+        self._before_forward = self._before_forward + (callback,)
+
+    def after_forward(self, callback):
+        """Call callback(i) once layer i's forward step is done."""
+        self._after_forward = self._after_forward + (callback,)
+
+    def before_backward(self, callback):
+        """Call callback(i) before layer i's backward step (also where it has none)."""
+        self._before_backward = self._before_backward + (callback,)
+
+    def after_backward(self, callback):
+        """Call callback(i) once layer i's backward step is done; data-parallel training
+        starts all-reducing a layer's gradients from there."""
+        self._after_backward = self._after_backward + (callback,)
+
+    # -- pycaffe's forward and backward -------------------------------------------------
+    def _layer_id(self, name):
+        if name not in self.layer_index:
+            raise CaffeError(f"net '{self.name}' has no layer named '{name}'")
+        return self.layer_index[name]
+
+    def _end_blobs(self, end):
+        if end in self.blob_index:
+            return [end]
+        return [self._blob_names[b] for b in self.top_ids[self._layer_id(end)]]
+
+    def _forward(self, start, end):
+        return float(self.forward_from_to(start, end))
+
+    def _backward(self, start, end):
+        self.backward_from_to(start, end)
+
+    @exclusive("forward")
+    def forward(self, blobs: Optional[Iterable[str]] = None, start: Optional[str] = None,
+                end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
+        """Run forward (optionally from layer `start` to layer `end`) and return outputs."""
+        blobs = list(blobs or [])
+        start_ind = self._layer_id(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_id(end)
+            outputs = set(self._end_blobs(end) + blobs)
+        else:
+            end_ind = len(self._layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise CaffeError(f"input blob arguments {sorted(kwargs)} do not match net "
+                                 f"inputs {self.inputs}")
+            for name, value in kwargs.items():
+                blob = self._blobs[self.blob_index[name]]
+                if np.shape(value)[0] != blob.shape[0]:
+                    raise CaffeError(f"input '{name}' is not batch sized: {np.shape(value)[0]} "
+                                     f"vs {blob.shape[0]}")
+                blob.data_numpy()[...] = value
+        self._forward(start_ind, end_ind)
+        return _results({out: self._blobs[self.blob_index[out]].data_numpy() for out in outputs},
+                        self)
+
+    @exclusive("backward")
+    def backward(self, diffs: Optional[Iterable[str]] = None, start: Optional[str] = None,
+                 end: Optional[str] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
+        """Run backward (from layer `start` down to layer `end`) and return input diffs."""
+        diffs = list(diffs or [])
+        start_ind = self._layer_id(start) if start is not None else len(self._layers) - 1
+        if end is not None:
+            # BVLC 1.0 returns the diffs of the end layer's bottoms: what backward computed.
+            end_ind = self._layer_id(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise CaffeError(f"top diff arguments {sorted(kwargs)} do not match net "
+                                 f"outputs {self.outputs}")
+            for name, value in kwargs.items():
+                blob = self._blobs[self.blob_index[name]]
+                if np.shape(value)[0] != blob.shape[0]:
+                    raise CaffeError(f"diff '{name}' is not batch sized")
+                blob.diff_numpy()[...] = value
+        self._backward(start_ind, end_ind)
+        return _results({out: self._blobs[self.blob_index[out]].diff_numpy() for out in outputs},
+                        self)
+
+    @exclusive("forward_all")
+    def forward_all(self, blobs: Optional[Iterable[str]] = None,
+                    **kwargs: Any) -> Dict[str, np.ndarray]:
+        """Forward whole inputs batch by batch; return concatenated outputs."""
+        all_outs: Dict[str, list] = {out: [] for out in set(self.outputs + list(blobs or []))}
+        for batch in self._batch(kwargs):
+            outs = self.forward(blobs=blobs, **batch)
+            for out, value in outs.items():
+                _collect(all_outs[out], value)
+        return self._trim(all_outs, kwargs)
+
+    @exclusive("forward_backward_all")
+    def forward_backward_all(self, blobs: Optional[Iterable[str]] = None,
+                             diffs: Optional[Iterable[str]] = None,
+                             **kwargs: Any) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """Forward and backward whole inputs batch by batch."""
+        all_outs: Dict[str, list] = {out: [] for out in set(self.outputs + list(blobs or []))}
+        all_diffs: Dict[str, list] = {d: [] for d in set(self.inputs + list(diffs or []))}
+        forward_batches = self._batch({k: v for k, v in kwargs.items() if k in self.inputs})
+        backward_batches = self._batch({k: v for k, v in kwargs.items() if k in self.outputs})
+        for fb, bb in zip(forward_batches, backward_batches):
+            for out, value in self.forward(blobs=blobs, **fb).items():
+                _collect(all_outs[out], value)
+            for d, value in self.backward(diffs=diffs, **bb).items():
+                _collect(all_diffs[d], value)
+        return self._trim(all_outs, kwargs), self._trim(all_diffs, kwargs)
+
+    def _batch(self, blobs):
+        num = len(next(iter(blobs.values()))) if blobs else 0
+        batch_size = self._blobs[self.input_ids[0]].shape[0] if self.input_ids else 1
+        remainder = num % batch_size
+        for b in range(num // batch_size):
+            i = b * batch_size
+            yield {name: blobs[name][i:i + batch_size] for name in blobs}
+        if remainder > 0:
+            padded = {}
+            for name in blobs:
+                pad_shape = (batch_size - remainder,) + tuple(np.shape(blobs[name])[1:])
+                padded[name] = np.concatenate([blobs[name][-remainder:], np.zeros(pad_shape)])
+            yield padded
+        if not blobs:
+            yield {}
+
+    def _trim(self, outs, kwargs):
+        arrays = {k: np.asarray(v) for k, v in outs.items()}
+        if kwargs:
+            # Drop the padding of the last batch (scalar outputs have one value per batch).
+            n = len(next(iter(kwargs.values())))
+            arrays = {k: v[:n] if v.ndim > 1 or len(v) > n else v for k, v in arrays.items()}
+        return arrays
+
+    @exclusive("reshape")
+    def reshape(self) -> None:
+        self.reshape_all()
+
+    def share_with(self, other: "Net") -> None:
+        self.share_trained_layers_with(other)
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        self.set_input_arrays(data, labels)
+
+    @exclusive("set_input_arrays")
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        layer = self._layers[0]
+        if not hasattr(layer, "reset"):
+            raise CaffeError("set_input_arrays needs a MemoryData layer as the first layer")
+        layer.reset(np.ascontiguousarray(data, dtype=np.float32),
+                    np.ascontiguousarray(labels, dtype=np.float32))
+
+    def __repr__(self):
+        rows = [f"  {n:<28} {l.type:<22} -> " +
+                ", ".join(f"{self._blob_names[b]} {self._blobs[b].shape}" for b in ids)
+                for n, l, ids in zip(self._layer_names, self._layers, self.top_ids)]
+        return "\n".join([f"Net '{self.name}' ({len(self._layers)} layers)"] + rows)
+
+    # Jupyter shows a net as its layer/blob/param table with the graph (caffe.vis.notebook).
+    def _repr_html_(self):
+        from .vis.notebook import net_html
+        return net_html(self)
+
+    def _repr_svg_(self):
+        from .vis.notebook import net_svg
+        return net_svg(self)
+
+
+def _host(tensor):
+    """A NumPy copy for a weights file: float32 for half-precision blobs, as Caffe reads."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype in HALF_DTYPES else tensor).numpy()

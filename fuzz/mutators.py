@@ -33,7 +33,7 @@ def _type_name(field):
 
 
 def _layer_types():
-    from caffe.layer import layer_type_list
+    from caffe.layers import layer_type_list
     return layer_type_list()
 
 

@@ -286,11 +286,19 @@ def stand_ins(tmp_path, monkeypatch):
 
 @pytest.fixture
 def global_state_kept():
-    """Snippets switch modes and torch's determinism (docs/gpu.md): undo that afterwards."""
+    """Snippets switch modes and torch's determinism (docs/gpu.md) and add a layer type
+    (docs/architecture.md's worked example): undo that afterwards."""
+    from caffe.export.onnx_builder import CONVERTERS
+    from caffe.export.torch_module import TORCH_CONVERTERS
+    from caffe.layer import LAYER_REGISTRY
+    registries = [(r, dict(r)) for r in (LAYER_REGISTRY, TORCH_CONVERTERS, CONVERTERS)]
     environ = dict(os.environ)
     deterministic = torch.are_deterministic_algorithms_enabled()
     cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     yield
+    for registry, saved in registries:
+        registry.clear()
+        registry.update(saved)
     os.environ.clear()
     os.environ.update(environ)
     torch.use_deterministic_algorithms(deterministic)

@@ -89,8 +89,8 @@ def test_fused_batch_norm_scale_and_hidden_input_match_layer_by_layer(bn_in_plac
                                                                       bias):
     text = net_text(bn_in_place, global_stats, bias)
     whole, plain = build(text), build(text)
-    assert whole._fuse_next[whole._layer_names.index("bn")]
-    assert (whole._hidden[whole._layer_names.index("bn")] is not None) == \
+    assert whole.plan.fusion[whole._layer_names.index("bn")]
+    assert (whole.plan.hidden[whole._layer_names.index("bn")] is not None) == \
         (bn_in_place and not global_stats)
     assert_same(run_whole(whole), run_layer_by_layer(plain))
     # Twice: running statistics and reused buffers carry over correctly.
@@ -210,7 +210,7 @@ def test_in_place_batch_norm_on_a_net_input_reads_the_input():
       layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }
       layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "t" top: "loss" }""",
                                caffe_pb2.NetParameter()), caffe.TRAIN, dtype=torch.float64)
-    assert net._hidden[net._layer_names.index("bn")] is None   # nothing computes an input
+    assert net.plan.hidden[net._layer_names.index("bn")] is None   # nothing computes an input
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3))
     net.blobs["x"].data[...] = x
@@ -218,3 +218,51 @@ def test_in_place_batch_norm_on_a_net_input_reads_the_input():
     net.forward()
     np.testing.assert_allclose(net.blobs["x"].data, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5),
                                rtol=1e-9)
+
+
+@pytest.mark.parametrize("global_stats", [False, True])
+def test_plain_plan_runs_layer_by_layer_and_matches_the_optimised_one(global_stats):
+    text = net_text(True, global_stats)
+    whole, plain = build(text), build(text)
+    plain.optimize = False
+    assert not any(plain.plan.fusion) and not any(h is not None for h in plain.plan.hidden)
+    assert all(len(step.layers) == 1 for step in plain.plan.forward_steps(0, 7))
+    assert_same(run_whole(whole), run_whole(plain))
+    order = []
+    plain.before_forward(lambda i: order.append(("f", i)))
+    plain.before_backward(lambda i: order.append(("b", i)))
+    plain.forward_backward()
+    n = len(plain.layers)
+    assert order == [("f", i) for i in range(n)] + [("b", i) for i in reversed(range(n))]
+
+
+def test_a_dropped_net_is_freed_at_once():
+    # No reference cycle through the plan: a Net's data layers stop their prefetch threads
+    # when the Net goes, not when the cyclic garbage collector next runs.
+    import gc
+    import weakref
+    net = build(net_text())
+    net.forward_backward()
+    gc.disable()
+    try:
+        ref = weakref.ref(net)
+        del net
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_backward_runs_where_the_net_needs_it_not_where_a_layer_keeps_inputs():
+    # `caffe time` sets every layer's need_backward (keep what backward reads) on a deploy net
+    # and times each layer's backward itself; Net.backward_all must still skip these layers.
+    net = caffe.Net(parse_text("""
+      layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+      layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+              inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }""",
+                               caffe_pb2.NetParameter()), caffe.TEST)
+    for layer in net._layers:
+        layer.need_backward = True
+    net.forward()
+    net.blobs["y"].diff[...] = 1
+    net.backward_all()
+    assert not net.params["ip"][0].diff.any()

@@ -12,10 +12,10 @@ ONNX form.
 import numpy as np
 
 from .graph import layer_error
-from .onnx_builder import converter
-from .onnx_vision import _convolution
+from .onnx_builder import CONVERTERS, converter
+from . import onnx_vision  # noqa: F401  (registers Convolution, which the forks' types reuse)
 
-converter("ConvolutionDepthwise", "DepthwiseConvolution")(_convolution)
+converter("ConvolutionDepthwise", "DepthwiseConvolution")(CONVERTERS["Convolution"])
 
 
 @converter("Interp")

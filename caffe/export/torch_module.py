@@ -14,10 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..blob import canonical_axis_index
+from ..layers.common_layers import crop_window, reshaped
+from ..layers.normalization import mvn
+from ..layers.recurrent import lstm_unit
+from ..layers.reduction import argmax, eltwise, reduce_rows
 from .graph import Namer, layer_error, plan_net, plan_recurrent
 from .torch_ops import (BatchNorm, Conv, Embed, LRN, SPP, Affine, Lambda, Linear, Op, Parameter,
-                        Pool, PReLU, argmax, caffe_reshape, canonical_axis, crop, eltwise,
-                        lstm_unit, mvn, reduction, slice_sizes)
+                        Pool, PReLU)
 
 
 def to_torch(net, outputs=None):
@@ -59,41 +63,302 @@ class CaffeModule(nn.Module):
         return outs[0] if len(outs) == 1 else outs
 
 
-# -- building ----------------------------------------------------------------------------
-def _dropout(p):
+# -- the converters: one per layer type, registered by its Caffe type string ----------------
+TORCH_CONVERTERS: dict = {}
+
+
+def converts(*types):
+    """Decorator: fn(builder, step) adds the ops computing a layer of these types."""
+    def register(fn):
+        for t in types:
+            if t in TORCH_CONVERTERS:
+                raise ValueError(f"a torch converter for '{t}' is registered already")
+            TORCH_CONVERTERS[t] = fn
+        return fn
+    return register
+
+
+def elementwise(*types):
+    """Decorator for a parameter-free element-wise layer: fn(layer) returns x -> y."""
+    def register(fn):
+        converts(*types)(lambda b, step: b.add(step, Lambda(fn(step.layer))))
+        return fn
+    return register
+
+
+for _type, _fn in {"Sigmoid": torch.sigmoid, "TanH": torch.tanh, "AbsVal": torch.abs,
+                   "BNLL": F.softplus}.items():
+    elementwise(_type)(lambda layer, fn=_fn: fn)
+
+
+@elementwise("Dropout")
+def _dropout(layer):
     """Identity at TEST; Faster R-CNN's scale_train: false scales at test time instead."""
-    if p.dropout_param.scale_train:
-        return lambda x: x
-    keep = 1.0 - p.dropout_param.dropout_ratio
-    return lambda x: x * keep
+    p = layer.param.dropout_param
+    keep = 1.0 - p.dropout_ratio
+    return (lambda x: x) if p.scale_train else (lambda x: x * keep)
 
 
-_NEURONS = {
-    "Sigmoid": lambda p: torch.sigmoid,
-    "TanH": lambda p: torch.tanh,
-    "AbsVal": lambda p: torch.abs,
-    "BNLL": lambda p: F.softplus,
-    "Dropout": _dropout,
-    "ELU": lambda p: (lambda x, a=p.elu_param.alpha: F.elu(x, a)),
-    "Clip": lambda p: (lambda x, lo=p.clip_param.min, hi=p.clip_param.max:
-                       torch.clamp(x, lo, hi)),
-    "Swish": lambda p: (lambda x, b=p.swish_param.beta: x * torch.sigmoid(b * x)),
-    "Threshold": lambda p: (lambda x, t=p.threshold_param.threshold: (x > t).to(x.dtype)),
-}
+@elementwise("ELU")
+def _elu(layer):
+    return lambda x, a=layer.param.elu_param.alpha: F.elu(x, a)
 
 
-def _relu(p):
-    slope = p.relu_param.negative_slope
+@elementwise("Clip")
+def _clip(layer):
+    p = layer.param.clip_param
+    return lambda x: torch.clamp(x, p.min, p.max)
+
+
+@elementwise("Swish")
+def _swish(layer):
+    return lambda x, beta=layer.param.swish_param.beta: x * torch.sigmoid(beta * x)
+
+
+@elementwise("Threshold")
+def _threshold(layer):
+    return lambda x, t=layer.param.threshold_param.threshold: (x > t).to(x.dtype)
+
+
+@elementwise("ReLU")
+def _relu(layer):
+    slope = layer.param.relu_param.negative_slope
     return F.relu if slope == 0 else (lambda x: F.leaky_relu(x, slope))
 
 
-def _power(p):
-    p = p.power_param
+@elementwise("Power")
+def _power(layer):
+    p = layer.param.power_param
     if p.power * p.scale == 0:    # a constant: Caffe fills without reading x
         value = 1.0 if p.power == 0 else float(np.float64(p.shift) ** np.float64(p.power))
         return lambda x: torch.full_like(x, value)
     return lambda x: torch.pow(x * p.scale + p.shift, p.power) if p.power != 1 else \
         x * p.scale + p.shift
+
+
+@elementwise("Exp")
+def _exp(layer):
+    inner, outer = layer.inner_scale, layer.outer_scale
+    return lambda x: torch.exp(inner * x) * outer
+
+
+@elementwise("Log")
+def _log(layer):
+    lp, base = layer.param.log_param, layer.base_scale
+    return lambda x: torch.log(lp.scale * x + lp.shift) * base
+
+
+@converts("PReLU")
+def _prelu(b, step):
+    b.add(step, PReLU(b.param(step.layer.blobs[0]), step.layer.param.prelu_param.channel_shared))
+
+
+@converts("Convolution", "Deconvolution")
+def _convolution(b, step):
+    layer, t = step.layer, step.type
+    if len(layer.geometry[0]) > 3:
+        raise layer_error(layer, "torch has no convolution over more than 3 spatial axes")
+    bias = b.param(layer.blobs[1]) if layer.bias_term else None
+    conv = Conv(b.param(layer.blobs[0]), bias, layer.geometry, layer.group, layer.axis,
+                t == "Deconvolution")
+    for i, (x, y) in enumerate(zip(step.bottoms, step.tops)):
+        b.add(step, conv if i == 0 else _Shared(conv), [x], [y])
+
+
+@converts("Im2col")
+def _im2col(b, step):
+    layer = step.layer
+    if len(layer.geometry[0]) > 3:
+        raise layer_error(layer, "torch has no convolution over more than 3 spatial axes")
+    kernel = layer.geometry[0]
+    k, c = math.prod(kernel), step.bottom_blobs[0].shape[layer.axis]
+    eye = torch.eye(k, dtype=layer.dtype).reshape((k, 1) + tuple(kernel))
+    b.add(step, Conv(eye.repeat((c,) + (1,) * (len(kernel) + 1)), None, layer.geometry, c,
+                     layer.axis, False, one_hot=True))
+
+
+@converts("Pooling")
+def _pooling(b, step):
+    layer, pp = step.layer, step.layer.param.pooling_param
+    b.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, layer.ceil,
+                     len(step.tops) > 1))
+
+
+@converts("SPP")
+def _spp(b, step):
+    p = step.layer.param.spp_param
+    b.add(step, SPP(p.pool, p.pyramid_height))
+
+
+@converts("LRN")
+def _lrn(b, step):
+    b.add(step, LRN(step.layer.param.lrn_param))
+
+
+@converts("InnerProduct")
+def _inner_product(b, step):
+    layer, ip = step.layer, step.layer.param.inner_product_param
+    # F.linear takes (N, K); Caffe's transpose stores (K, N).
+    w = b.param(layer.blobs[0], (layer.k, ip.num_output), "T") if ip.transpose \
+        else b.param(layer.blobs[0], (ip.num_output, layer.k))
+    bias = b.param(layer.blobs[1], (ip.num_output,)) if len(layer.blobs) > 1 else None
+    b.add(step, Linear(w, bias, step.bottom_blobs[0].canonical_axis_index(ip.axis)))
+
+
+@converts("Embed")
+def _embed(b, step):
+    layer, ep = step.layer, step.layer.param.embed_param
+    b.add(step, Embed(b.param(layer.blobs[0], (ep.input_dim, ep.num_output)),
+                      b.param(layer.blobs[1], (ep.num_output,)) if ep.bias_term else None))
+
+
+@converts("Scale")
+def _scale(b, step):
+    layer, two = step.layer, len(step.bottoms) > 1
+    scale = None if two else b.param(layer.blobs[0])
+    bias = b.param(layer.blobs[-1]) if layer.has_bias else None
+    b.add(step, Affine(layer.param.scale_param.axis, scale, bias, scale_from_input=two))
+
+
+@converts("Bias")
+def _bias(b, step):
+    layer, two = step.layer, len(step.bottoms) > 1
+    b.add(step, Affine(layer.param.bias_param.axis, None,
+                       None if two else b.param(layer.blobs[0]), bias_from_input=two))
+
+
+@converts("BatchNorm")
+def _batch_norm(b, step):
+    layer = step.layer
+    s = layer.blobs[2].data.reshape(())
+    factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+    mean = (layer.blobs[0].data.reshape(-1) * factor).clone()
+    var = (layer.blobs[1].data.reshape(-1) * factor).clone()
+    b.add(step, BatchNorm(mean, var, layer.param.batch_norm_param.eps))
+
+
+@converts("MVN")
+def _mvn(b, step):
+    p = step.layer.param.mvn_param
+
+    def fn(x):
+        # Caffe's legacy num() and channels(): missing leading axes count as 1.
+        n, c = (list(x.shape[:2]) + [1, 1])[:2]
+        return mvn(x, n if p.across_channels else n * c, p)[0]
+    b.add(step, Lambda(fn))
+
+
+@converts("Softmax")
+def _softmax(b, step):
+    axis = step.layer.axis
+    b.add(step, Lambda(lambda x: torch.softmax(x, axis)))
+
+
+@converts("Concat")
+def _concat(b, step):
+    axis = step.layer.axis
+    b.add(step, Lambda(lambda *xs: torch.cat(xs, axis)))
+
+
+@converts("Slice")
+def _slice(b, step):
+    axis, n = step.layer.axis, len(step.tops)
+    points = list(step.layer.param.slice_param.slice_point)
+
+    def sizes(length):
+        if points:
+            bounds = [0] + points + [length]
+            return [hi - lo for lo, hi in zip(bounds, bounds[1:])]
+        return [length // n] * n
+    b.add(step, Lambda(lambda x: torch.split(x, sizes(x.shape[axis]), axis) if n > 1 else x))
+
+
+@converts("Split")
+def _split(b, step):
+    n = len(step.tops)
+    b.add(step, Lambda(lambda x: (x,) * n if n > 1 else x))
+
+
+@converts("Flatten")
+def _flatten(b, step):
+    fp, rank = step.layer.param.flatten_param, step.bottom_blobs[0].num_axes
+    start, end = canonical_axis_index(fp.axis, rank), canonical_axis_index(fp.end_axis, rank)
+    b.add(step, Lambda(lambda x: x.flatten(start, end)))
+
+
+@converts("Reshape")
+def _reshape(b, step):
+    rp = step.layer.param.reshape_param
+    dims, axis, num_axes = list(rp.shape.dim), rp.axis, rp.num_axes
+    b.add(step, Lambda(lambda x: x.reshape(reshaped(x.shape, dims, axis, num_axes))))
+
+
+@converts("Crop")
+def _crop(b, step):
+    cp = step.layer.param.crop_param
+    axis, offsets = cp.axis, list(cp.offset)
+    b.add(step, Lambda(lambda x, ref: x[crop_window(
+        x.shape, ref.shape, canonical_axis_index(axis, x.dim()), offsets)]))
+
+
+@converts("Tile")
+def _tile(b, step):
+    tp, rank = step.layer.param.tile_param, step.bottom_blobs[0].num_axes
+    repeats = [1] * rank
+    repeats[canonical_axis_index(tp.axis, rank)] = tp.tiles
+    b.add(step, Lambda(lambda x: x.repeat(repeats)))
+
+
+@converts("Eltwise")
+def _eltwise(b, step):
+    op, coeffs = step.layer.op, list(step.layer.coeffs)
+    b.add(step, Lambda(lambda *xs: eltwise(xs, op, coeffs)))
+
+
+@converts("Reduction")
+def _reduction(b, step):
+    rp = step.layer.param.reduction_param
+
+    def fn(x):
+        axis = canonical_axis_index(rp.axis, x.dim())
+        rows = x.reshape(math.prod(x.shape[:axis]), -1)
+        coeff = rp.coeff / max(rows.shape[1], 1) if rp.operation == rp.MEAN else rp.coeff
+        return reduce_rows(rows, rp.operation, coeff).reshape(x.shape[:axis])
+    b.add(step, Lambda(fn))
+
+
+@converts("ArgMax")
+def _argmax(b, step):
+    ap = step.layer.param.argmax_param
+    b.add(step, Lambda(lambda x: argmax(x, ap)))
+
+
+@converts("BatchReindex")
+def _batch_reindex(b, step):
+    b.add(step, Lambda(lambda x, i: x.index_select(0, i.long())))
+
+
+@converts("Parameter")
+def _parameter(b, step):
+    b.add(step, Parameter(b.param(step.layer.blobs[0])))
+
+
+@converts("Silence")
+def _silence(b, step):
+    pass
+
+
+@converts("LSTMUnit")
+def _lstm_unit(b, step):
+    def fn(c_prev, x, cont):
+        c, h, _ = lstm_unit(c_prev[0], x[0], cont[0])
+        return c.unsqueeze(0), h.unsqueeze(0)
+    b.add(step, Lambda(fn))
+
+
+@converts("RNN", "LSTM")
+def _recurrent(b, step):
+    b.recurrent(step)
 
 
 class _Builder:
@@ -123,125 +388,10 @@ class _Builder:
         return op
 
     def convert(self, step):
-        layer, p, t = step.layer, step.layer.param, step.type
-        if t in _NEURONS:
-            self.add(step, Lambda(_NEURONS[t](p)))
-        elif t == "ReLU":
-            self.add(step, Lambda(_relu(p)))
-        elif t == "Power":
-            self.add(step, Lambda(_power(p)))
-        elif t == "Exp":
-            inner, outer = layer.inner_scale, layer.outer_scale
-            self.add(step, Lambda(lambda x: torch.exp(inner * x) * outer))
-        elif t == "Log":
-            lp, base = p.log_param, layer.base_scale
-            self.add(step, Lambda(lambda x: torch.log(lp.scale * x + lp.shift) * base))
-        elif t == "PReLU":
-            self.add(step, PReLU(self.param(layer.blobs[0]), p.prelu_param.channel_shared))
-        elif t in ("Convolution", "Deconvolution", "Im2col") and len(layer.geometry[0]) > 3:
-            raise layer_error(layer, "torch has no convolution over more than 3 spatial axes")
-        elif t in ("Convolution", "Deconvolution"):
-            bias = self.param(layer.blobs[1]) if layer.bias_term else None
-            conv = Conv(self.param(layer.blobs[0]), bias, layer.geometry, layer.group,
-                        layer.axis, t == "Deconvolution")
-            for i, (x, y) in enumerate(zip(step.bottoms, step.tops)):
-                self.add(step, conv if i == 0 else _Shared(conv), [x], [y])
-        elif t == "Im2col":
-            kernel = layer.geometry[0]
-            k, c = math.prod(kernel), step.bottom_blobs[0].shape[layer.axis]
-            eye = torch.eye(k, dtype=layer.dtype).reshape((k, 1) + tuple(kernel))
-            self.add(step, Conv(eye.repeat((c,) + (1,) * (len(kernel) + 1)), None,
-                                layer.geometry, c, layer.axis, False, one_hot=True))
-        elif t == "Pooling":
-            pp = p.pooling_param
-            self.add(step, Pool(pp.pool, layer.kernel, layer.stride, layer.pad, layer.ceil,
-                                len(step.tops) > 1))
-        elif t == "SPP":
-            self.add(step, SPP(p.spp_param.pool, p.spp_param.pyramid_height))
-        elif t == "LRN":
-            self.add(step, LRN(p.lrn_param))
-        elif t == "InnerProduct":
-            ip = p.inner_product_param
-            # F.linear takes (N, K); Caffe's transpose stores (K, N).
-            w = self.param(layer.blobs[0], (layer.k, ip.num_output), "T") if ip.transpose \
-                else self.param(layer.blobs[0], (ip.num_output, layer.k))
-            bias = self.param(layer.blobs[1], (ip.num_output,)) if len(layer.blobs) > 1 \
-                else None
-            self.add(step, Linear(w, bias, step.bottom_blobs[0].canonical_axis_index(ip.axis)))
-        elif t == "Embed":
-            ep = p.embed_param
-            self.add(step, Embed(self.param(layer.blobs[0], (ep.input_dim, ep.num_output)),
-                                 self.param(layer.blobs[1], (ep.num_output,))
-                                 if ep.bias_term else None))
-        elif t == "Scale":
-            two = len(step.bottoms) > 1
-            scale = None if two else self.param(layer.blobs[0])
-            bias = self.param(layer.blobs[-1]) if layer.has_bias else None
-            self.add(step, Affine(p.scale_param.axis, scale, bias, scale_from_input=two))
-        elif t == "Bias":
-            two = len(step.bottoms) > 1
-            self.add(step, Affine(p.bias_param.axis, None, None if two else
-                                  self.param(layer.blobs[0]), bias_from_input=two))
-        elif t == "BatchNorm":
-            s = layer.blobs[2].data.reshape(())
-            factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
-            mean = (layer.blobs[0].data.reshape(-1) * factor).clone()
-            var = (layer.blobs[1].data.reshape(-1) * factor).clone()
-            self.add(step, BatchNorm(mean, var, p.batch_norm_param.eps))
-        elif t == "MVN":
-            mp = p.mvn_param
-            self.add(step, Lambda(lambda x: mvn(x, mp)))
-        elif t == "Softmax":
-            axis = layer.axis
-            self.add(step, Lambda(lambda x: torch.softmax(x, axis)))
-        elif t == "Concat":
-            axis = layer.axis
-            self.add(step, Lambda(lambda *xs: torch.cat(xs, axis)))
-        elif t == "Slice":
-            axis, points, n = layer.axis, list(p.slice_param.slice_point), len(step.tops)
-            self.add(step, Lambda(lambda x: torch.split(
-                x, slice_sizes(x.shape[axis], points, n), axis) if n > 1 else x))
-        elif t == "Split":
-            n = len(step.tops)
-            self.add(step, Lambda(lambda x: (x,) * n if n > 1 else x))
-        elif t == "Flatten":
-            fp, rank = p.flatten_param, step.bottom_blobs[0].num_axes
-            start, end = canonical_axis(fp.axis, rank), canonical_axis(fp.end_axis, rank)
-            self.add(step, Lambda(lambda x: x.flatten(start, end)))
-        elif t == "Reshape":
-            rp = p.reshape_param
-            dims, axis, num_axes = list(rp.shape.dim), rp.axis, rp.num_axes
-            self.add(step, Lambda(lambda x: caffe_reshape(x, dims, axis, num_axes)))
-        elif t == "Crop":
-            cp = p.crop_param
-            axis, offsets = cp.axis, list(cp.offset)
-            self.add(step, Lambda(lambda x, ref: crop(x, ref, axis, offsets)))
-        elif t == "Tile":
-            tp, rank = p.tile_param, step.bottom_blobs[0].num_axes
-            repeats = [1] * rank
-            repeats[canonical_axis(tp.axis, rank)] = tp.tiles
-            self.add(step, Lambda(lambda x: x.repeat(repeats)))
-        elif t == "Eltwise":
-            op, coeffs = layer.op, list(layer.coeffs)
-            self.add(step, Lambda(lambda *xs: eltwise(xs, op, coeffs)))
-        elif t == "Reduction":
-            rp = p.reduction_param
-            self.add(step, Lambda(lambda x: reduction(x, rp)))
-        elif t == "ArgMax":
-            ap = p.argmax_param
-            self.add(step, Lambda(lambda x: argmax(x, ap)))
-        elif t == "BatchReindex":
-            self.add(step, Lambda(lambda x, i: x.index_select(0, i.long())))
-        elif t == "Parameter":
-            self.add(step, Parameter(self.param(layer.blobs[0])))
-        elif t == "Silence":
-            pass
-        elif t == "LSTMUnit":
-            self.add(step, Lambda(lstm_unit))
-        elif t in ("RNN", "LSTM"):
-            self.recurrent(step)
-        else:
-            raise layer_error(layer, "no PyTorch equivalent for this layer type")
+        convert = TORCH_CONVERTERS.get(step.type)
+        if convert is None:
+            raise layer_error(step.layer, "no PyTorch equivalent for this layer type")
+        convert(self, step)
 
     def recurrent(self, step):
         # The unrolled inner net's layers take the layer's place.
@@ -255,6 +405,8 @@ class _Builder:
             self.convert(inner)
         for top, (_, value, _) in zip(step.tops, plan.outputs):
             self.add(step, Lambda(lambda v: v), [value], [top])
+
+
 
 
 class _Shared(Op):

@@ -4,7 +4,7 @@ import torch
 from ..errors import CaffeError
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
-from .common import canonical_axis
+from .common_layers import canonical_axis
 
 
 @register_layer

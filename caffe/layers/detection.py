@@ -12,7 +12,7 @@ from ..net_dialects import facebox_density, prior_ratios
 from . import bbox_util
 
 
-def _c_round(x):
+def c_round(x):
     """C's round(): halves away from zero (torch.round rounds them to even)."""
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
@@ -280,7 +280,7 @@ class ROIPoolingLayer(Layer):
         p, x = self.param.roi_pooling_param, bottom[0].data
         n, c, height, width = x.shape
         rois = bottom[1].data.reshape(-1, 5).cpu()
-        corners = _c_round(rois[:, 1:] * torch.tensor(p.spatial_scale, dtype=rois.dtype)).long()
+        corners = c_round(rois[:, 1:] * torch.tensor(p.spatial_scale, dtype=rois.dtype)).long()
         out = top[0].data.view(-1, c, p.pooled_h, p.pooled_w)
         self.argmax = torch.full(out.shape, -1, dtype=torch.long, device=x.device)
         for r in range(rois.shape[0]):

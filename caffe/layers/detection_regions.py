@@ -7,7 +7,7 @@ import torch
 
 from ..layer import Layer, register_layer
 from . import bbox_util
-from .detection import _c_round
+from .detection import c_round
 
 
 def _box_sums(integral, items, channels, h0, h1, w0, w1):
@@ -44,7 +44,7 @@ class PSROIPoolingLayer(Layer):
         """Each ROI's bin edges as the fork's float32 arithmetic gives them: (R, G) each."""
         p = self.param.psroi_pooling_param
         f32, scale, g = torch.float32, torch.tensor(p.spatial_scale, dtype=torch.float32), p.group_size
-        r = _c_round(rois.to(torch.float64))
+        r = c_round(rois.to(torch.float64))
         start_w, start_h = r[:, 1].to(f32) * scale, r[:, 2].to(f32) * scale
         end_w, end_h = (r[:, 3] + 1).to(f32) * scale, (r[:, 4] + 1).to(f32) * scale
         bin_w = torch.clamp((end_w - start_w).double(), min=0.1).to(f32) / g

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from ..layer import Layer, register_layer
+from ..layer import Hints, Layer, Step, register_layer
 from ..proto import caffe_pb2
 from .pooling import check_4d
 
@@ -41,6 +41,19 @@ class SoftmaxLayer(_OneToOne):
             bottom[0].diff[...] = y * (dy - (dy * y).sum(self.axis, keepdim=True))
 
 
+def mvn(x, rows, p):
+    """MVN's maths (MVNParameter p) over x seen as `rows` rows: (y, std + eps per row, or None
+    without normalize_variance). The layer and the torch exporter use it."""
+    v = x.reshape(rows, -1)
+    y = v - v.mean(1, keepdim=True)
+    std = None
+    if p.normalize_variance:
+        # Caffe adds eps to the standard deviation, not to the variance.
+        std = torch.sqrt((y * y).mean(1, keepdim=True)) + p.eps
+        y = y / std
+    return y.reshape(x.shape), std
+
+
 @register_layer
 class MVNLayer(_OneToOne):
     """y = (x - mean) / (std + eps) per sample and channel (or per sample across channels)."""
@@ -53,14 +66,8 @@ class MVNLayer(_OneToOne):
         return n if self.param.mvn_param.across_channels else n * blob.legacy_shape(1)
 
     def forward(self, bottom, top):
-        p = self.param.mvn_param
-        x = bottom[0].data.reshape(self.groups(bottom[0]), -1)
-        y = x - x.mean(1, keepdim=True)
-        if p.normalize_variance:
-            # Caffe adds eps to the standard deviation, not to the variance.
-            self.std = torch.sqrt((y * y).mean(1, keepdim=True)) + p.eps
-            y = y / self.std
-        top[0].data[...] = y.view(top[0].shape)
+        y, self.std = mvn(bottom[0].data, self.groups(bottom[0]), self.param.mvn_param)
+        top[0].data[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -172,81 +179,10 @@ class BatchNormLayer(_OneToOne):
             dy, x, None, None, None, saved_mean, invstd, True, self.param.batch_norm_param.eps,
             [True, True, True], out0=dx, out1=spare1, out2=spare2)
 
-    def wants_own_input(self, bottom, top):
-        return top[0] is bottom[0] and not self.use_global_stats
-
-    # -- run as one step with the in-place Scale that follows (the Net decides) ---------------
-    def fuses_with(self, nxt, bottom, top, next_bottom, next_top):
-        """A learned per-channel Scale in place on this top: the pair is one batch-norm kernel
-        with weight and bias (torch's nn.BatchNorm2d), and the Scale keeps no input copy."""
-        return (nxt.type == "Scale" and len(next_bottom) == 1 and next_bottom[0] is top[0]
-                and next_top[0] is top[0] and not any(self.loss_weights)
-                and not any(nxt.loss_weights)
-                and all(b.shape == (self.channels,) for b in nxt.blobs))
-
-    def _scale_fits(self, scale, bottom):
-        outer, dim, _ = scale.dims
-        return dim == self.channels and outer == bottom[0].shape[0]
-
-    def forward_fused(self, bottom, top, scale, scale_bottom, scale_top):
-        if not self._scale_fits(scale, bottom):
-            self.forward(bottom, top)
-            scale.forward(scale_bottom, scale_top)
-            return
-        p = self.param.batch_norm_param
-        x, y = self.view(bottom[0], bottom[0].data), self.view(top[0], top[0].data)
-        gamma = scale.blobs[0].data
-        beta = scale.blobs[1].data if scale.has_bias else None
-        mean, var, saved_mean, self.invstd, spare1, spare2 = self.stats
-        # In place, backward needs a copy of x (the Scale's gradient reads x_norm even with
-        # global statistics); the Net usually spares it through a hidden input.
-        keep = top[0] is bottom[0] and self.need_backward and \
-            (not self.use_global_stats or scale.param_propagate_down[0])
-        self.x = x.clone() if keep else None
-        scale.x, scale.fused_source = None, (self, bottom[0])
-        if self.use_global_stats:
-            self._global_stats(mean, var, p.eps)
-            torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, False, 0.0, p.eps,
-                                                 out=y, save_mean=spare1, save_invstd=spare2)
-            return
-        torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, True, 1.0, p.eps,
-                                             out=y, save_mean=saved_mean,
-                                             save_invstd=self.invstd)
-        self._update_stats(x, mean, var, p.moving_average_fraction)
-
-    def backward_fused(self, top, propagate_down, bottom, scale, scale_propagate_down):
-        if not self._scale_fits(scale, bottom):
-            scale.backward(top, scale_propagate_down, top)
-            self.backward(top, propagate_down, bottom)
-            return
-        # One kernel: dx, d gamma = sum dy x_norm, d beta = sum dy.
-        dy = self.view(top[0], top[0].diff)
-        gamma = scale.blobs[0].data
-        want = [bool(propagate_down[0] and scale_propagate_down[0]),
-                bool(scale.param_propagate_down[0]),
-                bool(scale.has_bias and scale.param_propagate_down[-1])]
-        x = self.x if self.x is not None else self.view(bottom[0], bottom[0].data)
-        mean, var, saved_mean, invstd, spare1, spare2 = self.stats
-        train = not self.use_global_stats
-        stats = (None, None, saved_mean, invstd) if train else (mean, var, None, None)
-        eps = self.param.batch_norm_param.eps
-        if all(want):
-            dx = self.view(bottom[0], bottom[0].diff)
-            torch.ops.aten.native_batch_norm_backward.out(dy, x, gamma, *stats, train, eps, want,
-                                                          out0=dx, out1=spare1, out2=spare2)
-            d_gamma, d_beta = spare1, spare2
-        elif any(want):
-            dx, d_gamma, d_beta = torch.ops.aten.native_batch_norm_backward(
-                dy, x, gamma, *stats, train, eps, want)
-            if want[0]:
-                self.view(bottom[0], bottom[0].diff).copy_(dx)
-        if want[1]:
-            scale.blobs[0].diff.add_(d_gamma)
-        if want[2]:
-            scale.blobs[1].diff.add_(d_beta)
-        if scale_propagate_down[0] and not top[0].shares_diff_with(bottom[0]):
-            # Caffe leaves the Scale's bottom diff (this top's diff) at dy * gamma.
-            dy.mul_(gamma.view(1, -1, 1))
+    def plan_hints(self, bottom, top):
+        # Backward on batch statistics reads x: in place, a hidden input spares its copy.
+        return Hints(fusion=BatchNormScaleStep,
+                     own_input=top[0] is bottom[0] and not self.use_global_stats)
 
     def normalized(self, bottom):
         """(x - mean) / std as the last forward computed it (a fused Scale's input)."""
@@ -254,6 +190,81 @@ class BatchNormLayer(_OneToOne):
         mean, _, saved_mean, invstd = self.stats[:4]
         centre = mean if self.use_global_stats else saved_mean
         return (x - centre.view(1, -1, 1)) * invstd.view(1, -1, 1)
+
+
+class BatchNormScaleStep(Step):
+    """A BatchNorm and the learned per-channel Scale in place on its top, run as one
+    batch-norm kernel with weight and bias (torch's nn.BatchNorm2d); the Scale keeps no input
+    copy. Every blob ends as the two layers run one by one leave it."""
+
+    @staticmethod
+    def fits(bn, scale, bottom, top, next_bottom, next_top):
+        return (scale.type == "Scale" and len(next_bottom) == 1 and next_bottom[0] is top[0]
+                and next_top[0] is top[0] and not any(bn.loss_weights)
+                and not any(scale.loss_weights)
+                and all(b.shape == (bn.channels,) for b in scale.blobs))
+
+    def forward(self):
+        (bn, bottom, top, _, _), (scale, _, _, _, _) = self.units
+        outer, dim, _ = scale.dims
+        if dim != bn.channels or outer != bottom[0].shape[0]:
+            super().forward()
+            return
+        p = bn.param.batch_norm_param
+        x, y = bn.view(bottom[0], bottom[0].data), bn.view(top[0], top[0].data)
+        gamma = scale.blobs[0].data
+        beta = scale.blobs[1].data if scale.has_bias else None
+        mean, var, saved_mean, bn.invstd, spare1, spare2 = bn.stats
+        # In place, backward needs a copy of x (the Scale's gradient reads x_norm even with
+        # global statistics); the Net usually spares it through a hidden input.
+        keep = top[0] is bottom[0] and bn.need_backward and \
+            (not bn.use_global_stats or scale.param_propagate_down[0])
+        bn.x = x.clone() if keep else None
+        scale.x, scale.fused_source = None, (bn, bottom[0])
+        if bn.use_global_stats:
+            bn._global_stats(mean, var, p.eps)
+            torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, False, 0.0, p.eps,
+                                                 out=y, save_mean=spare1, save_invstd=spare2)
+            return
+        torch.ops.aten.native_batch_norm.out(x, gamma, beta, mean, var, True, 1.0, p.eps,
+                                             out=y, save_mean=saved_mean,
+                                             save_invstd=bn.invstd)
+        bn._update_stats(x, mean, var, p.moving_average_fraction)
+
+    def backward(self):
+        (bn, bottom, top, propagate_down, _), (scale, _, _, scale_propagate_down, _) = self.units
+        outer, dim, _ = scale.dims
+        if dim != bn.channels or outer != bottom[0].shape[0]:
+            super().backward()
+            return
+        # One kernel: dx, d gamma = sum dy x_norm, d beta = sum dy.
+        dy = bn.view(top[0], top[0].diff)
+        gamma = scale.blobs[0].data
+        want = [bool(propagate_down[0] and scale_propagate_down[0]),
+                bool(scale.param_propagate_down[0]),
+                bool(scale.has_bias and scale.param_propagate_down[-1])]
+        x = bn.x if bn.x is not None else bn.view(bottom[0], bottom[0].data)
+        mean, var, saved_mean, invstd, spare1, spare2 = bn.stats
+        train = not bn.use_global_stats
+        stats = (None, None, saved_mean, invstd) if train else (mean, var, None, None)
+        eps = bn.param.batch_norm_param.eps
+        if all(want):
+            dx = bn.view(bottom[0], bottom[0].diff)
+            torch.ops.aten.native_batch_norm_backward.out(dy, x, gamma, *stats, train, eps, want,
+                                                          out0=dx, out1=spare1, out2=spare2)
+            d_gamma, d_beta = spare1, spare2
+        elif any(want):
+            dx, d_gamma, d_beta = torch.ops.aten.native_batch_norm_backward(
+                dy, x, gamma, *stats, train, eps, want)
+            if want[0]:
+                bn.view(bottom[0], bottom[0].diff).copy_(dx)
+        if want[1]:
+            scale.blobs[0].diff.add_(d_gamma)
+        if want[2]:
+            scale.blobs[1].diff.add_(d_beta)
+        if scale_propagate_down[0] and not top[0].shares_diff_with(bottom[0]):
+            # Caffe leaves the Scale's bottom diff (this top's diff) at dy * gamma.
+            dy.mul_(gamma.view(1, -1, 1))
 
 
 @register_layer

@@ -3,7 +3,7 @@ Lstm (Junhyuk Oh's), and caffe_ocr's CTCGreedyDecoder; its DenseBlock is in dens
 import torch
 
 from ..layer import Layer, register_layer
-from .common import PermuteLayer
+from .common_layers import PermuteLayer
 
 
 @register_layer

@@ -8,6 +8,9 @@ padded input. Where torch draws the same windows it runs directly, otherwise the
 padded explicitly so that the windows tile it exactly.
 STOCHASTIC pooling follows Caffe's GPU kernels (its CPU version is not implemented).
 """
+from collections import namedtuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +33,44 @@ def pooled_length(size, kernel, stride, pad, ceil=True, clip=True, extra=0):
     return out
 
 
+Windows = namedtuple("Windows", "out before after empty")
+
+
+def pool_windows(kernel, stride, pad, size, ceil=True, extra=0):
+    """Caffe's pooling windows over `size`: the output size, the padding before and after
+    each axis that makes the windows tile the padded input exactly (after < 0: rows the
+    windows never reach), and whether some window lies wholly outside the input. The
+    Pooling layer and the ONNX exporter share it; `extra` is pooled_length's."""
+    clip = any(pad)
+    out = tuple(pooled_length(n, k, s, p, ceil, clip, extra)
+                for n, k, s, p in zip(size, kernel, stride, pad))
+    after = tuple((o - 1) * s + k - p - n for o, n, k, s, p in zip(out, size, kernel, stride, pad))
+    empty = any((o - 1) * s - p >= n for o, n, s, p in zip(out, size, stride, pad))
+    return Windows(out, tuple(pad), after, empty)
+
+
+def ave_divisor(out, size, kernel, stride, pad):
+    """Caffe's AVE divisor for each output: the window clipped to the padded input [-pad,
+    size + pad). Pool2d and the ONNX exporter share it."""
+    sizes = []
+    for o, n, k, s, p in zip(out, size, kernel, stride, pad):
+        start = np.arange(o) * s - p
+        sizes.append(np.minimum(start + k, n + p) - start)
+    return np.outer(sizes[0], sizes[1]).astype(np.float64)
+
+
+def spp_levels(pyramid_height, h, w):
+    """(kernel, pad) of each SPP level: level l tiles the input into 2^l x 2^l bins. The SPP
+    layer and both exporters share it."""
+    levels = []
+    for level in range(pyramid_height):
+        bins = 2 ** level
+        kernel = (-(-h // bins), -(-w // bins))
+        pad = ((kernel[0] * bins - h + 1) // 2, (kernel[1] * bins - w + 1) // 2)
+        levels.append((kernel, pad))
+    return levels
+
+
 def channels_last(x):
     """x in channels-last memory order: torch's CPU max pooling kernel vectorizes across
     channels there (3-10x faster than its NCHW loop, even counting the copy), and returns the
@@ -50,17 +91,17 @@ class Pool2d:
         self.method, self.kernel, self.stride, self.pad, self.size = \
             method, tuple(kernel), tuple(stride), tuple(pad), tuple(size)
         axes = list(zip(size, kernel, stride, pad))
-        self.out = tuple(pooled_length(n, k, s, p, ceil, any(pad), extra) for n, k, s, p in axes)
+        win = pool_windows(kernel, stride, pad, size, ceil, extra)
+        self.out = win.out
         torch_out = tuple(pooled_length(n, k, s, p, ceil, ceil) for n, k, s, p in axes)
         self.ceil = ceil
         self.native = method != STOCHASTIC and torch_out == self.out and \
             all(2 * p <= k for _, k, _, p in axes)
         # Rows / columns added after the input so the windows tile it exactly (< 0 crops).
-        after = [(o - 1) * s + k - p - n for o, (n, k, s, p) in zip(self.out, axes)]
-        self.padding = (pad[1], after[1], pad[0], after[0])
+        self.padding = (pad[1], win.after[1], pad[0], win.after[0])
         # Without padding Caffe keeps a last window lying wholly beyond the input.
-        self.empty = any((o - 1) * s - p >= n for o, (n, k, s, p) in zip(self.out, axes))
-        self.index, self.sampled = None, False
+        self.empty = win.empty
+        self.index, self.sampled, self.divisor = None, False, None
 
     # -- helpers -------------------------------------------------------------------
     def _sum(self, xp):
@@ -75,12 +116,12 @@ class Pool2d:
         return F.pad(gp, [-q for q in self.padding])
 
     def _divisor(self, like):
-        """Caffe's AVE divisor: each window clipped to the padded input [-pad, size + pad)."""
-        sizes = []
-        for o, n, k, s, p in zip(self.out, self.size, self.kernel, self.stride, self.pad):
-            start = torch.arange(o, device=like.device) * s - p
-            sizes.append(torch.clamp(start + k, max=n + p) - start)
-        return (sizes[0][:, None] * sizes[1][None, :]).to(like.dtype)
+        """Caffe's AVE divisor (ave_divisor), made once per dtype and device."""
+        key = (like.dtype, like.device)
+        if self.divisor is None or self.divisor[0] != key:
+            value = ave_divisor(self.out, self.size, self.kernel, self.stride, self.pad)
+            self.divisor = key, torch.from_numpy(value).to(like.dtype).to(like.device)
+        return self.divisor[1]
 
     def _plane_index(self, rows, cols):
         """Flat plane index of (row, col) in padded coordinates, -1 outside the input."""

@@ -21,7 +21,7 @@ from ..blob import Blob, PyBlob
 from ..errors import LayerSetupError
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
-from ..upgrade import python2
+from . import python2
 
 _allowed = [True]
 _search = threading.local()

@@ -14,6 +14,20 @@ from ..proto import caffe_pb2
 log = logging.getLogger("caffe")
 
 
+def lstm_unit(c_prev, x, cont):
+    """LSTMUnit's maths for one step: from c_prev (N, D), the gate inputs x (N, 4D) in the
+    order i, f, o, g and cont (N,), the cell c, the output h = o tanh(c) and the activations
+    i, f, o, g stacked (N, 4, D). The layer and the torch exporter use it."""
+    gates = x.view(x.shape[0], 4, -1)
+    i, f, o = torch.sigmoid(gates[:, :3]).unbind(1)
+    # Caffe forces the forget gate to exactly 0 where cont is 0 (a new sequence).
+    cont = cont[:, None]
+    f = torch.where(cont == 0, torch.zeros_like(f), cont * f)
+    g = torch.tanh(gates[:, 3])
+    c = f * c_prev + i * g
+    return c, o * torch.tanh(c), torch.stack([i, f, o, g], 1)
+
+
 @register_layer
 class LSTMUnitLayer(Layer):
     """[i f o g] = [sig sig sig tanh](x); f *= cont; c = f * c_prev + i * g; h = o * tanh(c).
@@ -40,16 +54,9 @@ class LSTMUnitLayer(Layer):
         top[1].reshape_like(c_prev)
 
     def forward(self, bottom, top):
-        c_prev, x, cont = bottom[0].data[0], bottom[1].data[0], bottom[2].data[0, :, None]
-        gates = x.view(-1, 4, self.dim)
-        i, f, o = torch.sigmoid(gates[:, :3]).unbind(1)
-        # Caffe forces the forget gate to exactly 0 where cont is 0 (a new sequence).
-        f = torch.where(cont == 0, torch.zeros_like(f), cont * f)
-        g = torch.tanh(gates[:, 3])
-        self.acts = torch.stack([i, f, o, g], 1)        # kept for backward
-        c = f * c_prev + i * g
+        c, h, self.acts = lstm_unit(bottom[0].data[0], bottom[1].data[0], bottom[2].data[0])
         top[0].data[0] = c
-        top[1].data[0] = o * torch.tanh(c)
+        top[1].data[0] = h
 
     def backward(self, top, propagate_down, bottom):
         i, f, o, g = self.acts.unbind(1)

@@ -1,14 +1,37 @@
 """Layers that combine, select or reduce blob elements: Eltwise, Filter, BatchReindex,
 ArgMax, Reduction."""
+import math
+
 import torch
 
+from ..blob import canonical_axis_index
 from ..errors import CaffeError
-from ..layer import Layer, register_layer
+from ..layer import Hints, Layer, register_layer
 from ..proto import caffe_pb2
-from .common import _bottom_label, canonical_axis, refuse_in_place
+from .common_layers import bottom_label, canonical_axis, refuse_in_place
 
 
 _ELTWISE = caffe_pb2.EltwiseParameter
+
+
+def eltwise(xs, op, coeffs, out=None):
+    """Eltwise's maths: the product, the coefficient-weighted sum or the maximum of xs (into
+    `out` if given, else out of place, as autograd needs). The layer (which also keeps MAX's
+    argmax) and the torch exporter use it."""
+    if op == _ELTWISE.PROD:
+        y = torch.mul(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            y = torch.mul(y, x, out=out)
+    elif op == _ELTWISE.SUM:
+        y = xs[0] if coeffs[0] == 1 else torch.mul(xs[0], coeffs[0], out=out)
+        y = torch.add(y, xs[1], alpha=coeffs[1], out=out)
+        for x, c in zip(xs[2:], coeffs[2:]):
+            y = torch.add(y, x, alpha=c, out=out)
+    else:
+        y = torch.maximum(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            y = torch.maximum(y, x, out=out)
+    return y
 
 
 @register_layer
@@ -34,8 +57,8 @@ class EltwiseLayer(Layer):
     def reshape(self, bottom, top):
         for i, blob in enumerate(bottom[1:], 1):
             if blob.shape != bottom[0].shape:
-                self.fail(f"bottoms must have the same shape: {_bottom_label(self, 0)} has shape "
-                          f"{bottom[0].shape}, {_bottom_label(self, i)} has shape {blob.shape}")
+                self.fail(f"bottoms must have the same shape: {bottom_label(self, 0)} has shape "
+                          f"{bottom[0].shape}, {bottom_label(self, i)} has shape {blob.shape}")
         top[0].reshape_like(bottom[0])
 
     def forward(self, bottom, top):
@@ -43,17 +66,9 @@ class EltwiseLayer(Layer):
         if self.op == _ELTWISE.PROD:
             # In place, backward still needs bottom 0's values (Caffe would use the product).
             self.x0 = xs[0].clone() if top[0] is bottom[0] else None
-            torch.mul(xs[0], xs[1], out=y)
-            for x in xs[2:]:
-                y.mul_(x)
+            eltwise(xs, self.op, self.coeffs, out=y)
         elif self.op == _ELTWISE.SUM:
-            c = self.coeffs
-            if c[0] == 1:
-                torch.add(xs[0], xs[1], alpha=c[1], out=y)
-            else:
-                torch.mul(xs[0], c[0], out=y).add_(xs[1], alpha=c[1])
-            for x, ci in zip(xs[2:], c[2:]):
-                y.add_(x, alpha=ci)
+            eltwise(xs, self.op, self.coeffs, out=y)
         else:
             # Caffe gives a tie between bottoms 0 and 1 to bottom 1, later ties to the earlier.
             self.mask = torch.ge(xs[1], xs[0]).to(torch.uint8 if len(xs) < 256 else torch.int32)
@@ -62,10 +77,11 @@ class EltwiseLayer(Layer):
                 self.mask.masked_fill_(x > y, k)
                 torch.maximum(y, x, out=y)
 
-    def diff_passthrough(self):
-        """(bottom, top) index pairs whose diffs are equal after backward, so that a Net
-        recycling diffs may give them one buffer: SUM's bottom 0 with coefficient 1."""
-        return [(0, 0)] if self.op == _ELTWISE.SUM and self.coeffs[0] == 1 else []
+    def plan_hints(self, bottom, top):
+        # SUM's bottom 0 with coefficient 1 has top 0's diff: a Net recycling diffs may give
+        # both one buffer.
+        passthrough = self.op == _ELTWISE.SUM and self.coeffs[0] == 1
+        return Hints(diff_passthrough=((0, 0),) if passthrough else ())
 
     def backward(self, top, propagate_down, bottom):
         dy, y = top[0].diff, top[0].data
@@ -117,7 +133,7 @@ class FilterLayer(Layer):
                       f"{selector.shape}")
         for i, blob in enumerate(bottom[:-1]):
             if blob.num_axes == 0 or blob.shape[0] != selector.shape[0]:
-                self.fail(f"{_bottom_label(self, i)} of shape {blob.shape} does not have the "
+                self.fail(f"{bottom_label(self, i)} of shape {blob.shape} does not have the "
                           f"selector's {selector.shape[0]} items")
         self.index = torch.nonzero(selector.data.view(-1)).view(-1)
         num = selector.shape[0] if self.first_reshape else self.index.numel()
@@ -178,6 +194,27 @@ class BatchReindexLayer(Layer):
         return bottom_index == 0
 
 
+def argmax(x, p):
+    """ArgMax's top (ArgMaxParameter p) in x's dtype: along p.axis the top_k indices (or
+    values, out_max_val); per item (N, 1, top_k) indices, or (N, 2, top_k) index and value
+    pairs. Ties rank the larger index first. The layer and the torch exporter use it."""
+    shape = list(x.shape)
+    if p.HasField("axis"):
+        axis = canonical_axis_index(p.axis, len(shape), shape)
+        dims = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
+    else:
+        dims = (shape[0], math.prod(shape[1:]), 1)
+    # A stable descending sort of the reversed values ranks equal values by larger index.
+    values, order = torch.sort(x.reshape(dims).flip(1), stable=True, dim=1, descending=True)
+    values, index = values[:, :p.top_k], ((dims[1] - 1) - order[:, :p.top_k]).to(x.dtype)
+    if p.HasField("axis"):
+        shape[axis] = p.top_k
+        return (values if p.out_max_val else index).reshape(shape)
+    out = torch.stack([index[..., 0], values[..., 0]], 1) if p.out_max_val else \
+        index[..., 0].unsqueeze(1)
+    return out.reshape([dims[0], out.shape[1], p.top_k] + [1] * (len(shape) - 3))
+
+
 @register_layer
 class ArgMaxLayer(Layer):
     """top = indices (and/or values) of the top_k largest entries per item, or along axis.
@@ -217,21 +254,21 @@ class ArgMaxLayer(Layer):
         top[0].reshape(shape)
 
     def forward(self, bottom, top):
-        p, (outer, dim, inner) = self.param.argmax_param, self.dims
-        # A stable descending sort of the reversed values ranks equal values by larger index.
-        values, order = torch.sort(bottom[0].data.view(self.dims).flip(1), stable=True, dim=1,
-                                   descending=True)
-        values, index = values[:, :p.top_k], (dim - 1) - order[:, :p.top_k]
-        if p.HasField("axis"):
-            top[0].data.view(outer, p.top_k, inner).copy_(values if p.out_max_val else index)
-        else:
-            out = top[0].data.view(outer, -1, p.top_k)
-            out[:, 0] = index[..., 0]
-            if p.out_max_val:
-                out[:, 1] = values[..., 0]
+        top[0].data.view(-1).copy_(argmax(bottom[0].data, self.param.argmax_param).reshape(-1))
 
 
 _REDUCTION = caffe_pb2.ReductionParameter
+
+
+def reduce_rows(x, operation, coeff, out=None):
+    """Reduction's maths over the rows of x (num, dim): coeff times the sum of x, |x| or x^2
+    (MEAN's coeff includes 1 / dim). The layer and the torch exporter use it."""
+    if operation == _REDUCTION.ASUM:
+        x = x.abs()
+    elif operation == _REDUCTION.SUMSQ:
+        x = x * x
+    y = torch.sum(x, 1, out=out)
+    return torch.mul(y, coeff, out=out) if coeff != 1 else y
 
 
 @register_layer
@@ -254,15 +291,8 @@ class ReductionLayer(Layer):
         self.coeff = p.coeff / max(self.dim, 1) if p.operation == _REDUCTION.MEAN else p.coeff
 
     def forward(self, bottom, top):
-        op, x, y = self.param.reduction_param.operation, bottom[0].data.view(self.num, self.dim), \
-            top[0].data.view(self.num)
-        if op == _REDUCTION.ASUM:
-            x = x.abs()
-        elif op == _REDUCTION.SUMSQ:
-            x = x * x
-        torch.sum(x, 1, out=y)
-        if self.coeff != 1:
-            y.mul_(self.coeff)
+        reduce_rows(bottom[0].data.view(self.num, self.dim), self.param.reduction_param.operation,
+                    self.coeff, out=top[0].data.view(self.num))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

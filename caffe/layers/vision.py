@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..layer import Layer, register_layer
 from ..proto import caffe_pb2
 from .normalization import LRNLayer  # noqa: F401 (registers it)
-from .pooling import STOCHASTIC, Pool2d, PoolingLayer, check_4d  # noqa: F401 (registers it)
+from .pooling import STOCHASTIC, Pool2d, PoolingLayer, check_4d, spp_levels  # noqa: F401
 
 __all__ = ["ConvolutionLayer", "DeconvolutionLayer", "Im2colLayer", "LRNLayer", "SPPLayer",
            "PoolingLayer", "im2col", "col2im"]
@@ -360,10 +360,7 @@ class SPPLayer(Layer):
 
     def make_levels(self, h, w):
         p, levels = self.param.spp_param, []
-        for level in range(p.pyramid_height):
-            bins = 2 ** level
-            kernel = (-(-h // bins), -(-w // bins))
-            pad = ((kernel[0] * bins - h + 1) // 2, (kernel[1] * bins - w + 1) // 2)
+        for level, (kernel, pad) in enumerate(spp_levels(p.pyramid_height, h, w)):
             if pad[0] >= kernel[0] or pad[1] >= kernel[1] or (any(pad) and p.pool == STOCHASTIC):
                 self.fail(f"level {level} needs pad {pad} with kernel {kernel}: the input "
                           f"{h}x{w} is too small for {p.pyramid_height} levels")

@@ -37,15 +37,15 @@ failures), allreduce (bucketed gradients, DataParallel), nccl (pycaffe's API), l
 caffe command's side), heartbeat (silent workers), resume (the effective batch on resume).
 """
 from .world import (DEFAULT_BUCKET_MB, DEFAULT_TIMEOUT_S, LAUNCH_GRACE_S, PATIENT_TIMEOUT,
-                    WorkerError, _state, current_worker, data_shard, env_world, is_root,
+                    WorkerError, world_state, current_worker, data_shard, env_world, is_root,
                     multiprocess, set_multiprocess, set_solver_count, set_solver_rank,
-                    solver_count, solver_rank, timeout)  # noqa: F401  (_state: tests)
+                    solver_count, solver_rank, timeout)  # noqa: F401  (world_state: tests)
 from .comm import Worker, init_worker
 from .allreduce import DataParallel, plan_buckets
 from .nccl import NCCL
 from .resume import keep_effective_batch
 from .launch import (attach, exit_on_failure, launch, should_launch, worker_count,
-                     worker_from_env, _free_port)  # noqa: F401
+                     worker_from_env, free_port)  # noqa: F401
 
 __all__ = ["DEFAULT_BUCKET_MB", "DEFAULT_TIMEOUT_S", "LAUNCH_GRACE_S", "PATIENT_TIMEOUT",
            "WorkerError", "current_worker", "data_shard", "env_world", "is_root",

@@ -3,7 +3,7 @@
 import torch
 import torch.distributed as dist
 
-from .world import DEFAULT_BUCKET_MB, WorkerError, _env_float, _state
+from .world import DEFAULT_BUCKET_MB, WorkerError, env_float, world_state
 from ..errors import CaffeError
 
 
@@ -84,7 +84,7 @@ class DataParallel:
     """
 
     def __init__(self, solver, register=True, layer_wise=None, bucket_mb=None):
-        worker = _state["worker"]
+        worker = world_state["worker"]
         if worker is None:
             raise CaffeError("data-parallel training needs the workers' process group first: "
                              "run under `caffe train -workers N` / `-gpu 0,1`, torchrun, or call "
@@ -94,7 +94,7 @@ class DataParallel:
         self.scale = 1.0 / self.count
         self.layer_wise = (solver.param.layer_wise_reduce if layer_wise is None
                            else bool(layer_wise))
-        cap_mb = _env_float("CAFFE_BUCKET_MB", DEFAULT_BUCKET_MB) if bucket_mb is None \
+        cap_mb = env_float("CAFFE_BUCKET_MB", DEFAULT_BUCKET_MB) if bucket_mb is None \
             else float(bucket_mb)
         self.buckets = plan_buckets(self.net, cap_mb * 2 ** 20)
         self._active, self._pass, self._next = False, 0, 0

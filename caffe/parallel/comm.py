@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from .heartbeat import Heartbeat, rendezvous_store
-from .world import (PATIENT_TIMEOUT, WorkerError, _state, env_world, heartbeat_timeout,
+from .world import (PATIENT_TIMEOUT, WorkerError, world_state, env_world, heartbeat_timeout,
                     rendezvous_timeout, set_solver_count, set_solver_rank, timeout)
 from ..errors import CaffeError
 
@@ -79,7 +79,7 @@ class Worker:
         self.seed = peers[0][2]
         from .. import common
         common.set_random_seed(self.seed)
-        _state["worker"] = self
+        world_state["worker"] = self
         atexit.register(self._at_exit)
 
     def _join(self, init_method):
@@ -169,8 +169,8 @@ class Worker:
     def _at_exit(self):
         # pycaffe scripts just end: a process group left alive aborts at teardown now and
         # then. No barrier here: after an error the others may wait in another collective.
-        if _state["worker"] is self:
-            _state["worker"] = None
+        if world_state["worker"] is self:
+            world_state["worker"] = None
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             if dist.is_initialized():
@@ -184,8 +184,8 @@ class Worker:
 
     def close(self):
         """Leave the process group once every worker is done (the end of training)."""
-        if _state["worker"] is self:
-            _state["worker"] = None
+        if world_state["worker"] is self:
+            world_state["worker"] = None
         if dist.is_initialized():
             # Worker 0 serves the rendezvous store: tearing down in step avoids aborts
             # ("terminate called without an active exception") in the others.
@@ -204,8 +204,8 @@ def _first_line(error):
 
 def init_worker(rank=None, world=None, device="cpu", backend=None, init_method="env://"):
     """Join the process group as worker `rank` of `world` (default: torchrun's variables)."""
-    if _state["worker"] is not None:
-        return _state["worker"]
+    if world_state["worker"] is not None:
+        return world_state["worker"]
     if rank is None or world is None:
         env = env_world()
         if env is None:

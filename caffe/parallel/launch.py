@@ -144,7 +144,7 @@ def worker_count(workers, gpus):
     return len(gpus) if gpus and len(gpus) > 1 else workers
 
 
-def _free_port():
+def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -170,7 +170,7 @@ def launch(argv, workers, gpus=()):
     import caffe
     root = os.path.dirname(os.path.dirname(os.path.abspath(caffe.__file__)))
     env = dict(os.environ)
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(count),
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(count),
                LOCAL_WORLD_SIZE=str(count), CAFFE_LAUNCHER_PID=str(os.getpid()),
                PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p))
     # Each worker chooses its threads afresh for its share of the cores (caffe.threads).

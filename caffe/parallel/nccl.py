@@ -5,7 +5,7 @@ import uuid
 
 from .allreduce import DataParallel
 from .comm import init_worker
-from .world import _state, solver_count, solver_rank
+from .world import world_state, solver_count, solver_rank
 
 
 class NCCL(DataParallel):
@@ -20,7 +20,7 @@ class NCCL(DataParallel):
     def __init__(self, solver, uid):
         if isinstance(uid, bytes):
             uid = uid.decode()
-        if _state["worker"] is None:
+        if world_state["worker"] is None:
             init_worker(solver_rank(), solver_count(), device=solver.device, init_method=uid)
         super().__init__(solver, register=False)
 

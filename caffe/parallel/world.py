@@ -13,7 +13,7 @@ LAUNCH_GRACE_S = 30.0          # how long the launcher lets survivors fail by th
 DEFAULT_RDZV_TIMEOUT_S = 300.0  # how long workers wait for each other to turn up
 DEFAULT_HEARTBEAT_S = 60.0     # how long a worker may go unheard before the others stop
 
-_state = {"count": 1, "rank": 0, "multiprocess": False, "worker": None}
+world_state = {"count": 1, "rank": 0, "multiprocess": False, "worker": None}
 
 
 class WorkerError(CaffeError):
@@ -22,39 +22,39 @@ class WorkerError(CaffeError):
 
 # -- the process-wide place among the workers (Caffe::solver_count / solver_rank) ----------
 def solver_count():
-    return _state["count"]
+    return world_state["count"]
 
 
 def solver_rank():
-    return _state["rank"]
+    return world_state["rank"]
 
 
 def set_solver_count(count):
     count = int(count)
     if count < 1:
         raise CaffeError(f"set_solver_count: need at least 1 solver, got {count}")
-    _state["count"] = count
+    world_state["count"] = count
 
 
 def set_solver_rank(rank):
     rank = int(rank)
     if rank < 0:
         raise CaffeError(f"set_solver_rank: rank must be >= 0, got {rank}")
-    _state["rank"] = rank
+    world_state["rank"] = rank
 
 
 def set_multiprocess(flag):
     """pycaffe's flag for one process per solver; every worker here is its own process."""
-    _state["multiprocess"] = bool(flag)
+    world_state["multiprocess"] = bool(flag)
 
 
 def multiprocess():
-    return _state["multiprocess"]
+    return world_state["multiprocess"]
 
 
 def is_root():
     """Whether this process is the root solver (worker 0): the one that tests, logs, snapshots."""
-    return _state["rank"] == 0
+    return world_state["rank"] == 0
 
 
 def data_shard(phase):
@@ -63,15 +63,15 @@ def data_shard(phase):
     Only the root solver runs test nets, so they read all of their data."""
     if phase == caffe_pb2.TEST:
         return 0, 1
-    return _state["rank"], _state["count"]
+    return world_state["rank"], world_state["count"]
 
 
 def current_worker():
-    return _state["worker"]
+    return world_state["worker"]
 
 
 # -- settings from the environment ----------------------------------------------------------
-def _env_float(name, default):
+def env_float(name, default):
     value = os.environ.get(name, "")
     if not value:
         return default
@@ -82,7 +82,7 @@ def _env_float(name, default):
 
 
 def _positive_seconds(name, default):
-    seconds = _env_float(name, default)
+    seconds = env_float(name, default)
     if seconds <= 0:
         raise CaffeError(f"{name} must be positive, got {seconds:g}")
     return datetime.timedelta(seconds=seconds)

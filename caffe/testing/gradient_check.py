@@ -9,7 +9,7 @@ import torch
 
 from ..blob import Blob
 from ..formats import parse_text
-from ..layer import create_layer
+from ..layers import create_layer
 from ..proto import caffe_pb2
 
 
@@ -24,10 +24,6 @@ def layer_param(text, name="layer", phase=caffe_pb2.TRAIN):
 
 
 def make_layer(text_or_param, dtype=torch.float64, device="cpu", phase=caffe_pb2.TRAIN):
-    # The built-in catalog registers itself on import; a test module that only imports
-    # caffe.testing has not imported it. (Not `from .. import layers`: caffe.layers is
-    # net_spec's layer factory; importing a module of the package imports the package.)
-    from ..layers import common  # noqa: F401
     param = text_or_param
     if isinstance(param, str):
         param = layer_param(param, phase=phase)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import common, io
 from ..classifier import Classifier
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..errors import CaffeError
 
 CAFFENET = os.path.join("models", "bvlc_reference_caffenet")
@@ -109,9 +109,7 @@ def classify(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(classify, parser().parse(argv))
+main = tool_main(parser, classify)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import formats
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..data.db import datum_to_array, open_db, parse_datum
 from ..errors import DataError
 from ..proto import caffe_pb2
@@ -72,9 +72,7 @@ def compute(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(compute, parser().parse(argv))
+main = tool_main(parser, compute)
 
 
 if __name__ == "__main__":

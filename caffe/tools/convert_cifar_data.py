@@ -14,7 +14,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..data.db import open_db
 from ..errors import DataError
 from ..proto import caffe_pb2
@@ -80,9 +80,7 @@ def convert(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(convert, parser().parse(argv))
+main = tool_main(parser, convert)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import random
 
 from tqdm import tqdm
 
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..data.db import image_to_datum, open_db
 from ..data.image import check_resize, encode_image, read_image, read_image_bytes, read_image_list
 from ..errors import DataError
@@ -120,9 +120,7 @@ def convert(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(convert, parser().parse(argv))
+main = tool_main(parser, convert)
 
 
 if __name__ == "__main__":

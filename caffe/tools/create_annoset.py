@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 
 from tqdm import tqdm
 
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..data.db import image_to_datum, open_db
 from ..data.image import check_resize, read_image
 from ..errors import DataError
@@ -135,9 +135,7 @@ def convert(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(convert, parser().parse(argv))
+main = tool_main(parser, convert)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..detector import Detector
 from ..errors import CaffeError
 from ..formats import atomic_write
@@ -120,9 +120,7 @@ def detect(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(detect, parser().parse(argv))
+main = tool_main(parser, detect)
 
 
 if __name__ == "__main__":

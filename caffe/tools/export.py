@@ -16,7 +16,7 @@ Flags are gflags-style: -flag value, --flag value, -flag=value and --flag=value 
 import logging
 import sys
 
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, run, setup_logging
 
 log = logging.getLogger("caffe")
 

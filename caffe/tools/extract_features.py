@@ -11,7 +11,7 @@ values in float_data) under the key `%010d` (the item's index), one database per
 import logging
 
 from .. import common
-from .cli import Parser, run, setup_logging
+from .gflags import Parser, tool_main
 from ..data.db import open_db
 from ..errors import DataError
 from ..proto import caffe_pb2
@@ -86,9 +86,7 @@ def extract(args):
     return 0
 
 
-def main(argv=None):
-    setup_logging()
-    return run(extract, parser().parse(argv))
+main = tool_main(parser, extract)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,20 @@ line, ``#`` comments, nested files), ``-fromenv``/``-tryfromenv`` (``FLAGS_name`
 variables), ``-undefok``, ``--help``/``--helpfull``/``--helpshort``, ``--version``.
 glog's flags (:data:`GLOG_FLAGS`) default from their ``GLOG_<name>`` environment variables,
 as glog reads them.
+
+The `caffe` command parses with FlagSet; the data tools (convert_imageset, ...) with Parser, an
+argparse front end for their positional arguments that reads the same spellings and values.
 """
+import argparse
 import contextlib
+import logging
 import os
+import re
 import stat
 import sys
+
+from ..errors import CaffeError
+from .glog import log_to_stderr
 
 # A flag file holds a few lines of flags; anything larger is not one (-flagfile=/dev/zero).
 MAX_FLAGFILE_BYTES = 1 << 20
@@ -266,3 +275,91 @@ def exit_on(error):
         return error.status
     print(str(error), file=sys.stderr)
     return 1
+
+
+# -- the data tools' front end: argparse (positional arguments, sub-commands) reading gflags'
+# spellings and values -----------------------------------------------------------------------
+# BVLC's tools took gflags, so scripts call them as `-backend lmdb`, `--gray`,
+# `--resize_height=20`, `-shuffle=true` or `--nogray`; gflags_argv rewrites all of these into
+# argparse's `--flag=value`. Boolean flags never consume the next argument (as in gflags:
+# `--gray false` is two arguments).
+log = logging.getLogger("caffe")
+
+_FLAG = re.compile(r"--?([A-Za-z][A-Za-z0-9_]*)(?:=(.*))?", re.S)
+# glog's own flags, accepted and ignored by the data tools (they always log to stderr).
+GLOG_BOOL_FLAGS = tuple(name for name, kind, _, _ in GLOG_FLAGS if kind is bool)
+GLOG_VALUE_FLAGS = tuple(name for name, kind, _, _ in GLOG_FLAGS if kind is not bool)
+
+
+def bool_arg(text):
+    """parse_bool as an argparse type: a bad value is argparse's usage error."""
+    try:
+        return parse_bool(text)
+    except FlagError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a boolean (true or false)") from None
+
+
+def gflags_argv(argv, bool_flags=()):
+    """Rewrite gflags spellings into argparse's: every long flag becomes --name[=value]."""
+    bools = set(bool_flags) | set(GLOG_BOOL_FLAGS)
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + list(argv[i:])
+        m = _FLAG.fullmatch(arg)
+        if not m or (len(m.group(1)) == 1 and not arg.startswith("--") and m.group(2) is None):
+            out.append(arg)                 # positional, negative number or a short option (-h)
+            continue
+        name, value = m.groups()
+        if name in bools:
+            out.append(f"--{name}={'true' if value is None else value}")
+        elif value is None and name.startswith("no") and name[2:] in bools:
+            out.append(f"--{name[2:]}=false")
+        else:
+            out.append(f"--{name}" if value is None else f"--{name}={value}")
+    return out
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with gflags spellings and boolean flags declared by add_bool."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)   # gflags has no prefix abbreviations
+        super().__init__(*args, **kwargs)
+        self.bool_flags = []
+        for name in GLOG_BOOL_FLAGS:
+            self.add_argument(f"--{name}", type=bool_arg, help=argparse.SUPPRESS)
+        for name in GLOG_VALUE_FLAGS:
+            self.add_argument(f"--{name}", help=argparse.SUPPRESS)
+
+    def add_bool(self, name, default=False, help=""):
+        self.bool_flags.append(name)
+        self.add_argument(f"--{name}", type=bool_arg, default=default, metavar="true|false",
+                          help=f"{help} (default {str(default).lower()})")
+
+    def parse(self, argv=None):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        return self.parse_args(gflags_argv(argv, self.bool_flags))
+
+
+def setup_logging():
+    """glog-format log lines on stderr, as BVLC's tools print them."""
+    log_to_stderr()
+
+
+def run(body, args):
+    """Run a tool body; bad input is reported as one error line and exit status 1."""
+    try:
+        return body(args) or 0
+    except CaffeError as e:
+        log.error("%s", e)
+        return 1
+
+
+def tool_main(parser, body):
+    """A data tool's main(argv=None): glog-format logging, flags, the body run by run()."""
+    def main(argv=None):
+        setup_logging()
+        return run(body, parser().parse(argv))
+    return main

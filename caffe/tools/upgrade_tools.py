@@ -12,7 +12,7 @@ input cannot be read.
 import logging
 
 from .. import formats, upgrade
-from .cli import Parser, setup_logging
+from .gflags import Parser, setup_logging
 from ..errors import CaffeError
 from ..proto import caffe_pb2
 

@@ -18,7 +18,7 @@ from .. import view
 from ..errors import CaffeError
 from ..formats import atomic_write
 from ..proto import caffe_pb2
-from .cli import gflags_argv, parse_bool
+from .gflags import bool_arg, gflags_argv
 
 BOOL_FLAGS = ("allow_python_layers",)
 
@@ -37,7 +37,7 @@ def _parser():
                    help="print the address without opening a browser")
     p.add_argument("-o", "--output", default="", help="write the page to this file and exit")
     p.add_argument("-netron", "--netron", action="store_true", help="open in Netron instead")
-    p.add_argument("-allow_python_layers", "--allow_python_layers", type=parse_bool,
+    p.add_argument("-allow_python_layers", "--allow_python_layers", type=bool_arg,
                    default=False, metavar="true|false",
                    help="build a net with Python layers (runs the code they name) to show its "
                    "shapes (default false)")

@@ -22,7 +22,7 @@ from ..errors import CaffeError
 from ..layers.python_layer import python_layers_allowed, set_python_layers_allowed
 from ..net import Net
 from ..proto import caffe_pb2
-from .cli import gflags_argv, parse_bool
+from .gflags import bool_arg, gflags_argv
 
 
 def _parser():
@@ -40,7 +40,7 @@ def _parser():
     flag("channel_swap", default="2,1,0", help="RGB -> the net's channel order")
     flag("labels", default="", help="class names, one a line (synset_words.txt)")
     flag("k", type=int, default=5, help="how many top predictions to print")
-    flag("allow_python_layers", type=parse_bool, default=True, metavar="true|false",
+    flag("allow_python_layers", type=bool_arg, default=True, metavar="true|false",
          help="false refuses a net with Python layers (they run the code they name)")
     flag("normalize", default="tile", choices=vis.NORMALIZE,
          help="scale each tile on its own (tile) or all together (global)")

@@ -28,7 +28,7 @@ import logging
 from ..proto import caffe_pb2
 from .batchnorm import net_needs_batch_norm_upgrade, upgrade_net_batch_norm
 from .input import net_needs_input_upgrade, upgrade_net_input
-from .solver import (solver_needs_type_upgrade, solver_needs_upgrade, upgrade_solver_as_needed,
+from .solver_type import (solver_needs_type_upgrade, solver_needs_upgrade, upgrade_solver_as_needed,
                      upgrade_solver_type)
 from .v0 import (net_needs_v0_to_v1_upgrade, upgrade_v0_layer_parameter, upgrade_v0_layer_type,
                  upgrade_v0_net, upgrade_v0_padding_layers)

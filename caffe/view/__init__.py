@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import text_format
 
 from .. import formats
-from ..draw import _quote, get_pydot_graph
+from ..draw import get_pydot_graph, quote_label
 from ..errors import CaffeError
 from ..net import Net
 from ..net_param import filter_net
@@ -75,8 +75,8 @@ def graph_svg(param, nodes, rankdir="TB"):
     for key, info in nodes.items():
         if info["kind"] != "blob":
             continue
-        for node in graph.get_node(_quote(key)):
-            label = _quote(info["name"])[:-1] + "\\n" + info["shape"].replace("\u00d7", "x") + '"'
+        for node in graph.get_node(quote_label(key)):
+            label = quote_label(info["name"])[:-1] + "\\n" + info["shape"].replace("\u00d7", "x") + '"'
             node.set("label", label)
     import shutil
     if shutil.which("dot") is None:

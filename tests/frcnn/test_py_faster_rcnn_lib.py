@@ -3,7 +3,7 @@
 Runs where PYCAFFE_PY_FASTER_RCNN names a checkout of rbgirshick/py-faster-rcnn (its code is
 not ours to ship, so CI, without one, skips). Its `lib/` goes on sys.path as its
 tools/_init_paths.py puts it, and its layers are imported as the prototxts name them
-(`rpn.proposal_layer`, ...), translated from Python 2 as they load (caffe.upgrade.python2).
+(`rpn.proposal_layer`, ...), translated from Python 2 as they load (caffe.layers.python2).
 Only its compiled extensions are stood in for: `nms.gpu_nms` (CUDA) is not called with
 cfg.USE_GPU_NMS off, `nms.cpu_nms` is its own pure-Python `nms.py_cpu_nms` (its Cython
 cpu_nms.pyx no longer compiles against NumPy 2), and `utils.cython_bbox` is an equal NumPy
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import caffe
-from caffe.upgrade import python2
+from caffe.layers import python2
 from tests.frcnn.zf_net import GOLDEN, assert_equals_recorded_golden
 
 CHECKOUT = os.environ.get("PYCAFFE_PY_FASTER_RCNN")

@@ -6,7 +6,7 @@ import torch
 from caffe.blob import Blob
 from caffe.errors import CaffeError, LayerSetupError
 from caffe.testing import check_gradient, make_layer
-from tests.layers.test_common import NET, np_of, rand, run, run_net, setup, values
+from tests.layers.test_common_layers import NET, np_of, rand, run, run_net, setup, values
 
 
 ELTWISE = [

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from caffe import parallel
 from caffe.data import array_to_datum, open_db
@@ -133,6 +134,24 @@ def assert_weights_close(a, b, tol=1e-4):
         np.testing.assert_allclose(x, y, rtol=0, atol=tol, err_msg=f"{a} vs {b}")
 
 
+def assert_same_training(folder, single, double):
+    """The log of one process on batch 6 (`single`) and that of worker 0 of two on batch 3
+    each (`double`): the same losses, snapshots and test scores, iteration by iteration."""
+    one, two = losses(single), losses(double)
+    assert sorted(one) == list(range(7)) and sorted(two) == sorted(one)
+    for i in one:
+        assert two[i] == pytest.approx(one[i], abs=1e-4), f"iteration {i}"
+    for i in range(1, 7):
+        assert_weights_close(folder / f"out6/s_iter_{i}.caffemodel",
+                             folder / f"out3/s_iter_{i}.caffemodel")
+    # Worker 0 alone tests, on the same weights, and writes snapshots.
+    t1, t2 = scores(single), scores(double)
+    assert set(t1) == set(t2) and {i for i, _ in t1} == {0, 3, 6}
+    for key in t1:
+        assert t2[key] == pytest.approx(t1[key], abs=1e-4), key
+    assert sorted(os.listdir(folder / "out3")) == sorted(os.listdir(folder / "out6"))
+
+
 LONG = """net: "net3.prototxt" type: "SGD" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed"
 display: 20 max_iter: 1000000 snapshot_prefix: "out3/s" solver_mode: CPU random_seed: 1
 """
@@ -140,7 +159,7 @@ display: 20 max_iter: 1000000 snapshot_prefix: "out3/s" solver_mode: CPU random_
 
 def start_pair(folder, solvers=("long.prototxt", "long.prototxt"), **extra):
     """Two workers started torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR/PORT, LOCAL_RANK."""
-    port = parallel._free_port()
+    port = parallel.free_port()
     procs = []
     for rank in range(2):
         env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",

@@ -16,7 +16,8 @@ import pytest
 import torch.distributed as dist
 
 from caffe import parallel
-from tests.parallel.helpers import (LONG, NET, SOLVERS, assert_weights_close, caffe_train,
+from tests.parallel.helpers import (LONG, NET, SOLVERS, assert_same_training,
+                                    assert_weights_close, caffe_train,
                                     clean_env, finish, losses, make_folder, scores, start_pair,
                                     wait_for)
 
@@ -51,20 +52,8 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_two_workers_step_as_one_with_twice_the_batch(runs, solver):
     folder, single, double = runs(solver)
-    one, two = losses(single), losses(double)
-    assert sorted(one) == list(range(7)) and sorted(two) == sorted(one)
-    for i in one:
-        assert two[i] == pytest.approx(one[i], abs=1e-4), f"iteration {i}"
-    for i in range(1, 7):
-        assert_weights_close(folder / f"out6/s_iter_{i}.caffemodel",
-                             folder / f"out3/s_iter_{i}.caffemodel")
-    # Worker 0 alone tests, on the same weights, and writes snapshots; worker 1 stays quiet.
-    t1, t2 = scores(single), scores(double)
-    assert set(t1) == set(t2) and {i for i, _ in t1} == {0, 3, 6}
-    for key in t1:
-        assert t2[key] == pytest.approx(t1[key], abs=1e-4), key
-    assert sorted(os.listdir(folder / "out3")) == sorted(os.listdir(folder / "out6"))
-    assert "[worker 1]" not in double
+    assert_same_training(folder, single, double)
+    assert "[worker 1]" not in double     # worker 1 stays quiet
     assert double.count("Testing net") == single.count("Testing net")
 
 

@@ -9,7 +9,7 @@ from caffe.proto import caffe_pb2
 
 
 def resumed(monkeypatch, recorded, workers, iter_size=1):
-    monkeypatch.setitem(parallel._state, "count", workers)
+    monkeypatch.setitem(parallel.world_state, "count", workers)
     solver = SimpleNamespace(restored_batches=recorded,
                              param=caffe_pb2.SolverParameter(iter_size=iter_size))
     return parallel.keep_effective_batch(solver), solver

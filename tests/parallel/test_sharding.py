@@ -16,8 +16,8 @@ from caffe.proto import caffe_pb2
 def worker_of(monkeypatch):
     """worker_of(rank, count): pretend to be one of several workers."""
     def set_place(rank, count):
-        monkeypatch.setitem(parallel._state, "rank", rank)
-        monkeypatch.setitem(parallel._state, "count", count)
+        monkeypatch.setitem(parallel.world_state, "rank", rank)
+        monkeypatch.setitem(parallel.world_state, "count", count)
     return set_place
 
 

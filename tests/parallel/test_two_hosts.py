@@ -20,9 +20,10 @@ import torch.distributed as dist
 
 from caffe.formats import read_caffemodel, read_binary_proto
 from caffe.proto import caffe_pb2
-from tests.parallel.helpers import (COMMON, LONG, SOLVERS, assert_weights_close, caffe_train,
-                                    clean_env, finish, losses, make_folder, scores, wait_for)
-from caffe.testing.netns import NetnsUnavailable, TwoHosts
+from tests.parallel.helpers import (COMMON, LONG, SOLVERS, assert_same_training,
+                                    assert_weights_close, caffe_train,
+                                    clean_env, finish, losses, make_folder, wait_for)
+from tests.netns import NetnsUnavailable, TwoHosts
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -89,19 +90,8 @@ def trained(hosts, tmp_path_factory):
 
 def test_two_hosts_step_as_one_process_with_the_combined_batch(trained):
     folder, single, _, host0, host1 = trained
-    one, two = losses(single), losses(host0)
-    assert sorted(one) == list(range(7)) and sorted(two) == sorted(one)
-    for i in one:
-        assert two[i] == pytest.approx(one[i], abs=1e-4), f"iteration {i}"
-    for i in range(1, 7):
-        assert_weights_close(folder / f"out6/s_iter_{i}.caffemodel",
-                             folder / f"out3/s_iter_{i}.caffemodel")
-    t1, t2 = scores(single), scores(host0)
-    assert set(t1) == set(t2) and {i for i, _ in t1} == {0, 3, 6}
-    for key in t1:
-        assert t2[key] == pytest.approx(t1[key], abs=1e-4), key
-    # One set of snapshots, written by worker 0; the second host neither tests nor logs steps.
-    assert sorted(os.listdir(folder / "out3")) == sorted(os.listdir(folder / "out6"))
+    assert_same_training(folder, single, host0)
+    # The second host neither tests nor logs steps.
     assert "Testing net" not in host1 and "loss =" not in host1 and "Snapshotting" not in host1
     assert "Worker 0 of 2 (CPU, gloo)" in host0
 

@@ -8,7 +8,7 @@ from PIL import Image
 import caffe
 from caffe import formats
 from caffe.data import datum_to_array, open_db, parse_datum
-from caffe.tools.cli import gflags_argv
+from caffe.tools.gflags import gflags_argv
 from caffe.proto import caffe_pb2
 from caffe.tools import (compute_image_mean, convert_imageset, convert_mnist_data,
                          extract_features, upgrade_tools)

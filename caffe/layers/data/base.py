@@ -17,7 +17,7 @@ from ...layer import Layer
 log = logging.getLogger("caffe")
 
 
-def _np_dtype(dtype):
+def np_dtype(dtype):
     return np.float64 if dtype == torch.float64 else np.float32
 
 
@@ -35,7 +35,7 @@ def _set_top(blob, array):
         blob.data.copy_(torch.from_numpy(array))
 
 
-class _DataLayer(Layer):
+class BaseDataLayer(Layer):
     """Base of the data layers: no bottoms, nothing to propagate."""
 
     exact_num_bottom_blobs = 0
@@ -50,7 +50,7 @@ class _DataLayer(Layer):
         return DataError(f"layer '{self.name}' ({self.type}): {error}")
 
 
-class _PrefetchingLayer(_DataLayer):
+class BasePrefetchingDataLayer(BaseDataLayer):
     """Caffe's BasePrefetchingDataLayer: make_source() sets up; batches come from a thread."""
 
     _pipeline = None    # the source's caffe.data.pipeline.BatchPipeline, if it has one
@@ -70,7 +70,7 @@ class _PrefetchingLayer(_DataLayer):
     def make_transformer(self):
         try:
             return DataTransformer(self.param.transform_param, self.phase,
-                                   dtype=_np_dtype(self.dtype))
+                                   dtype=np_dtype(self.dtype))
         except CaffeError as e:
             self.fail(str(e))
 

@@ -1,6 +1,6 @@
-"""fissix fixers for what 2to3 leaves alone but Python 2 layers rely on (caffe.upgrade.python2).
+"""fissix fixers for what 2to3 leaves alone but Python 2 layers rely on (caffe.layers.python2).
 
-Each rewrites to a helper that caffe.upgrade.python2 puts in the translated module's namespace
+Each rewrites to a helper that caffe.layers.python2 puts in the translated module's namespace
 (`__caffe_div__`, `__caffe_idiv__`, `__caffe_index__`), or to plain Python 3.
 """
 from fissix import fixer_base, pytree

@@ -8,7 +8,7 @@ from ...data.image import decode_image, hwc_to_chw, read_image, read_image_bytes
 from ...data.transformer import draw_seed, load_mean
 from ...errors import DataError
 from ...layer import register_layer
-from .base import _np_dtype, _PrefetchingLayer, log
+from .base import np_dtype, BasePrefetchingDataLayer, log
 
 
 class _WindowSource:
@@ -100,7 +100,7 @@ _TOKEN = re.compile(r"\S+")
 
 
 @register_layer
-class WindowDataLayer(_PrefetchingLayer):
+class WindowDataLayer(BasePrefetchingDataLayer):
     """R-CNN windows from window_data_param.source, warped to crop_size: data and label.
 
     Window file: repeated `# image_index`, image path, channels, height, width, num_windows,
@@ -137,7 +137,7 @@ class WindowDataLayer(_PrefetchingLayer):
             self.fail(f"no foreground windows (overlap >= fg_threshold {p.fg_threshold})")
         if p.batch_size - num_fg and not bg:
             self.fail(f"no background windows (overlap < bg_threshold {p.bg_threshold})")
-        dtype = _np_dtype(self.dtype)
+        dtype = np_dtype(self.dtype)
         mean, mean_values = None, np.asarray(t.mean_value, dtype=dtype)
         if mean_file and len(mean_values):
             self.fail("specify either mean_file or mean_value, not both")

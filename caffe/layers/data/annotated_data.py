@@ -12,10 +12,10 @@ ymax, difficult), or one row of -1 when the batch holds no box.
 import numpy as np
 import torch
 
-from ..data.db import datum_to_array, open_db
-from ..errors import DataError
-from ..layer import Layer, register_layer
-from ..proto import caffe_pb2
+from ...data.db import datum_to_array, open_db
+from ...errors import DataError
+from ...layer import Layer, register_layer
+from ...proto import caffe_pb2
 
 _EMIT = caffe_pb2.EmitConstraint
 

@@ -6,7 +6,7 @@ from ...data.db import datum_to_array, open_db, parse_datum
 from ...data.pipeline import BatchPipeline, check_batch, read_datum
 from ...errors import DataError
 from ...layer import register_layer
-from .base import _np_dtype, _PrefetchingLayer, log
+from .base import np_dtype, BasePrefetchingDataLayer, log
 
 
 class _DBSource:
@@ -55,7 +55,7 @@ class _DBSource:
 
 
 @register_layer
-class DataLayer(_PrefetchingLayer):
+class DataLayer(BasePrefetchingDataLayer):
     """Datum records of an LMDB or LevelDB (data_param.source) in key order: data and label."""
 
     type = "Data"
@@ -83,13 +83,13 @@ class DataLayer(_PrefetchingLayer):
         except DataError:
             db.close()
             raise
-        check_batch(p.batch_size, shape, _np_dtype(self.dtype), name)
+        check_batch(p.batch_size, shape, np_dtype(self.dtype), name)
         top[0].reshape((p.batch_size,) + shape)
         if len(top) > 1:
             top[1].reshape((p.batch_size,))
         # rand_skip (deprecated in Caffe): start up to rand_skip - 1 records into the database.
         skip = int(torch.randint(p.rand_skip, ())) if p.rand_skip else 0
-        source = _DBSource(db, p.batch_size, transformer, skip, _np_dtype(self.dtype))
+        source = _DBSource(db, p.batch_size, transformer, skip, np_dtype(self.dtype))
         source.pipeline.expected, source.pipeline.expected_name = image.shape, name
         source.rank, source.count = parallel.data_shard(self.phase)
         return source

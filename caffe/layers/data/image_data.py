@@ -7,7 +7,7 @@ from ...data.image import check_resize, read_image, read_image_list
 from ...data.pipeline import BatchPipeline, check_batch
 from ...data.transformer import draw_seed
 from ...layer import register_layer
-from .base import _np_dtype, _PrefetchingLayer
+from .base import np_dtype, BasePrefetchingDataLayer
 
 
 class _ImageListSource:
@@ -56,7 +56,7 @@ class _ImageListSource:
 
 
 @register_layer
-class ImageDataLayer(_PrefetchingLayer):
+class ImageDataLayer(BasePrefetchingDataLayer):
     """Images listed as `path label` lines in image_data_param.source: data and label."""
 
     type = "ImageData"
@@ -84,13 +84,13 @@ class ImageDataLayer(_PrefetchingLayer):
             if start >= len(lines):
                 self.fail(f"rand_skip {p.rand_skip} drew {start}, not less than the "
                           f"{len(lines)} images listed")
-        source = _ImageListSource(lines, start, p, transformer, rng, _np_dtype(self.dtype))
+        source = _ImageListSource(lines, start, p, transformer, rng, np_dtype(self.dtype))
         source.rank, source.count = parallel.data_shard(self.phase)
         img, _, name = source.read(start)
         source.pipeline.expected = img.shape
         source.pipeline.expected_name = f"image '{name}'"
         shape = transformer.output_shape(img.shape, f"image '{name}'")
-        check_batch(p.batch_size, shape, _np_dtype(self.dtype), f"image '{name}'")
+        check_batch(p.batch_size, shape, np_dtype(self.dtype), f"image '{name}'")
         top[0].reshape((p.batch_size,) + shape)
         top[1].reshape((p.batch_size,))
         return source

@@ -7,11 +7,11 @@ from ...formats import h5py
 from ...data.transformer import draw_seed
 from ...errors import DataError
 from ...layer import Layer, register_layer
-from .base import _DataLayer, _np_dtype
+from .base import BaseDataLayer, np_dtype
 
 
 @register_layer
-class HDF5DataLayer(_DataLayer):
+class HDF5DataLayer(BaseDataLayer):
     """Rows of the HDF5 files listed in hdf5_data_param.source; top i is the dataset named top i."""
 
     type = "HDF5Data"
@@ -55,7 +55,7 @@ class HDF5DataLayer(_DataLayer):
                                         f"array of at least 1 dimension, got {ds.dtype} "
                                         f"{ds.shape}")
                     self._check_row_shape(name, path, tuple(ds.shape[1:]))
-                    datasets.append((ds, _np_dtype(self.dtype)))
+                    datasets.append((ds, np_dtype(self.dtype)))
                 # All tops inspected (size, storage, filters) before any is read.
                 arrays = hdf5.read_all(datasets, path, DataError)
         except DataError:

@@ -5,11 +5,11 @@ import torch
 from ...filler import fill
 from ...layer import register_layer
 from ...proto import caffe_pb2
-from .base import _DataLayer
+from .base import BaseDataLayer
 
 
 @register_layer
-class MemoryDataLayer(_DataLayer):
+class MemoryDataLayer(BaseDataLayer):
     """Batches from arrays given by reset(data, labels) (pycaffe's net.set_input_arrays)."""
 
     type = "MemoryData"
@@ -57,7 +57,7 @@ class MemoryDataLayer(_DataLayer):
 
 
 @register_layer
-class DummyDataLayer(_DataLayer):
+class DummyDataLayer(BaseDataLayer):
     """Tops filled by data_filler: constant fillers once at setup, the others every forward."""
 
     type = "DummyData"

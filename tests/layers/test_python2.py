@@ -1,4 +1,4 @@
-"""Python layers written for Python 2 run unchanged (caffe.upgrade.python2).
+"""Python layers written for Python 2 run unchanged (caffe.layers.python2).
 
 The fixture is a small library in py-faster-rcnn's style, written out by the test (Python 2
 files cannot sit in the tree: every tool that compiles the tree would stop at them): a package
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import caffe
-from caffe.upgrade import python2
+from caffe.layers import python2
 
 pytest.importorskip("fissix", reason="Python 2 layers need the py2 extra")
 pytest.importorskip("yaml", reason="the layer reads its param_str with PyYAML")

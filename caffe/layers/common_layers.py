@@ -1,15 +1,18 @@
 """Common layers: structural layers that move, split, join and reshape blobs."""
 import torch
 
-from ..layer import Layer, register_layer
+from ..errors import CaffeError
+from ..layer import Hints, Layer, register_layer
 
 
 def canonical_axis(layer, blob, axis, what="axis"):
-    """Blob::CanonicalAxisIndex, failing with the layer's name."""
-    n = blob.num_axes
-    if not -n <= axis < max(n, 1):
-        layer.fail(f"{what} {axis} is out of range for a {n}-D bottom of shape {blob.shape}")
-    return axis + n if axis < 0 else axis
+    """Blob::CanonicalAxisIndex (caffe.blob.canonical_axis_index), failing with the layer's
+    name."""
+    try:
+        return blob.canonical_axis_index(axis)
+    except CaffeError:
+        layer.fail(f"{what} {axis} is out of range for a {blob.num_axes}-D bottom of shape "
+                   f"{blob.shape}")
 
 
 def legacy_axis(layer, blob, param, name, legacy):
@@ -72,9 +75,9 @@ class SplitLayer(Layer):
             if not blob.shares_data_with(bottom[0]):
                 blob.data.copy_(bottom[0].data)
 
-    def diff_passthrough(self):
-        """The bottom's diff may live in top 0's (a Net recycling diffs): it is summed there."""
-        return [(0, 0)]
+    def plan_hints(self, bottom, top):
+        # The bottom's diff may live in top 0's (a Net recycling diffs): it is summed there.
+        return Hints(diff_passthrough=((0, 0),))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -88,7 +91,7 @@ class SplitLayer(Layer):
             diff.add_(blob.diff)
 
 
-def _bottom_label(layer, i):
+def bottom_label(layer, i):
     names = layer.param.bottom
     return f"bottom {i} ('{names[i]}')" if i < len(names) else f"bottom {i}"
 
@@ -111,8 +114,8 @@ class ConcatLayer(Layer):
             if blob.num_axes != len(shape) or any(
                     a != b for j, (a, b) in enumerate(zip(shape, blob.shape)) if j != self.axis):
                 self.fail(f"bottoms must have the same shape except along axis {self.axis}: "
-                          f"{_bottom_label(self, 0)} has shape {bottom[0].shape}, "
-                          f"{_bottom_label(self, i)} has shape {blob.shape}")
+                          f"{bottom_label(self, 0)} has shape {bottom[0].shape}, "
+                          f"{bottom_label(self, i)} has shape {blob.shape}")
             shape[self.axis] += blob.shape[self.axis]
         top[0].reshape(shape)
 
@@ -189,10 +192,12 @@ class _ReshapeBase(Layer):
 
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
-    shares_bottom_diff = True    # a Net recycling diffs leaves these blobs' diffs alone
 
     def setup(self, bottom, top):
         refuse_in_place(self, bottom, top)
+
+    def plan_hints(self, bottom, top):
+        return Hints(keeps_diffs=True)     # a Net recycling diffs leaves these diffs alone
 
     def forward(self, bottom, top):
         if not top[0].shares_data_with(bottom[0]):
@@ -219,6 +224,20 @@ class FlattenLayer(_ReshapeBase):
         share_storage(top[0], bottom[0])
 
 
+def reshaped(shape, dims, axis, num_axes):
+    """Reshape's rule: dims replace shape's axes [axis, axis + num_axes) (axis < 0 counts from
+    the end, -1 after the last axis; num_axes -1: to the end); a 0 copies the dim there, a -1
+    stays, for the caller to infer. The layer and the torch exporter use it."""
+    n = len(shape)
+    start = axis if axis >= 0 else n + axis + 1
+    end = n if num_axes == -1 else start + num_axes
+    out = list(shape[:start]) + list(dims) + list(shape[end:])
+    for i, d in enumerate(dims):
+        if d == 0:
+            out[start + i] = shape[start + i]
+    return out
+
+
 @register_layer
 class ReshapeLayer(_ReshapeBase):
     """top = bottom in the shape reshape_param gives for axes [axis, axis + num_axes)
@@ -241,15 +260,12 @@ class ReshapeLayer(_ReshapeBase):
             self.fail(f"axis {p.axis} is out of range for a {n}-D bottom")
         if p.num_axes < -1 or (p.num_axes >= 0 and start + p.num_axes > n):
             self.fail(f"num_axes {p.num_axes} from axis {start} does not fit a {n}-D bottom")
-        end = n if p.num_axes == -1 else start + p.num_axes
         old = bottom[0].shape
-        shape = list(old[:start]) + self.dims + list(old[end:])
         for i, d in enumerate(self.dims):
-            if d == 0:
-                if start + i >= n:
-                    self.fail(f"shape dim {i} is 0 (copy) but the bottom {old} has no axis "
-                              f"{start + i} to copy")
-                shape[start + i] = old[start + i]
+            if d == 0 and start + i >= n:
+                self.fail(f"shape dim {i} is 0 (copy) but the bottom {old} has no axis "
+                          f"{start + i} to copy")
+        shape = reshaped(old, self.dims, p.axis, p.num_axes)
         if -1 in self.dims:
             at = start + self.dims.index(-1)
             known = 1
@@ -323,6 +339,17 @@ class TileLayer(Layer):
             torch.sum(top[0].diff.view(self.dims), 1, out=bottom[0].diff.view(outer, inner))
 
 
+def crop_window(shape, ref_shape, start, offsets):
+    """Crop's window into a blob of `shape`: every axis before `start` whole, and from `start`
+    on ref_shape's size at the offset given (one for all axes, one per axis, or none: 0).
+    The layer and the torch exporter use it."""
+    window = [slice(None)] * start
+    for i in range(start, len(shape)):
+        offset = offsets[0] if len(offsets) == 1 else offsets[i - start] if offsets else 0
+        window.append(slice(offset, offset + ref_shape[i]))
+    return tuple(window)
+
+
 @register_layer
 class CropLayer(Layer):
     """top = bottom_0[offset : offset + size] on every axis from `axis` on, size from bottom_1."""
@@ -341,17 +368,12 @@ class CropLayer(Layer):
             self.fail(f"{len(offsets)} offsets given for the {n - start} axes from axis {start}")
         if ref.num_axes < n:
             self.fail(f"bottom 1 of shape {ref.shape} has fewer axes than bottom 0 {x.shape}")
-        shape, self.window = list(x.shape), [slice(None)] * start
-        for i in range(start, n):
-            offset = offsets[0] if len(offsets) == 1 else offsets[i - start] if offsets else 0
-            size = ref.shape[i]
-            if offset + size > x.shape[i]:
-                self.fail(f"crop of size {size} at offset {offset} does not fit axis {i} of "
-                          f"size {x.shape[i]} (bottom 0 {x.shape}, bottom 1 {ref.shape})")
-            shape[i] = size
-            self.window.append(slice(offset, offset + size))
-        self.window = tuple(self.window)
-        top[0].reshape(shape)
+        self.window = crop_window(x.shape, ref.shape, start, offsets)
+        for i, cut in enumerate(self.window[start:], start):
+            if cut.stop > x.shape[i]:
+                self.fail(f"crop of size {ref.shape[i]} at offset {cut.start} does not fit axis "
+                          f"{i} of size {x.shape[i]} (bottom 0 {x.shape}, bottom 1 {ref.shape})")
+        top[0].reshape(x.shape[:start] + ref.shape[start:n])
 
     def forward(self, bottom, top):
         top[0].data.copy_(bottom[0].data[self.window])
