@@ -266,3 +266,19 @@ def test_backward_runs_where_the_net_needs_it_not_where_a_layer_keeps_inputs():
     net.blobs["y"].diff[...] = 1
     net.backward_all()
     assert not net.params["ip"][0].diff.any()
+
+
+def test_batch_norm_running_statistics_never_read_fresh_memory(monkeypatch):
+    """The batch-norm kernel's running update (momentum 1) multiplies the old value by 0, and 0 *
+    NaN is NaN: with fresh memory full of NaN (as torch.empty may hand out) the statistics must
+    still come out finite, fused or not."""
+    empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    for net in (build(net_text(False, False, True)), build(net_text(True, False, False))):
+        for run in (run_whole, run_layer_by_layer):
+            s = run(net)
+            assert np.isfinite(s["bn/0"][0]).all() and np.isfinite(s["bn/1"][0]).all(), s["bn/1"]

@@ -124,8 +124,10 @@ class BatchNormLayer(_OneToOne):
         super().reshape(bottom, top)
         b = bottom[0]
         if self.stats is None or self.stats.dtype != b.dtype or self.stats.device != b.device:
-            # Per channel: mean, variance, saved mean, 1 / std, and two scratch rows.
-            self.stats = torch.empty((6, self.channels), dtype=b.dtype, device=b.device)
+            # Per channel: mean, variance, saved mean, 1 / std, and two scratch rows. Zeros, not
+            # empty: the batch-norm kernel's running update with momentum 1 still multiplies the
+            # old value by 0, and 0 * NaN left in fresh memory is NaN (the next run's variance).
+            self.stats = torch.zeros((6, self.channels), dtype=b.dtype, device=b.device)
 
     def view(self, blob, tensor):
         """tensor as (N, C, spatial): statistics reduce over axes 0 and 2."""
