@@ -5,6 +5,7 @@ from google.protobuf import text_format
 import caffe
 from caffe import formats
 from caffe.proto import caffe_pb2, dialects
+from tests.proto.test_parse_limits import varint
 
 
 def net(text):
@@ -108,19 +109,10 @@ def test_segnet_bn_weights_load_as_segnet(tmp_path):
 
 
 # -- every file BVLC reads, pycaffe reads (issue 30) ------------------------------------
-def _varint(n):
-    out = bytearray()
-    while True:
-        out.append(n & 127 | (128 if n > 127 else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
 def _field(number, wire, payload):
     """One field's bytes on the wire (payload: the value's bytes, without a length)."""
-    key = _varint(number << 3 | wire)
-    return key + (_varint(len(payload)) if wire == 2 else b"") + payload
+    key = varint(number << 3 | wire)
+    return key + (varint(len(payload)) if wire == 2 else b"") + payload
 
 
 def _delimited(number, payload):

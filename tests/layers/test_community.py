@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from caffe.blob import Blob
 from caffe.errors import LayerSetupError
 from caffe.testing import check_gradient, make_layer, random_blob
+from tests.layers.test_neuron import away_from, blob_with
 
 
 def run(layer, bottom):
@@ -88,17 +89,6 @@ def test_axpy(device):
 
 
 SHAPE = (2, 3, 3, 2)
-
-
-def away_from(values, kinks, gap):
-    """Move values lying within `gap` of a kink (where the derivative jumps) off it."""
-    for k in kinks:
-        values = torch.where((values - k).abs() < gap, values + 2 * gap, values)
-    return values
-
-
-def blob_with(values, device):
-    return random_blob(tuple(values.shape), values=values.numpy(), device=device)
 
 
 # -- community activations (docs/forks/community.md): the forks' formulas, torch's functions
