@@ -6,6 +6,8 @@ sharing memory with those tensors. When the tensors live on a GPU the NumPy arra
 are a host mirror kept in step the way Caffe's SyncedMemory does it: touching the
 mirror marks the host copy as the newest, touching the tensor marks the device copy.
 """
+import weakref
+
 import numpy as np
 import torch
 
@@ -52,16 +54,22 @@ class _Mem:
     diffs of a net that only runs forward never cost memory.
     """
 
-    __slots__ = ("buf", "view", "host", "head", "shape", "count", "dtype", "device", "label")
+    # pending: a value the inference program computed (caffe.net_inference) that this
+    # buffer takes on first use; handed_out counts the NumPy arrays handed out, and arrays
+    # refers weakly to those that may still be alive, so that the program knows whether a
+    # pycaffe array may still write (or read) the memory behind its back.
+    __slots__ = ("buf", "view", "host", "head", "shape", "count", "dtype", "device", "label",
+                 "pending", "handed_out", "arrays")
 
     def __init__(self, dtype, device):
-        self.buf = self.view = self.host = self.label = None
+        self.buf = self.view = self.host = self.label = self.pending = None
+        self.handed_out, self.arrays = 0, []
         self.head = _SYNCED
         self.shape, self.count = (), 1
         self.dtype, self.device = dtype, torch.device(device)
 
     def reshape(self, shape, count):
-        self.shape, self.count = shape, count
+        self.shape, self.count, self.pending = shape, count, None
         if self.buf is not None and count <= self.buf.numel():
             self.view = self.buf[:count].view(shape)
         else:
@@ -89,22 +97,47 @@ class _Mem:
 
     def tensor(self):
         view = self.view if self.view is not None else self._materialize()
+        if self.pending is not None:
+            self.settle()
         if self.head == _AT_HOST:
             view.copy_(torch.from_numpy(self.host))
         self.head = _AT_DEVICE
         return view
 
+    def settle(self):
+        """Take the pending value into the buffer (a no-op without one)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            view = self.view if self.view is not None else self._materialize()
+            view.copy_(pending)
+            self.head = _AT_DEVICE
+
+    def has_live_array(self):
+        """Whether a NumPy array handed out for this buffer may still be in use."""
+        if self.arrays:
+            self.arrays = [ref for ref in self.arrays if ref() is not None]
+        return bool(self.arrays)
+
+    def _handed(self, array):
+        if not any(ref() is array for ref in self.arrays):    # also forgets dead ones
+            self.has_live_array()
+            self.arrays.append(weakref.ref(array))
+        return array
+
     def numpy(self):
         view = self.view if self.view is not None else self._materialize()
+        if self.pending is not None:
+            self.settle()
+        self.handed_out += 1
         if self.device.type == "cpu" and self.dtype not in HALF_DTYPES:
-            return view.numpy()
+            return self._handed(view.numpy())
         # A GPU blob's mirror is a host copy; so is a half-precision blob's, in float32
         # (NumPy has no bfloat16), so that every write reaches the tensor through tensor().
         if self.host is None or self.head == _AT_DEVICE:
             host = view.cpu()
             self.host = (host.float() if self.dtype in HALF_DTYPES else host).numpy()
         self.head = _AT_HOST
-        return self.host
+        return self._handed(self.host)
 
 
 

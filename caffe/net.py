@@ -247,6 +247,7 @@ class Net:
                 for bid in top_ids:
                     self.blob_need_backward[bid] = True
         self._prune_backward(param.force_backward)
+        self.force_backward = bool(param.force_backward)
         for layer, need in zip(self._layers, self.layer_need_backward):
             layer.need_backward = need
         self._weighted_tops = [[(top[j], w) for j, w in enumerate(layer.loss_weights) if w]
@@ -363,7 +364,10 @@ class Net:
 
     @optimize.setter
     def optimize(self, value):
+        if bool(value) == self.plan.optimize:
+            return
         recycle = self.plan.recycle_diffs
+        self.plan.settle()
         self.plan = NetPlan(self, bool(value))
         self.plan.recycle_diffs = recycle
 
@@ -383,6 +387,20 @@ class Net:
         # Half-precision nets add their losses up in float32.
         loss = torch.zeros((), dtype=torch.float32 if self.dtype in HALF_DTYPES else self.dtype,
                            device=self.device)
+        program = self.plan.program(start, end)
+        if program is not None:
+            loss, stopped = program.run()
+            self.plan.replay = True
+            if stopped is None:
+                return loss
+            # A data layer changed its tops' shapes: the rest layer by layer, a new program
+            # next time.
+            start = stopped + 1
+            if start > end:
+                return loss
+        self.plan.settle()
+        if start == 0 and end == len(self._layers) - 1:
+            self.plan.replay = False
         threads = thread_policy.for_forward(self._layers, self.bottom_vecs, self.top_vecs,
                                             start, end)
         try:
@@ -408,6 +426,9 @@ class Net:
     @exclusive("backward")
     def backward_from_to(self, start, end):
         """Run backward from layer start down to layer end inclusive (Net::BackwardFromTo)."""
+        self.plan.settle()
+        if self.plan.replay:
+            self._replay_forward()
         for step in self.plan.backward_steps(start, end):
             try:
                 for callback in self._before_backward:
@@ -419,6 +440,18 @@ class Net:
             for callback in self._after_backward:
                 for i in reversed(step.layers):
                     callback(i)
+
+    def _replay_forward(self):
+        """A TEST net's forward ran as the inference program, which keeps no state for
+        backward (pooling masks, saved inputs): run it again layer by layer, on the batch the
+        data layers gave (they do not run again)."""
+        self.plan.replay = False
+        for step in self.plan.forward_steps(0, len(self._layers) - 1):
+            if all(not self.bottom_vecs[i] and self._layers[i].type != "Input"
+                   for i in step.layers):
+                continue
+            step.reshape()
+            step.forward()
 
     def forward_prefilled(self):
         return self.forward_from_to(0, len(self._layers) - 1)

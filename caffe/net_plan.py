@@ -1,7 +1,8 @@
 """How a Net runs its layers: the execution plan the Net holds (Net.plan).
 
 Caffe runs layer after layer. So does a Net whose plan is off (Net.optimize = False): the
-oracle the tests compare with, and the way to debug one layer. On (the default), the plan
+oracle the tests compare with, and the way to debug one layer. On (the default), a forward of the whole net
+that no backward follows runs as a compiled program (caffe.net_inference), and the plan
 derives three optimisations from the layers' hints (Layer.plan_hints), each leaving every blob
 a user can read as the plain run leaves it:
   fusion          a layer and the next run as one step (BatchNorm + in-place Scale: one kernel);
@@ -14,6 +15,7 @@ import weakref
 
 import torch
 
+from . import net_inference
 from .blob import Blob
 from .layer import Step
 
@@ -48,6 +50,23 @@ class NetPlan:
         self._plan_hidden_inputs()
         self._forward_steps = {}
         self._diff_plan = None
+        self._program = None
+        self.replay = False     # the last whole forward ran as the program (net._replay_forward)
+
+    def program(self, start, end):
+        """The compiled inference program (caffe.net_inference) for a forward of layers
+        start..end, rebuilt where stale; None where that forward must run layer by layer."""
+        if not self.optimize or net_inference.why_not(self.net, start, end):
+            return None
+        if self._program is None or self._program.stale():
+            self._program = net_inference.Program(self.net)
+        return self._program
+
+    def settle(self):
+        """Before the plain path runs: blobs take the values the program left pending (a
+        layer may write its top through a view it keeps, which a late copy would undo)."""
+        if self._program is not None:
+            self._program.settle()
 
     def _plan_hidden_inputs(self):
         net, n = self.net, len(self.net._layers)

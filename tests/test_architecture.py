@@ -26,8 +26,8 @@ LAYERS = [
     ("data and processes", ["caffe.data", "caffe.parallel"]),
     ("layer", ["caffe.layer"]),
     ("layer catalog", ["caffe.layers", "caffe.testing"]),
-    ("net", ["caffe.net", "caffe.net_plan", "caffe.net_guard", "caffe.net_spec",
-             "caffe.coord_map"]),
+    ("net", ["caffe.net", "caffe.net_plan", "caffe.net_inference", "caffe.net_guard",
+             "caffe.net_spec", "caffe.coord_map"]),
     ("on top of nets", ["caffe.solvers", "caffe.pycaffe", "caffe.export", "caffe.io",
                         "caffe.classifier", "caffe.detector", "caffe.draw", "caffe.zoo",
                         "caffe.vis", "caffe.view"]),
@@ -42,6 +42,12 @@ UPWARD = {
         "caffe.layers.Convolution(...) is NetSpec's layer function, as in BVLC's pycaffe",
     ("caffe.net", "caffe.vis.notebook"):
         "Jupyter's display of a Net (_repr_html_/_repr_svg_) draws it only when shown",
+    ("caffe.net_inference", "caffe.export.graph"):
+        "the inference program runs layers through the torch exporter's converters",
+    ("caffe.net_inference", "caffe.export.torch_module"):
+        "the inference program runs layers through the torch exporter's converters",
+    ("caffe.testing.inference_check", "caffe.net_inference"):
+        "check_inference compares a user's net's program with its plain forward",
 }
 
 

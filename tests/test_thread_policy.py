@@ -8,6 +8,7 @@ import torch
 from google.protobuf import text_format
 
 import caffe
+from caffe import net_inference
 from caffe import thread_policy as tp
 from caffe.proto import caffe_pb2
 
@@ -46,6 +47,13 @@ def seen(monkeypatch):
         counts.append(torch.get_num_threads())
         return forward(self, bottom, top)
     monkeypatch.setattr(vision.ConvolutionLayer, "forward", recording)
+    # A whole TEST forward runs the convolution as the inference program's op.
+    call = net_inference.FusedConvolution.__call__
+
+    def recording_op(self, x):
+        counts.append(torch.get_num_threads())
+        return call(self, x)
+    monkeypatch.setattr(net_inference.FusedConvolution, "__call__", recording_op)
     return counts
 
 
@@ -110,9 +118,10 @@ def test_count_restored_when_a_layer_fails(two_threads, monkeypatch):
     net = build(4, 8)
     vision = importlib.import_module("caffe.layers.vision")
 
-    def failing(self, bottom, top):
+    def failing(self, *args):
         raise RuntimeError("boom")
     monkeypatch.setattr(vision.ConvolutionLayer, "forward", failing)
+    monkeypatch.setattr(net_inference.FusedConvolution, "__call__", failing)
     with pytest.raises(RuntimeError):
         net.forward()
     assert torch.get_num_threads() == 2

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..blob import canonical_axis_index
 from ..layers.common_layers import crop_window, reshaped
+from ..layers.community import shuffle_channels
 from ..layers.normalization import mvn
 from ..layers.recurrent import lstm_unit
 from ..layers.reduction import argmax, eltwise, reduce_rows
@@ -26,7 +27,7 @@ from .torch_ops import (BatchNorm, Conv, Embed, LRN, SPP, Affine, Lambda, Linear
 
 def to_torch(net, outputs=None):
     """A CaffeModule computing the net's `outputs` (blob names; default the net's outputs)."""
-    builder = _Builder()
+    builder = TorchBuilder()
     plan = plan_net(net, outputs, builder.namer)
     for step in plan.steps:
         builder.convert(step)
@@ -99,6 +100,33 @@ def _dropout(layer):
     return (lambda x: x) if p.scale_train else (lambda x: x * keep)
 
 
+@elementwise("ReLU6")
+def _relu6(layer):
+    slope = layer.param.relu6_param.negative_slope
+    return (lambda x: torch.clamp(x, 0, 6)) if slope == 0 else \
+        (lambda x: torch.clamp(torch.where(x > 0, x, x * slope), max=6))
+
+
+@elementwise("HardSwish")
+def _hard_swish(layer):
+    return lambda x: x * torch.clamp(x + 3, 0, 6) / 6
+
+
+@elementwise("HardSigmoid")
+def _hard_sigmoid(layer):
+    return lambda x: torch.clamp(0.2 * x + 0.5, 0, 1)
+
+
+@elementwise("Mish")
+def _mish(layer):
+    return lambda x: x * torch.tanh(F.softplus(x))
+
+
+@elementwise("ShuffleChannel")
+def _shuffle_channel(layer):
+    return lambda x, g=layer.param.shuffle_channel_param.group: shuffle_channels(x, g)
+
+
 @elementwise("ELU")
 def _elu(layer):
     return lambda x, a=layer.param.elu_param.alpha: F.elu(x, a)
@@ -153,14 +181,14 @@ def _prelu(b, step):
     b.add(step, PReLU(b.param(step.layer.blobs[0]), step.layer.param.prelu_param.channel_shared))
 
 
-@converts("Convolution", "Deconvolution")
+@converts("Convolution", "Deconvolution", "ConvolutionDepthwise", "DepthwiseConvolution")
 def _convolution(b, step):
-    layer, t = step.layer, step.type
+    layer = step.layer
     if len(layer.geometry[0]) > 3:
         raise layer_error(layer, "torch has no convolution over more than 3 spatial axes")
     bias = b.param(layer.blobs[1]) if layer.bias_term else None
     conv = Conv(b.param(layer.blobs[0]), bias, layer.geometry, layer.group, layer.axis,
-                t == "Deconvolution")
+                layer.transposed)
     for i, (x, y) in enumerate(zip(step.bottoms, step.tops)):
         b.add(step, conv if i == 0 else _Shared(conv), [x], [y])
 
@@ -361,7 +389,7 @@ def _recurrent(b, step):
     b.recurrent(step)
 
 
-class _Builder:
+class TorchBuilder:
     def __init__(self):
         self.namer, self.keys = Namer(), Namer()
         self.ops, self.params = {}, {}

@@ -76,10 +76,16 @@ class Pool(Op):
         super().__init__()
         self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
         self.ceil, self.mask = ceil, mask
+        self.pools = {}     # input size -> Pool2d (its window plan depends on the size only)
 
     def forward(self, x):
-        kernel = self.kernel or tuple(x.shape[2:])       # global pooling
-        pool = Pool2d(self.method, kernel, self.stride, self.pad, x.shape[2:], self.ceil)
+        size = tuple(x.shape[2:])
+        pool = self.pools.get(size)
+        if pool is None:
+            kernel = self.kernel or size        # global pooling
+            pool = Pool2d(self.method, kernel, self.stride, self.pad, size, self.ceil)
+            if len(self.pools) < 8:
+                self.pools[size] = pool
         y = pool.forward(x, want_index=self.mask, train=False)
         return (y, pool.index.to(x.dtype)) if self.mask else y
 

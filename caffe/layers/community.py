@@ -37,7 +37,8 @@ class DepthwiseConvolutionLayer(ConvolutionDepthwiseLayer):
     type = "DepthwiseConvolution"
 
 
-def _shuffle(x, groups):
+def shuffle_channels(x, groups):
+    """(N, C, ...) with channel g * (C / G) + i moved to i * G + g."""
     n, c = x.shape[:2]
     return x.reshape(n, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
 
@@ -54,12 +55,12 @@ class ShuffleChannelLayer(NeuronLayer):
             self.fail(f"group {g} must divide the channels ({bottom[0].shape[1]})")
 
     def forward(self, bottom, top):
-        top[0].data[...] = _shuffle(bottom[0].data, self.param.shuffle_channel_param.group)
+        top[0].data[...] = shuffle_channels(bottom[0].data, self.param.shuffle_channel_param.group)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             c, g = top[0].shape[1], self.param.shuffle_channel_param.group
-            bottom[0].diff[...] = _shuffle(top[0].diff, c // g)
+            bottom[0].diff[...] = shuffle_channels(top[0].diff, c // g)
 
 
 def reorg_index(c, h, w, s):

@@ -299,3 +299,23 @@ def test_bvlc_lenet_run_resumes(tmp_path, monkeypatch, capsys):
     scored = [float(line.rsplit("=", 1)[1]) for line in err.splitlines()
               if "] accuracy = " in line]
     assert scored and abs(scored[-1] - accuracy[-1]) < 1e-6
+
+
+def test_test_and_time_run_the_inference_program(workdir, capsys, monkeypatch):
+    from caffe import net_inference
+    runs = []
+    real_run = net_inference.Program.run
+
+    def counted(self):
+        runs.append(self.net.name)
+        return real_run(self)
+    monkeypatch.setattr(net_inference.Program, "run", counted)
+    code, err = run(capsys, "test", "--model=net.prototxt", "--weights=init.caffemodel",
+                    "-iterations", "2")
+    assert code == 0, err
+    assert len(runs) == 2 and "] loss = " in err
+    code, err = run(capsys, "time", "-model", "net.prototxt", "-phase", "TEST",
+                    "-iterations", "2")
+    assert code == 0, err
+    assert "Average Forward pass (whole net, inference program): " in err
+    assert len(runs) == 5          # the untimed first pass and the two timed ones
