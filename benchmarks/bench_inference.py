@@ -20,7 +20,9 @@ of the two; then per setting the median and geometric mean of those ratios (all 
 nets OpenCV runs in < 10 ms). Peak memory (--memory, on unless --quick): the growth of the
 peak RSS (VmHWM, reset after the imports) over loading the batch-1 files and three forwards,
 each engine in a fresh process. --compare-policy adds pycaffe with CAFFE_THREAD_POLICY=fixed
-(caffe/thread_policy.py) to the multi-thread rows, timed in the same ABBA rounds.
+(caffe/thread_policy.py) to the multi-thread rows, --compare-plain pycaffe layer by layer
+(Net.optimize = False: no inference program, caffe/net_inference.py), both timed in the same
+ABBA rounds.
 """
 import argparse
 import json
@@ -42,6 +44,7 @@ from benchmarks import inference_nets as corpus
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("pycaffe", "opencv", "ort")
 FIXED = "pycaffe-fixed"     # --compare-policy: pycaffe on torch's thread count for every layer
+PLAIN = "pycaffe-plain"     # --compare-plain: pycaffe layer by layer (Net.optimize = False)
 QUICK_NETS = ("mtcnn_pnet", "siamese", "srcnn", "cifar10_quick", "squeezenet_v1.1",
               "mobilenet_v1", "shufflenet_g3")
 SMALL_MS = 10.0     # "small" nets: OpenCV runs them faster than this
@@ -85,6 +88,13 @@ class Engines:
 
     def runner(self, engine, threads):
         """A no-argument callable running one forward; returns the outputs {name: array}."""
+        if engine == PLAIN:
+            import caffe
+            net = caffe.Net(str(self.proto), str(self.weights), caffe.TEST)
+            net.optimize = False
+            for name, value in self.x.items():
+                net.blobs[name].data[...] = value
+            return lambda: {n: v for n, v in net.forward().items() if n in self.outputs}
         if engine in ("pycaffe", FIXED):
             from caffe import thread_policy
             for name, value in self.x.items():
@@ -354,6 +364,9 @@ def main(argv=None):
     ap.add_argument("--compare-policy", action="store_true",
                     help="also time pycaffe with CAFFE_THREAD_POLICY=fixed (torch's thread "
                          "count for every layer) in the same ABBA rounds")
+    ap.add_argument("--compare-plain", action="store_true",
+                    help="also time pycaffe layer by layer (Net.optimize = False, no "
+                         "inference program) in the same ABBA rounds")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--markdown", metavar="JSON", help="print a --json file's rows as tables")
     ap.add_argument("--child-memory", help=argparse.SUPPRESS)
@@ -393,7 +406,8 @@ def main(argv=None):
     from caffe import thread_policy
     print(f"# pycaffe thread policy: {thread_policy.policy()}"
           + (f" (and {FIXED} alongside)" if args.compare_policy else ""), flush=True)
-    engines = ENGINES + ((FIXED,) if args.compare_policy else ())
+    engines = ENGINES + ((FIXED,) if args.compare_policy else ()) + \
+        ((PLAIN,) if args.compare_plain else ())
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for batch in batches:
@@ -450,19 +464,23 @@ def main(argv=None):
                 label = f"batch {batch}, {n_threads} thread(s), {'busy' if is_busy else 'quiet'}"
                 for line in summarize(rows, label):
                     print(line)
-    if args.compare_policy:
-        print(f"\n# pycaffe's thread policy: auto's time / {FIXED}'s (median, worst)")
+    for wanted, other, title in ((args.compare_plain, PLAIN, "the inference program"),
+                                 (args.compare_policy, FIXED, "pycaffe's thread policy")):
+        if not wanted:
+            continue
+        print(f"\n# {title}: pycaffe's time / {other}'s (median, best, worst)")
         for batch in batches:
             for n_threads in threads:
                 for is_busy in busy:
-                    values = [r["times"]["pycaffe"] / r["times"][FIXED] for r in results
+                    values = [r["times"]["pycaffe"] / r["times"][other] for r in results
                               if (r["batch"], r["threads"], r["busy"]) == (batch, n_threads,
                                                                           is_busy)
-                              and FIXED in r["times"]]
+                              and other in r["times"]]
                     if values:
                         print(f"  batch {batch}, {n_threads} thread(s), "
                               f"{'busy' if is_busy else 'quiet'}: median "
-                              f"{fmt(statistics.median(values))}, worst {fmt(max(values))}")
+                              f"{fmt(statistics.median(values))}, best {fmt(min(values))}, "
+                              f"worst {fmt(max(values))}")
     # The Python API on a busy machine: N threads against its own one-thread time.
     if 1 in threads and len(threads) > 1:
         for batch in batches:

@@ -24,6 +24,22 @@ _AT_DEVICE, _AT_HOST, _SYNCED = 0, 1, 2
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
+# Writes to learned blobs that torch's version counters do not see (its fused optimizer
+# kernels, loading weights): the writers count them here, and the inference programs, which
+# keep weights derived from the learned blobs (caffe.net_inference), rebuild when it moves.
+_weight_writes = 0
+
+
+def note_weight_write():
+    """Say that learned blobs were written (a solver's update, weights loaded)."""
+    global _weight_writes
+    _weight_writes += 1
+
+
+def weight_writes():
+    return _weight_writes
+
+
 def checked_count(shape, what="blob", error=CaffeError):
     """The element count of `shape`, refusing negative dimensions and counts over the limit.
 

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from google.protobuf.internal.encoder import _VarintBytes
 
-from .blob import Blob
+from .blob import Blob, note_weight_write
 from .errors import LayerSetupError
 
 
@@ -46,6 +46,7 @@ def copy_proto_into(proto, blob):
     """Blob::FromProto with reshape=false; the caller has checked the shape."""
     count = blob.count()
     blob.data.copy_(proto_values(proto, count).view(blob.shape))
+    note_weight_write()
     if len(proto.diff) or len(proto.double_diff):
         blob.diff.copy_(proto_values(proto, count, "diff").view(blob.shape))
 

@@ -21,13 +21,16 @@ Values live in the program's slots; blobs take them when the forward ends: at on
 pycaffe array of the blob may be alive, lazily (on first read, Blob's pending value) for the
 others. Every blob reads as the plain path leaves it. The program is rebuilt when the inputs'
 shapes change or a learned blob may have been written: torch's version counters see tensor
-writes; NumPy arrays handed out since the build, or alive and changed since, see the others.
+writes, the writers that bypass them (solvers' fused updates, weights loaded) say so
+(caffe.blob.note_weight_write), and NumPy arrays handed out since the build, or alive and
+changed since, stand for the others.
 """
 import os
 
 import torch
 
 from . import thread_policy
+from .blob import weight_writes
 from .errors import OutOfMemoryError
 from .layer import at_layer
 from .proto import caffe_pb2
@@ -84,8 +87,9 @@ class Program:
 
     # -- validity ------------------------------------------------------------------------
     def _param_key(self):
-        return [(id(m.buf), m.buf._version if m.buf is not None else -1, m.handed_out)
-                for m in (blob._data for blob in self.params)]
+        return [weight_writes()] + [
+            (id(m.buf), m.buf._version if m.buf is not None else -1, m.handed_out)
+            for m in (blob._data for blob in self.params)]
 
     def stale(self):
         """Whether the inputs' shapes or a learned blob changed since the build."""

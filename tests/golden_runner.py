@@ -20,6 +20,20 @@ def assert_close(actual, expected, tol, what):
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol} x {scale:.3g}"
 
 
+def golden_inputs(net, golden):
+    """Set the case's Parameter-fed inputs (their learned blob); return the others
+    {blob name: value}."""
+    inputs = {}
+    for key in golden.files:
+        if key.startswith("in/"):
+            name = key[3:]
+            if f"in_{name}" in net.params and net.layer_dict[f"in_{name}"].type == "Parameter":
+                net.params[f"in_{name}"][0].data[...] = golden[key]
+            else:
+                inputs[name] = golden[key]
+    return inputs
+
+
 def run_case(folder, device="cpu", case=None):
     """Run the golden case in `folder` (net.prototxt, weights.caffemodel, phase, golden.npz:
     in/ out/ topdiff/ indiff/ param/ paramdiff/): forward within 1e-4, gradients 1e-3."""
@@ -32,13 +46,8 @@ def run_case(folder, device="cpu", case=None):
     golden = np.load(folder / "golden.npz")
     net = caffe.Net(str(folder / "net.prototxt"), str(folder / "weights.caffemodel"), phase,
                     device=device)
-    for key in golden.files:
-        if key.startswith("in/"):
-            name = key[3:]
-            if f"in_{name}" in net.params and net.layer_dict[f"in_{name}"].type == "Parameter":
-                net.params[f"in_{name}"][0].data[...] = golden[key]
-            else:
-                net.blobs[name].data[...] = golden[key]
+    for name, value in golden_inputs(net, golden).items():
+        net.blobs[name].data[...] = value
     layer = net.layer_dict["layer"]
     use_global = net._layers[net.layer_index["layer"]].param.batch_norm_param.use_global_stats
     if layer.type == "BatchNorm" and phase == caffe.TRAIN and not use_global:

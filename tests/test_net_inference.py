@@ -15,6 +15,7 @@ from caffe.layer import Layer, register_layer
 from caffe.testing import check_inference, relative_difference
 from benchmarks import inference_nets as corpus
 from tests.conftest import SHARED, shared_path
+from tests.golden_runner import golden_inputs
 
 GOLDEN_FORKS = Path(__file__).resolve().parent / "golden_forks"
 BVLC_CASES = sorted(p.name for p in (SHARED / "golden" / "layers").glob("*")
@@ -39,15 +40,7 @@ def _golden_net(folder):
     param = read_net_param(folder / "net.prototxt")
     param.force_backward = False
     net = caffe.Net(param, str(folder / "weights.caffemodel"), caffe.TEST)
-    inputs = {}
-    for key in golden.files:
-        if key.startswith("in/"):
-            name = key[3:]
-            if f"in_{name}" in net.params and net.layer_dict[f"in_{name}"].type == "Parameter":
-                net.params[f"in_{name}"][0].data[...] = golden[key]
-            else:
-                inputs[name] = golden[key]
-    return net, inputs, golden
+    return net, golden_inputs(net, golden), golden
 
 
 def _check_case(folder):
@@ -298,14 +291,20 @@ def test_a_data_layer_changing_shape_finishes_layer_by_layer(tmp_path):
         assert np.array_equal(net.blobs["data"].data, x)
 
 
-def test_the_test_phase_loss_is_the_plain_one(tmp_path):
+def _loss_net(tmp_path, extra=""):
+    """SMALL with labels and a SoftmaxWithLoss (and `extra` layers) in place of its Softmax."""
     text = SMALL.replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }', """
 layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 2 } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
-layer { name: "acc" type: "Accuracy" bottom: "fc" bottom: "label" top: "acc" }""")
+""" + extra)
     path = tmp_path / "loss.prototxt"
     path.write_text(text)
-    net = caffe.Net(str(path), caffe.TEST)
+    return caffe.Net(str(path), caffe.TEST)
+
+
+def test_the_test_phase_loss_is_the_plain_one(tmp_path):
+    net = _loss_net(tmp_path, 'layer { name: "acc" type: "Accuracy" bottom: "fc" '
+                              'bottom: "label" top: "acc" }')
     x = {"data": np.random.default_rng(3).uniform(-1, 1, (2, 3, 12, 12)).astype(np.float32),
          "label": np.array([1, 3], np.float32)}
     n = len(net.layers)
@@ -319,12 +318,7 @@ layer { name: "acc" type: "Accuracy" bottom: "fc" bottom: "label" top: "acc" }""
 
 
 def test_a_backward_after_the_program_sees_the_forward_it_followed(tmp_path):
-    text = SMALL.replace('layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }', """
-layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 2 } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }""")
-    path = tmp_path / "loss.prototxt"
-    path.write_text(text)
-    net = caffe.Net(str(path), caffe.TEST)
+    net = _loss_net(tmp_path)
     x = {"data": np.random.default_rng(4).uniform(-1, 1, (2, 3, 12, 12)).astype(np.float32),
          "label": np.array([0, 2], np.float32)}
     grads = []
@@ -341,3 +335,38 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "
         for fast, plain in zip(grads[0][name], grads[1][name]):
             assert relative_difference(fast, plain) < 1e-5, name
     assert np.abs(grads[1]["conv1"][0]).max() > 0
+
+
+@pytest.mark.parametrize("solver_type", ["SGD", "Adam"])
+def test_a_solvers_test_net_sees_its_updates(tmp_path, solver_type):
+    _loss_net(tmp_path)             # writes loss.prototxt
+    # Frozen statistics: no forward writes a learned blob, only the solver's update.
+    path = tmp_path / "loss.prototxt"
+    path.write_text(path.read_text().replace(
+        'type: "BatchNorm" bottom: "conv1" top: "conv1" }',
+        'type: "BatchNorm" bottom: "conv1" top: "conv1" '
+        'batch_norm_param { use_global_stats: true } }'))
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "loss.prototxt"}" type: "{solver_type}" base_lr: 0.01 '
+        'momentum: 0.9 weight_decay: 0.0005 lr_policy: "fixed" test_iter: 1 '
+        'test_interval: 1000 test_initialization: false max_iter: 10 snapshot_after_train: false')
+    solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    mean, var, factor = solver.net.params["bn1"]
+    mean.data[...], var.data[...], factor.data[...] = 0.1, 2.0, 1.0
+    x = {"data": np.random.default_rng(6).uniform(-1, 1, (2, 3, 12, 12)).astype(np.float32),
+         "label": np.array([1, 4], np.float32)}
+    test = solver.test_nets[0]
+    plain = caffe.Net(str(tmp_path / "loss.prototxt"), caffe.TEST)
+    plain.optimize = False
+    for net in (test, plain):
+        net.share_with(solver.net)      # as pycaffe scripts do (solver.test() does it too)
+    for net in (solver.net, test, plain):
+        for name, value in x.items():
+            net.blobs[name].data[...] = value
+    losses = [float(test.forward()["loss"])]
+    program = test.plan._program
+    for _ in range(2):
+        solver.step(1)
+        losses.append(float(test.forward()["loss"]))
+        assert abs(losses[-1] - float(plain.forward()["loss"])) < 1e-5
+    assert test.plan._program is not program and losses[-1] < losses[0]   # rebuilt

@@ -4,6 +4,7 @@ import torch
 import torch.distributed as dist
 
 from .world import DEFAULT_BUCKET_MB, WorkerError, env_float, world_state
+from ..blob import note_weight_write
 from ..errors import CaffeError
 
 
@@ -130,6 +131,7 @@ class DataParallel:
             state = torch.tensor([s.iter, s.current_step], dtype=torch.int64)
             dist.broadcast(state, src=0, group=self.worker.control)
         s.iter, s.current_step = (int(v) for v in state.tolist())
+        note_weight_write()     # the collective wrote the blobs behind torch's counters
         # Weights are filled and lists shuffled; from here the workers need draws of their
         # own (dropout): BVLC offsets the seed by the device.
         if self.rank:

@@ -15,7 +15,7 @@ import time
 import torch
 
 from .. import common, formats, parallel
-from ..blob import Blob
+from ..blob import Blob, note_weight_write
 from ..errors import NetError, SolverError
 from ..log_text import printable
 from ..net import Net
@@ -400,6 +400,7 @@ class Solver(SnapshotMixin):
                 torch._foreach_sub_([b.data for b in params], diffs)
             if self.master is not None:
                 self.master.push(diffs=True)
+            note_weight_write()     # the fused kernels leave torch's version counters
         if p.display and p.debug_info and self.iter % p.display == 0:
             update_debug_info(self.net)
 
