@@ -26,6 +26,7 @@ writes, the writers that bypass them (solvers' fused updates, weights loaded) sa
 changed since, stand for the others.
 """
 import os
+import time
 
 import torch
 
@@ -81,8 +82,9 @@ class _Reshaped(Exception):
 class Program:
     """One net's compiled forward. run() returns the weighted loss, as forward_from_to."""
 
-    def __init__(self, net):
+    def __init__(self, net, probe=None):
         self.net = net
+        self.probe = probe or thread_policy.Probe()    # kept across rebuilds (NetPlan)
         self._build()
 
     # -- validity ------------------------------------------------------------------------
@@ -211,7 +213,9 @@ class Program:
         running on its blobs changed its tops' shapes: every blob then holds its value, and
         the caller runs the layers after that one layer by layer."""
         net, env = self.net, self.env
-        threads = thread_policy.for_forward(net._layers, net.bottom_vecs, net.top_vecs)
+        threads = thread_policy.for_program(self.probe, net._layers, net.bottom_vecs,
+                                            net.top_vecs)
+        started = time.perf_counter()
         done = len(self.ops)
         try:
             for slot, blob in self.inputs:
@@ -238,6 +242,7 @@ class Program:
                 self._hand_over(done)
                 self.outdated = True
         finally:
+            self.probe.record(threads.threads, time.perf_counter() - started)
             threads.close()
         if done == len(self.ops):
             self._hand_over()
@@ -455,20 +460,31 @@ class FusedConvolution:
         macs = self.weight.numel() * out[0] * out[1]
         self.onednn = (dtype == torch.float32 and macs >= ONEDNN_MIN_MACS
                        and torch.backends.mkldnn.is_available())
+        self.in_shape, self.post = list(in_shape), self.act.prelu is None
+        # oneDNN picks the blocked layout of the weights for the threads it will run on: a
+        # MobileNet packed for two threads took 53 ms a forward on one (5 ms on two), so
+        # each thread count gets its own packing, made on first use.
+        self.packed = {}
         if self.onednn:
             try:
-                self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                    self.weight, self.pad, self.stride, self.dilation, self.group,
-                    list(in_shape))
-                self.post = self.act.prelu is None
+                self._pack(torch.get_num_threads())
             except (RuntimeError, AttributeError):   # a build without oneDNN's fused ops
                 self.onednn = False
 
+    def _pack(self, threads):
+        packed = self.packed[threads] = torch.ops.mkldnn._reorder_convolution_weight(
+            self.weight, self.pad, self.stride, self.dilation, self.group, self.in_shape)
+        return packed
+
     def __call__(self, x):
         if self.onednn:
+            threads = torch.get_num_threads()
+            packed = self.packed.get(threads)
             try:
+                if packed is None:
+                    packed = self._pack(threads)
                 y = torch.ops.mkldnn._convolution_pointwise(
-                    x.contiguous(memory_format=torch.channels_last), self.packed, self.bias,
+                    x.contiguous(memory_format=torch.channels_last), packed, self.bias,
                     self.pad, self.stride, self.dilation, self.group,
                     self.act.attr if self.post else "none",
                     self.act.scalars if self.post else [], "")

@@ -59,7 +59,8 @@ class NetPlan:
         if not self.optimize or net_inference.why_not(self.net, start, end):
             return None
         if self._program is None or self._program.stale():
-            self._program = net_inference.Program(self.net)
+            probe = self._program.probe if self._program is not None else None
+            self._program = net_inference.Program(self.net, probe)
         return self._program
 
     def settle(self):

@@ -165,6 +165,80 @@ class ForwardThreads:
 UNCHANGED = ForwardThreads()    # the threads left as they are
 
 
+class Probe:
+    """The thread count of one net's compiled forwards (caffe.net_inference), chosen by
+    timing them. Where the policy gives a forward N > 1 threads, it runs on N or on one,
+    whichever took less time (median) over PROBES forwards at each count (N only if it was
+    at least GAIN faster); both are timed again every REPROBE forwards, so that a machine
+    that turns busy or quiet is followed. With idle threads sleeping (OMP_WAIT_POLICY=PASSIVE,
+    caffe.threads), waking them costs tens of microseconds per parallel region: a MobileNet
+    forward at batch 1 took 9.0 ms on two threads against 7.9 ms on one, ResNet-50 30 against
+    44. The results at two thread counts may differ in the last bits (oneDNN splits its sums
+    by thread), as a multi-threaded BLAS's do."""
+
+    PROBES = 3
+    WARMUP = 2
+    REPROBE = 200
+    GAIN = 0.95
+
+    def __init__(self):
+        self.allowed, self.plan, self.times = None, [], {}
+        self.choice, self.count = None, 0
+
+    def pick(self, allowed):
+        """The threads for the next forward, `allowed` being the policy's count."""
+        if allowed <= 1:
+            return allowed
+        if allowed != self.allowed:
+            self.allowed, self.choice = allowed, None
+            self._start()
+        if self.plan:
+            return self.plan[-1]
+        self.count += 1
+        if self.count >= self.REPROBE:
+            self._start()
+            return self.plan[-1]
+        return self.choice
+
+    def _start(self):
+        # A block of forwards at each count, N first (popped from the end); the first
+        # WARMUP of a block are not counted: a new count packs weights for itself
+        # (caffe.net_inference), oneDNN makes its kernels for it, and threads a forward at
+        # the other count left asleep wake up (MobileNet: 10-11 ms, then 5-6).
+        block = self.PROBES + self.WARMUP
+        self.plan = [1] * block + [self.allowed] * block
+        self.times = {1: [], self.allowed: []}
+        self.warm = 0
+
+    def record(self, threads, seconds):
+        """The forward that pick() gave `threads` took `seconds`."""
+        if not self.plan or threads != self.plan[-1]:
+            return
+        self.plan.pop()
+        if self.warm >= self.WARMUP:
+            self.times[threads].append(seconds)
+        self.warm = 0 if self.plan and self.plan[-1] != threads else self.warm + 1
+        if not self.plan:
+            one = statistics.median(self.times[1])
+            many = statistics.median(self.times[self.allowed])
+            self.choice = self.allowed if many < self.GAIN * one else 1
+            self.count = 0
+
+
+def for_program(probe, layers, bottoms, tops):
+    """The ForwardThreads of a compiled whole forward: for_forward's count, or one thread
+    where `probe` (a Probe) found one faster."""
+    threads = for_forward(layers, bottoms, tops)
+    if threads is UNCHANGED:
+        return threads
+    chosen = probe.pick(threads.threads)
+    if chosen != threads.threads:
+        threads.close()
+        import torch
+        threads = ForwardThreads(torch, chosen)
+    return threads
+
+
 def for_forward(layers, bottoms, tops, start=0, end=None):
     """The ForwardThreads of a forward about to run layers[start:end + 1] (with their bottom
     and top vectors): UNCHANGED when the policy is "fixed" or torch has one thread (nothing

@@ -169,3 +169,39 @@ def test_layer_work_counts_multiply_adds():
     assert work["ip"] == 2 * 7 * (3 * 6 * 6)
     assert work["bn"] == 2 * 7 and not tp.is_weighted(layers["bn"][0])
     assert tp.is_weighted(layers["ip"][0])
+
+
+@pytest.mark.parametrize("two_threads_time, expected", [(1.2, 1), (0.97, 1), (0.5, 2)])
+def test_probe_keeps_the_faster_count_and_probes_again(two_threads_time, expected):
+    probe = tp.Probe()
+    picks = []
+    for _ in range(tp.Probe.REPROBE + 20):
+        threads = probe.pick(2)
+        picks.append(threads)
+        probe.record(threads, 1.0 if threads == 1 else two_threads_time)
+    probes = 2 * (tp.Probe.PROBES + tp.Probe.WARMUP)
+    assert picks[:probes] == [2] * (probes // 2) + [1] * (probes // 2)   # a block at each
+    settled = picks[probes:probes + tp.Probe.REPROBE - 1]
+    assert set(settled) == {expected}               # under GAIN x one thread's time only
+    assert set(picks[probes + tp.Probe.REPROBE:][:probes]) == {1, 2}   # timed again
+    assert probe.pick(1) == 1                       # a net the policy keeps on one thread
+
+
+def test_the_program_runs_on_the_probes_choice(two_threads, monkeypatch):
+    quiet(monkeypatch)
+    net = build(32, 32)
+    counts = []
+    call = net_inference.FusedConvolution.__call__
+
+    def recording(self, x):
+        counts.append(torch.get_num_threads())
+        return call(self, x)
+    monkeypatch.setattr(net_inference.FusedConvolution, "__call__", recording)
+    record = tp.Probe.record
+    monkeypatch.setattr(tp.Probe, "record", lambda self, threads, seconds: record(
+        self, threads, 1.0 if threads == 1 else 2.0))      # two threads: "slower"
+    probes = 2 * (tp.Probe.PROBES + tp.Probe.WARMUP)
+    for _ in range(probes + 3):
+        net.forward()
+    assert counts == [2] * (probes // 2) + [1] * (probes // 2) + [1, 1, 1]
+    assert torch.get_num_threads() == 2
