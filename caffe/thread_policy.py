@@ -37,6 +37,11 @@ from typing import List, Optional
 WORK_PER_LAYER = 2_000_000  # average multiply-adds (or elements) per layer below which
                             # one thread is faster: ~25 us of thread overhead per layer is
                             # worth 1M multiply-adds saved at ~20 GMAC/s per core
+PROBE_BELOW_WORK = 50_000_000   # average multiply-adds per layer below which a compiled
+                                # forward's thread count is chosen by timing (Probe): a
+                                # MobileNet (20M) or SqueezeNet (13M) ran slower on two
+                                # threads than on one, ResNet-50 (77M) and everything larger
+                                # ran faster, and probing costs them forwards on one thread
 SAMPLE_S = 0.1              # how often the runnable-task count is read
 POLICY_ENV = "CAFFE_THREAD_POLICY"
 POLICIES = ("auto", "shared", "fixed")
@@ -231,6 +236,9 @@ def for_program(probe, layers, bottoms, tops):
     threads = for_forward(layers, bottoms, tops)
     if threads is UNCHANGED:
         return threads
+    work, num_weighted = net_work(layers, bottoms, tops, refresh=False)
+    if work >= PROBE_BELOW_WORK * max(1, num_weighted):
+        return threads      # layers this large gain from every thread: no forward to spare
     chosen = probe.pick(threads.threads)
     if chosen != threads.threads:
         threads.close()

@@ -205,3 +205,12 @@ def test_the_program_runs_on_the_probes_choice(two_threads, monkeypatch):
         net.forward()
     assert counts == [2] * (probes // 2) + [1] * (probes // 2) + [1, 1, 1]
     assert torch.get_num_threads() == 2
+
+
+def test_nets_of_large_layers_keep_all_threads_unprobed(two_threads, seen, monkeypatch):
+    quiet(monkeypatch)
+    monkeypatch.setattr(tp, "PROBE_BELOW_WORK", 1_000_000)     # 9.4M per layer: "large"
+    net = build(32, 32)
+    for _ in range(2 * (tp.Probe.PROBES + tp.Probe.WARMUP)):
+        net.forward()
+    assert set(seen) == {2} and net.plan._program.probe.allowed is None
