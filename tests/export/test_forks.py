@@ -57,7 +57,7 @@ def test_community_activations_export(body):
     the hard functions."""
     net = make_net(body, [(4, 3, 5, 6)])
     x = np.linspace(-30, 30, 360, dtype=np.float32).reshape(4, 3, 5, 6)
-    check_exports(net, {"x": x}, outputs=["y"], torch_=False)
+    check_exports(net, {"x": x}, outputs=["y"])
 
 
 @pytest.mark.parametrize("pool, upsample, size", [
