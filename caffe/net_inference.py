@@ -85,6 +85,7 @@ class Program:
     def __init__(self, net, probe=None):
         self.net = net
         self.probe = probe or thread_policy.Probe()    # kept across rebuilds (NetPlan)
+        self.probe.work = None                          # the shapes may have changed
         self._build()
 
     # -- validity ------------------------------------------------------------------------

@@ -188,7 +188,7 @@ class Probe:
 
     def __init__(self):
         self.allowed, self.plan, self.times = None, [], {}
-        self.choice, self.count = None, 0
+        self.choice, self.count, self.work = None, 0, None
 
     def pick(self, allowed):
         """The threads for the next forward, `allowed` being the policy's count."""
@@ -232,19 +232,23 @@ class Probe:
 
 def for_program(probe, layers, bottoms, tops):
     """The ForwardThreads of a compiled whole forward: for_forward's count, or one thread
-    where `probe` (a Probe) found one faster."""
-    threads = for_forward(layers, bottoms, tops)
-    if threads is UNCHANGED:
-        return threads
-    work, num_weighted = net_work(layers, bottoms, tops, refresh=False)
-    if work >= PROBE_BELOW_WORK * max(1, num_weighted):
-        return threads      # layers this large gain from every thread: no forward to spare
-    chosen = probe.pick(threads.threads)
-    if chosen != threads.threads:
-        threads.close()
-        import torch
-        threads = ForwardThreads(torch, chosen)
-    return threads
+    where `probe` (a Probe) found one faster. The net's work is counted once per program
+    (`probe.work`, which a rebuild clears): its shapes are the program's."""
+    chosen = policy()
+    if chosen == "fixed":
+        return UNCHANGED
+    import torch
+    budget = torch.get_num_threads()
+    if budget <= 1 or not layers:
+        return UNCHANGED
+    if probe.work is None:
+        probe.work = net_work(layers, bottoms, tops)
+    work, num_weighted = probe.work
+    others = _sampled_others(time.monotonic()) if chosen == "shared" else 0
+    threads = forward_threads(budget, work, num_weighted, others)
+    if threads > 1 and work < PROBE_BELOW_WORK * max(1, num_weighted):
+        threads = probe.pick(threads)
+    return ForwardThreads(torch, threads)
 
 
 def for_forward(layers, bottoms, tops, start=0, end=None):
