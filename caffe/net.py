@@ -385,8 +385,6 @@ class Net:
         """Run layers start..end inclusive (Net::ForwardFromTo); return the weighted loss as a
         0-d tensor. Each step of the plan is one layer, or a fused pair hooks see as two."""
         # Half-precision nets add their losses up in float32.
-        loss = torch.zeros((), dtype=torch.float32 if self.dtype in HALF_DTYPES else self.dtype,
-                           device=self.device)
         program = self.plan.program(start, end)
         if program is not None:
             loss, stopped = program.run()
@@ -398,6 +396,9 @@ class Net:
             start = stopped + 1
             if start > end:
                 return loss
+        else:
+            loss = torch.zeros((), dtype=torch.float32 if self.dtype in HALF_DTYPES
+                               else self.dtype, device=self.device)
         self.plan.settle()
         if start == 0 and end == len(self._layers) - 1:
             self.plan.replay = False

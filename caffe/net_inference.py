@@ -63,12 +63,18 @@ def why_not(net, start, end):
         return "a forward of part of the net"
     if net._before_forward or net._after_forward:
         return "forward hooks"
+    if net.device.type != "cpu" or net.dtype not in (torch.float32, torch.float64):
+        return "not a float32 / float64 CPU net"
+    return net.plan.fixed_reason
+
+
+def fixed_reason(net):
+    """The reason a net never runs as a program, from what its build fixed (NetPlan reads
+    it once, so that a forward does not walk the layers), or None."""
     if net.force_backward:
         return "force_backward"
     if any(net.layer_need_backward) and net.phase != caffe_pb2.TEST:
         return "a backward may follow"
-    if net.device.type != "cpu" or net.dtype not in (torch.float32, torch.float64):
-        return "not a float32 / float64 CPU net"
     if any(layer.type == "Python" for layer in net._layers):
         return "Python layers"
     return None
@@ -160,10 +166,10 @@ class Program:
     def _ins(self, i):
         return [self.slot_of[id(b)] for b in self.net.bottom_vecs[i]]
 
-    def _add(self, fn, first, last, ins=None):
+    def _add(self, fn, first, last):
         """Add fn computing layers first..last: it reads their bottoms, writes their tops."""
         net = self.net
-        ins = self._ins(first) if ins is None else ins
+        ins = self._ins(first)
         tops = []
         for k in range(first, last + 1):
             for blob in net.top_vecs[k]:
@@ -214,8 +220,8 @@ class Program:
         running on its blobs changed its tops' shapes: every blob then holds its value, and
         the caller runs the layers after that one layer by layer."""
         net, env = self.net, self.env
-        threads = thread_policy.for_program(self.probe, net._layers, net.bottom_vecs,
-                                            net.top_vecs)
+        threads = thread_policy.for_forward(net._layers, net.bottom_vecs, net.top_vecs,
+                                            probe=self.probe)
         started = time.perf_counter()
         done = len(self.ops)
         try:
@@ -388,8 +394,7 @@ def _fold(net, first, last, c):
     for k in range(first, last + 1):
         layer = net._layers[k]
         if layer.type == "BatchNorm":
-            s = float(layer.blobs[2].data.reshape(-1)[0])
-            f = 0.0 if s == 0 else 1.0 / s
+            f = float(layer.stats_factor().reshape(-1)[0])
             mean = layer.blobs[0].data.reshape(-1).double() * f
             var = layer.blobs[1].data.reshape(-1).double() * f
             r = 1.0 / torch.sqrt(var + layer.param.batch_norm_param.eps)

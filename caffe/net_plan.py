@@ -51,6 +51,7 @@ class NetPlan:
         self._forward_steps = {}
         self._diff_plan = None
         self._program = None
+        self.fixed_reason = net_inference.fixed_reason(net)
         self.replay = False     # the last whole forward ran as the program (net._replay_forward)
 
     def program(self, start, end):

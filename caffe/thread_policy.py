@@ -230,31 +230,15 @@ class Probe:
             self.count = 0
 
 
-def for_program(probe, layers, bottoms, tops):
-    """The ForwardThreads of a compiled whole forward: for_forward's count, or one thread
-    where `probe` (a Probe) found one faster. The net's work is counted once per program
-    (`probe.work`, which a rebuild clears): its shapes are the program's."""
-    chosen = policy()
-    if chosen == "fixed":
-        return UNCHANGED
-    import torch
-    budget = torch.get_num_threads()
-    if budget <= 1 or not layers:
-        return UNCHANGED
-    if probe.work is None:
-        probe.work = net_work(layers, bottoms, tops)
-    work, num_weighted = probe.work
-    others = _sampled_others(time.monotonic()) if chosen == "shared" else 0
-    threads = forward_threads(budget, work, num_weighted, others)
-    if threads > 1 and work < PROBE_BELOW_WORK * max(1, num_weighted):
-        threads = probe.pick(threads)
-    return ForwardThreads(torch, threads)
-
-
-def for_forward(layers, bottoms, tops, start=0, end=None):
+def for_forward(layers, bottoms, tops, start=0, end=None, probe=None):
     """The ForwardThreads of a forward about to run layers[start:end + 1] (with their bottom
     and top vectors): UNCHANGED when the policy is "fixed" or torch has one thread (nothing
-    to choose). One thread for small nets; with "shared", only the free cores for others."""
+    to choose). One thread for small nets; with "shared", only the free cores for others.
+
+    A compiled whole forward (caffe.net_inference) passes its Probe: the net's work is then
+    counted once per program (`probe.work`, which a rebuild clears: its shapes are the
+    program's), and a net of small layers runs on one thread where the probe found one
+    faster."""
     chosen = policy()
     if chosen == "fixed":
         return UNCHANGED
@@ -262,8 +246,16 @@ def for_forward(layers, bottoms, tops, start=0, end=None):
     budget = torch.get_num_threads()
     if budget <= 1 or not layers:
         return UNCHANGED
-    full = start == 0 and (end is None or end == len(layers) - 1)
-    work, num_weighted = net_work(layers, bottoms, tops, refresh=full)
+    if probe is not None:
+        if probe.work is None:
+            probe.work = net_work(layers, bottoms, tops)
+        work, num_weighted = probe.work
+    else:
+        full = start == 0 and (end is None or end == len(layers) - 1)
+        work, num_weighted = net_work(layers, bottoms, tops, refresh=full)
     others = _sampled_others(time.monotonic()) if chosen == "shared" else 0
     threads = forward_threads(budget, work, num_weighted, others)
+    if probe is not None and threads > 1 and \
+            work < PROBE_BELOW_WORK * max(1, num_weighted):
+        threads = probe.pick(threads)
     return ForwardThreads(torch, threads)

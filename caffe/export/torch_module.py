@@ -258,8 +258,7 @@ def _bias(b, step):
 @converts("BatchNorm")
 def _batch_norm(b, step):
     layer = step.layer
-    s = layer.blobs[2].data.reshape(())
-    factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+    factor = layer.stats_factor().reshape(())
     mean = (layer.blobs[0].data.reshape(-1) * factor).clone()
     var = (layer.blobs[1].data.reshape(-1) * factor).clone()
     b.add(step, BatchNorm(mean, var, layer.param.batch_norm_param.eps))

@@ -152,10 +152,15 @@ class BatchNormLayer(_OneToOne):
                                              save_mean=saved_mean, save_invstd=self.invstd)
         self._update_stats(x, mean, var, p.moving_average_fraction)
 
+    def stats_factor(self):
+        """1 / s, the normaliser of the stored sums (0 where s is 0: a net never trained);
+        the layer, the torch exporter and the inference program's folding read it."""
+        s = self.blobs[2].data
+        return torch.where(s == 0, torch.zeros_like(s), 1 / s)
+
     def _global_stats(self, mean, var, eps):
         """mean, var (and 1 / std) from the stored sums and their normaliser."""
-        s = self.blobs[2].data
-        factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+        factor = self.stats_factor()
         torch.mul(self.blobs[0].data, factor, out=mean)
         torch.mul(self.blobs[1].data, factor, out=var)
         torch.add(var, eps, out=self.invstd).rsqrt_()
